@@ -1,0 +1,146 @@
+#!/bin/sh
+# flotilla host supervisor: runs jobs detached from the daemon, keeps pid, log and exit code
+# in each job's directory, and reports the host's inventory. POSIX sh; run as
+#   sh supervisor.sh VERB ARGS...
+# Verbs:
+#   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker,
+#                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=...` line per GPU
+#   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
+#                                   under SHELL (`default`: bash when present, else sh);
+#                                   prints its pid; idempotent (an existing job is left alone)
+#   follow JOBDIR OFFSET            log bytes from OFFSET on stdout until the job has ended and
+#                                   all is read, then `exit_code=N` (or `lost`) on stderr
+#   status JOBDIR                   `running PID`, `exited CODE`, `lost` or `absent`
+#   signal JOBDIR SIGNAL            signal the job's process group (TERM, KILL, ...)
+#   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
+#   gc JOBDIR                       remove a finished job's directory
+set -u
+
+die() { echo "supervisor: $*" >&2; exit 2; }
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+job_pid() { [ -f "$1/pid" ] && cat "$1/pid" 2>/dev/null; }
+
+inventory() {
+  echo "arch=$(uname -m)"
+  c=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)
+  echo "cpus=$c"
+  m=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)
+  echo "memory_kib=${m:-0}"
+  root=${FLOTILLA_ROOT:-$HOME/.flotilla}
+  mkdir -p "$root" 2>/dev/null
+  d=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $2}')
+  echo "disk_kib=${d:-0}"
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
+  fi
+  if command -v amd-smi >/dev/null 2>&1; then
+    amd-smi static --asic --vram --csv 2>/dev/null | sed 's/^/amd=/'
+  fi
+}
+
+start() {
+  dir=$1 shell=$2 workdir=$3
+  mkdir -p "$dir" || die "cannot create $dir"
+  p=$(job_pid "$dir")
+  if [ -n "$p" ]; then echo "$p"; return 0; fi
+  cat > "$dir/script.tmp" || die "cannot write the job script"
+  mv "$dir/script.tmp" "$dir/script"
+  mkdir -p "$workdir" || die "cannot create working directory $workdir"
+  printf '%s\n' "$workdir" > "$dir/workdir"
+  command -v setsid >/dev/null 2>&1 || die "setsid not found on this host"
+  setsid sh "$0" _wrap "$dir" "$shell" "$workdir" </dev/null >/dev/null 2>&1 &
+  i=0
+  while [ ! -f "$dir/pid" ]; do
+    i=$((i + 1)); [ $i -gt 500 ] && die "the job did not start within 5s"
+    sleep 0.01
+  done
+  cat "$dir/pid"
+}
+
+# The job's parent: it is its own session, the job gets another one (so that a signal to the
+# job's process group spares this wrapper, which records the exit code).
+_wrap() {
+  dir=$1 shell=$2 workdir=$3
+  : >> "$dir/log"
+  if [ "$shell" = default ]; then
+    if command -v bash >/dev/null 2>&1; then shell=bash; else shell=sh; fi
+  fi
+  cd "$workdir" || { echo 127 > "$dir/exit_code"; exit 0; }
+  setsid "$shell" "$dir/script" </dev/null >>"$dir/log" 2>&1 &
+  j=$!
+  echo "$j" > "$dir/pid.tmp" && mv "$dir/pid.tmp" "$dir/pid"
+  wait "$j"
+  c=$?
+  echo "$c" > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
+}
+
+follow() {
+  dir=$1 off=$2
+  [ -f "$dir/pid" ] || die "no job in $dir"
+  pid=$(job_pid "$dir")
+  while :; do
+    ended=0
+    if [ -f "$dir/exit_code" ]; then ended=1
+    elif ! alive "$pid"; then
+      # The job is gone; its wrapper writes the exit code right after: give it a moment.
+      sleep 0.2
+      [ -f "$dir/exit_code" ] && ended=1 || ended=2
+    fi
+    size=$(wc -c < "$dir/log" 2>/dev/null || echo 0)
+    size=$((size + 0))
+    if [ "$size" -gt "$off" ]; then
+      tail -c +$((off + 1)) "$dir/log" | head -c $((size - off)) || exit 3
+      off=$size
+    fi
+    case $ended in
+      1) echo "exit_code=$(cat "$dir/exit_code")" >&2; return 0 ;;
+      2) echo "lost" >&2; return 0 ;;
+    esac
+    sleep 0.05
+  done
+}
+
+status() {
+  dir=$1
+  if [ -f "$dir/exit_code" ]; then echo "exited $(cat "$dir/exit_code")"; return 0; fi
+  [ -f "$dir/pid" ] || { echo absent; return 0; }
+  p=$(job_pid "$dir")
+  if alive "$p"; then echo "running $p"; else echo lost; fi
+}
+
+signal() {
+  dir=$1 sig=$2
+  p=$(job_pid "$dir")
+  [ -n "$p" ] || die "no job in $dir"
+  kill -s "$sig" -- "-$p" 2>/dev/null || kill -s "$sig" "$p" 2>/dev/null || true
+}
+
+metrics() {
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'
+  fi
+}
+
+gc() {
+  dir=$1
+  [ -f "$dir/exit_code" ] || [ ! -f "$dir/pid" ] || die "$dir is still running"
+  rm -rf "$dir"
+}
+
+verb=${1:-}
+[ -n "$verb" ] || die "usage: supervisor.sh VERB ARGS..."
+shift
+case $verb in
+  inventory) inventory ;;
+  start) [ $# -eq 3 ] || die "usage: start JOBDIR SHELL WORKDIR"; start "$@" ;;
+  _wrap) _wrap "$@" ;;
+  follow) [ $# -eq 2 ] || die "usage: follow JOBDIR OFFSET"; follow "$@" ;;
+  status) [ $# -eq 1 ] || die "usage: status JOBDIR"; status "$@" ;;
+  signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
+  metrics) metrics ;;
+  gc) [ $# -eq 1 ] || die "usage: gc JOBDIR"; gc "$@" ;;
+  *) die "unknown verb $verb" ;;
+esac

@@ -1,0 +1,213 @@
+//! The socket API: accept connections, identify the caller by peer credentials, read JSON-RPC lines, dispatch, stream.
+
+pub mod handlers;
+pub mod socket;
+pub mod streams;
+
+use crate::state::Daemon;
+use flotilla_protocol::framing::{FrameError, LineReader};
+use flotilla_protocol::rpc::{
+    codes, methods, HelloParams, HelloResult, Request, Response, RpcError, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+/// Who is calling, from the socket's peer credentials.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    pub user: String,
+    /// root and the daemon's own user.
+    pub admin: bool,
+}
+
+/// Lines to send on one connection (responses and notifications, already encoded).
+pub type Outbox = mpsc::Sender<Vec<u8>>;
+
+pub fn encode_line<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
+    v.push(b'\n');
+    v
+}
+
+/// Accepts connections until shutdown; then waits for in-flight requests to be answered.
+pub async fn serve(d: Daemon, listener: UnixListener) {
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = d.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let d = d.clone();
+                    let t = tracker.clone();
+                    tracker.spawn(async move { serve_connection(d, stream, t).await });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    tracker.close();
+    // Connections end their streams on shutdown; requests in flight get their answers.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
+}
+
+async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            warn!("cannot read peer credentials: {e}");
+            return;
+        }
+    };
+    // SAFETY: getuid has no preconditions.
+    let own_uid = unsafe { libc::getuid() };
+    let caller = Arc::new(Caller {
+        uid,
+        user: socket::user_name(uid),
+        admin: uid == 0 || uid == own_uid,
+    });
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if write.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, read), MAX_FRAME_BYTES);
+    let mut said_hello = false;
+    loop {
+        let line = tokio::select! {
+            _ = d.shutdown.cancelled() => break,
+            l = reader.next_line() => l,
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(FrameError::TooLarge { max }) => {
+                let err = RpcError::new(
+                    codes::FRAME_TOO_LARGE,
+                    format!("line longer than {max} bytes; closing the connection"),
+                );
+                let _ = tx.send(encode_line(&Response::err(Value::Null, err))).await;
+                break;
+            }
+            Err(FrameError::Io(e)) => {
+                debug!("connection read error: {e}");
+                break;
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let req = match parse_request(&line) {
+            Ok(r) => r,
+            Err((id, err)) => {
+                let _ = tx.send(encode_line(&Response::err(id, err))).await;
+                continue;
+            }
+        };
+        let id = req.id.clone().unwrap_or(Value::Null);
+        if req.method == methods::HELLO {
+            let reply = match hello(&req, &caller) {
+                Ok(v) => {
+                    said_hello = true;
+                    Response::ok(id, v)
+                }
+                Err(e) => Response::err(id, e),
+            };
+            let _ = tx.send(encode_line(&reply)).await;
+            continue;
+        }
+        if !said_hello {
+            let err = RpcError::new(
+                codes::HELLO_REQUIRED,
+                format!("call `hello` with {{\"protocol\":\"{PROTOCOL_VERSION}\"}} first"),
+            );
+            let _ = tx.send(encode_line(&Response::err(id, err))).await;
+            continue;
+        }
+        let (d, tx, caller) = (d.clone(), tx.clone(), caller.clone());
+        tracker.spawn(async move {
+            let has_id = req.id.is_some();
+            if let Some(reply) = handlers::dispatch(&d, &caller, req, id, &tx).await {
+                if has_id {
+                    let _ = tx.send(encode_line(&reply)).await;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn parse_request(line: &[u8]) -> Result<Request, (Value, RpcError)> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        (
+            Value::Null,
+            RpcError::new(codes::PARSE_ERROR, format!("not valid JSON: {e}")),
+        )
+    })?;
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+        return Err((
+            Value::Null,
+            RpcError::new(codes::INVALID_REQUEST, "`id` must be a number or a string"),
+        ));
+    }
+    let req: Request = serde_json::from_value(value).map_err(|e| {
+        (
+            id.clone(),
+            RpcError::new(
+                codes::INVALID_REQUEST,
+                format!("not a JSON-RPC 2.0 request ({e}); expected {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"...\",\"params\":{{...}}}}"),
+            ),
+        )
+    })?;
+    if req.jsonrpc != "2.0" {
+        return Err((
+            id,
+            RpcError::new(codes::INVALID_REQUEST, "`jsonrpc` must be \"2.0\""),
+        ));
+    }
+    Ok(req)
+}
+
+fn hello(req: &Request, caller: &Caller) -> Result<Value, RpcError> {
+    let params: HelloParams = serde_json::from_value(req.params.clone().unwrap_or(Value::Null))
+        .map_err(|e| {
+            RpcError::new(
+                codes::INVALID_PARAMS,
+                format!("hello: {e}; send {{\"protocol\":\"{PROTOCOL_VERSION}\"}}"),
+            )
+        })?;
+    let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+    if major(&params.protocol) != major(PROTOCOL_VERSION) {
+        return Err(RpcError::new(
+            codes::PROTOCOL_MISMATCH,
+            format!(
+                "protocol mismatch: the client speaks {}, this daemon speaks {}; use a flotilla and flotillad of the same major version",
+                params.protocol, PROTOCOL_VERSION
+            ),
+        ));
+    }
+    serde_json::to_value(HelloResult {
+        protocol: PROTOCOL_VERSION.into(),
+        daemon_version: flotilla_protocol::VERSION.into(),
+        user: caller.user.clone(),
+        uid: caller.uid,
+        admin: caller.admin,
+    })
+    .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
+}

@@ -1,0 +1,74 @@
+//! The daemon's configuration: command-line flags, the optional `config.yml` in the data dir, and XDG defaults.
+
+use anyhow::Context;
+use flotilla_protocol::paths;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    /// A directory of gpuhunt CSV catalogs, loaded once (`catalog_dir`, env `FLOTILLA_CATALOG_DIR`).
+    pub catalog_dir: Option<PathBuf>,
+    /// Download the providers' catalogs and refresh them in the background.
+    pub live_catalog: bool,
+    pub catalog_url: String,
+    pub catalog_refresh_secs: u64,
+}
+
+/// `config.yml` in the data dir; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    catalog_dir: Option<PathBuf>,
+    live_catalog: Option<bool>,
+    catalog_url: Option<String>,
+    catalog_refresh_secs: Option<u64>,
+}
+
+pub const DEFAULT_CATALOG_URL: &str = "https://dstack-gpu-pricing.s3.eu-west-1.amazonaws.com/v3";
+
+impl DaemonConfig {
+    /// Resolves the configuration from flags (which win), `config.yml`, the environment and defaults.
+    pub fn resolve(
+        data_dir: Option<PathBuf>,
+        socket: Option<PathBuf>,
+        config_file: Option<PathBuf>,
+    ) -> anyhow::Result<DaemonConfig> {
+        let data_dir = data_dir.unwrap_or_else(paths::default_state_dir);
+        let file_path = config_file.unwrap_or_else(|| data_dir.join("config.yml"));
+        let file = read_file_config(&file_path)?;
+        let catalog_dir = std::env::var_os("FLOTILLA_CATALOG_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or(file.catalog_dir);
+        Ok(DaemonConfig {
+            socket: socket.unwrap_or_else(paths::default_socket_path),
+            catalog_dir,
+            live_catalog: file.live_catalog.unwrap_or(false),
+            catalog_url: file
+                .catalog_url
+                .unwrap_or_else(|| DEFAULT_CATALOG_URL.to_string()),
+            catalog_refresh_secs: file.catalog_refresh_secs.unwrap_or(3600),
+            data_dir,
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let name = path.display().to_string();
+    let value = flotilla_protocol::config::yaml_to_json(&name, &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if value.is_null() {
+        return Ok(FileConfig::default());
+    }
+    serde_json::from_value(value).with_context(|| {
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs)")
+    })
+}

@@ -1,0 +1,127 @@
+//! Typed calls of the supervisor verbs (`inventory`, `start`, `follow`, `status`, `signal`).
+
+use super::inventory::{parse_inventory, Inventory};
+use super::{Host, HostError};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// What the supervisor knows of a job's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessStatus {
+    Running(u32),
+    Exited(i32),
+    /// Started once, but neither running nor with an exit code (the host rebooted, say).
+    Lost,
+    /// Never started.
+    Absent,
+}
+
+/// How a `follow` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEnd {
+    Exited(i32),
+    Lost,
+    /// The follow itself broke (connection lost): follow again from where it stopped.
+    Broken(String),
+}
+
+pub async fn inventory(host: &Host) -> Result<Inventory, HostError> {
+    let out = host.run(&["inventory"], None).await?;
+    Ok(parse_inventory(&out))
+}
+
+/// Starts a job (idempotent) and returns its pid.
+pub async fn start(
+    host: &Host,
+    job_dir: &str,
+    shell: &str,
+    workdir: &str,
+    script: &str,
+) -> Result<u32, HostError> {
+    let out = host
+        .run(&["start", job_dir, shell, workdir], Some(script.as_bytes()))
+        .await?;
+    out.trim().parse().map_err(|_| HostError::Verb {
+        host: host.label(),
+        verb: "start".into(),
+        message: format!("unexpected pid {:?}", out.trim()),
+    })
+}
+
+pub async fn status(host: &Host, job_dir: &str) -> Result<ProcessStatus, HostError> {
+    let out = host.run(&["status", job_dir], None).await?;
+    let mut words = out.split_whitespace();
+    Ok(match (words.next(), words.next().and_then(|w| w.parse::<i64>().ok())) {
+        (Some("running"), Some(pid)) => ProcessStatus::Running(pid as u32),
+        (Some("exited"), Some(code)) => ProcessStatus::Exited(code as i32),
+        (Some("lost"), _) => ProcessStatus::Lost,
+        _ => ProcessStatus::Absent,
+    })
+}
+
+pub async fn signal(host: &Host, job_dir: &str, signal: &str) -> Result<(), HostError> {
+    host.run(&["signal", job_dir, signal], None).await.map(|_| ())
+}
+
+/// Streams a job's log from `offset`: `on_bytes` gets every chunk in order, then the end.
+pub async fn follow(
+    host: &Host,
+    job_dir: &str,
+    offset: u64,
+    mut on_bytes: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<FollowEnd, HostError> {
+    let off = offset.to_string();
+    let mut exec = host.exec(&["follow", job_dir, &off], None).await?;
+    let mut stdout = exec.child.stdout.take();
+    let mut stderr = exec.child.stderr.take();
+    let err_task = tokio::spawn(async move {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut s).await;
+        }
+        s
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read_error = None;
+    if let Some(out) = stdout.as_mut() {
+        loop {
+            match read_some(out, &mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = on_bytes(&buf[..n]) {
+                        let _ = exec.child.start_kill();
+                        read_error = Some(format!("cannot store the log: {e}"));
+                        break;
+                    }
+                }
+                Err(e) => {
+                    read_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    let status = exec.child.wait().await;
+    let stderr = err_task.await.unwrap_or_default();
+    if let Some(e) = read_error {
+        return Ok(FollowEnd::Broken(e));
+    }
+    for line in stderr.lines().rev() {
+        if let Some(code) = line.strip_prefix("exit_code=") {
+            if let Ok(c) = code.trim().parse() {
+                return Ok(FollowEnd::Exited(c));
+            }
+        }
+        if line.trim() == "lost" {
+            return Ok(FollowEnd::Lost);
+        }
+    }
+    Ok(FollowEnd::Broken(format!(
+        "follow ended without an exit code ({}): {}",
+        status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+        stderr.trim()
+    )))
+}
+
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    r.read(buf).await
+}

@@ -1,0 +1,279 @@
+//! One runner per job submission on a host: start it through the supervisor, copy its log, record how it ended.
+//!
+//! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
+//! repeats a byte; the offset is also kept in the store.
+
+use super::timers::carry_out_stops;
+use crate::hosts::supervisor::{self, FollowEnd};
+use crate::hosts::Host;
+use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
+use crate::state::Daemon;
+use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
+use flotilla_protocol::Timestamp;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
+    if !d.claim_runner(sub_id) {
+        return;
+    }
+    let d = d.clone();
+    tokio::spawn(async move {
+        if let Err(message) = drive(&d, run_id, replica, job_num, sub_id).await {
+            warn!("job submission {sub_id}: {message}");
+            let now = Timestamp::now();
+            let _ = d.update_run(run_id, |run| {
+                if let Some(job) = find_job(run, replica, job_num) {
+                    if job.current.id == sub_id && !job.current.status.is_finished() {
+                        finish(
+                            &mut job.current,
+                            JobStatus::Failed,
+                            Some(JobTerminationReason::ExecutorError),
+                            Some(message.clone()),
+                            now,
+                        );
+                    }
+                }
+            });
+            let _ = d.store.flush().await;
+            d.logs.complete(sub_id);
+        }
+        d.release_runner(sub_id);
+    });
+}
+
+pub fn find_job(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
+    run.jobs
+        .iter_mut()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
+}
+
+async fn drive(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) -> Result<(), String> {
+    let run = d
+        .store
+        .get_run(run_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("the run is gone")?;
+    let job = run
+        .jobs
+        .iter()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
+        .ok_or("the job is gone")?;
+    if job.current.id != sub_id || job.current.status.is_finished() {
+        return Ok(());
+    }
+    let host = d.host_for(job.current.instance_id);
+    let job_dir = job
+        .current
+        .job_dir
+        .clone()
+        .unwrap_or_else(|| host.job_dir(sub_id));
+
+    if job.current.status == JobStatus::Provisioning && !start(d, &host, &run, job, &job_dir).await? {
+        return Ok(());
+    }
+    follow_to_end(d, &host, run_id, replica, job_num, sub_id, &job_dir).await
+}
+
+/// Starts the job on its host; false when it was stopped before it started.
+async fn start(d: &Daemon, host: &Host, run: &Run, job: &Job, job_dir: &str) -> Result<bool, String> {
+    let sub_id = job.current.id;
+    if job.current.stop.is_some() {
+        // Stopped before it started: nothing runs on the host.
+        d.update_run(run.id, |run| {
+            if let Some(j) = find_job(run, job.replica_num, job.job_num) {
+                if let Some(stop) = j.current.stop.clone() {
+                    let status = if stop.abort { JobStatus::Aborted } else { JobStatus::Terminated };
+                    finish(&mut j.current, status, Some(stop.reason), None, Timestamp::now());
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        d.store.flush().await.map_err(|e| e.to_string())?;
+        d.logs.complete(sub_id);
+        return Ok(false);
+    }
+    let common = run.configuration.common();
+    if let Some(image) = &common.image {
+        return Err(format!(
+            "running in a Docker image ({image}) is not supported yet; remove `image` to run on the host"
+        ));
+    }
+    let script = job_script(run, job)?;
+    let workdir = match &common.working_dir {
+        Some(w) if w.starts_with('/') => w.clone(),
+        Some(w) => format!("{job_dir}/work/{w}"),
+        None => format!("{job_dir}/work"),
+    };
+    let shell = common.shell.clone().unwrap_or_else(|| "default".into());
+    let pid = supervisor::start(host, job_dir, &shell, &workdir, &script)
+        .await
+        .map_err(|e| format!("cannot start the job: {e}"))?;
+    info!(run = %run.name, job = job.job_num, pid, "job started");
+    let now = Timestamp::now();
+    let (_, stop_pending) = d
+        .update_run(run.id, |run| {
+            let Some(j) = find_job(run, job.replica_num, job.job_num) else {
+                return false;
+            };
+            if j.current.id != sub_id {
+                return false;
+            }
+            j.current.started_at = Some(now);
+            if j.current.stop.is_some() {
+                j.current.status = JobStatus::Terminating;
+                true
+            } else {
+                j.current.status = JobStatus::Running;
+                false
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    d.store.flush().await.map_err(|e| e.to_string())?;
+    if stop_pending {
+        carry_out_stops(d, run.id).await;
+    }
+    Ok(true)
+}
+
+async fn follow_to_end(
+    d: &Daemon,
+    host: &Host,
+    run_id: u64,
+    replica: u32,
+    job_num: u32,
+    sub_id: u64,
+    job_dir: &str,
+) -> Result<(), String> {
+    let mut backoff = Duration::from_millis(200);
+    let exit = loop {
+        let mut writer = match d.logs.writer(sub_id) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cannot open the log of submission {sub_id}: {e}; retrying");
+                if sleep_or_shutdown(d, backoff).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let offset = writer.size();
+        let mut last_saved = Instant::now();
+        let end = supervisor::follow(host, job_dir, offset, |bytes| {
+            writer.append(bytes)?;
+            if last_saved.elapsed() > Duration::from_secs(1) {
+                let _ = d.store.set_log_offset(sub_id, writer.size());
+                last_saved = Instant::now();
+            }
+            Ok(())
+        })
+        .await;
+        let _ = d.store.set_log_offset(sub_id, writer.size());
+        match end {
+            Ok(FollowEnd::Exited(code)) => break Some(code),
+            Ok(FollowEnd::Lost) => break None,
+            Ok(FollowEnd::Broken(e)) => warn!("following submission {sub_id}: {e}; retrying"),
+            Err(e) => warn!("following submission {sub_id}: {e}; retrying"),
+        }
+        if sleep_or_shutdown(d, backoff).await {
+            return Ok(());
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    };
+    let now = Timestamp::now();
+    let stop_duration = d
+        .store
+        .get_run(run_id)
+        .ok()
+        .flatten()
+        .and_then(|r| r.configuration.common().stop_duration);
+    let (run, others_to_stop) = d
+        .update_run(run_id, |run| {
+            let Some(job) = find_job(run, replica, job_num) else {
+                return false;
+            };
+            if job.current.id != sub_id || job.current.status.is_finished() {
+                return false;
+            }
+            finish_from_exit(&mut job.current, exit, now);
+            if job.current.status != JobStatus::Failed {
+                return false;
+            }
+            // A failed node stops the others of its run.
+            let mut any = false;
+            for other in run.jobs.iter_mut() {
+                any |= request_job_stop(
+                    other,
+                    JobTerminationReason::TerminatedByServer,
+                    false,
+                    stop_duration,
+                    now,
+                );
+            }
+            any
+        })
+        .map_err(|e| e.to_string())?;
+    d.store.flush().await.map_err(|e| e.to_string())?;
+    d.logs.complete(sub_id);
+    info!(run = %run.name, job = job_num, ?exit, status = %run.status, "job ended");
+    if others_to_stop {
+        carry_out_stops(d, run_id).await;
+    }
+    Ok(())
+}
+
+/// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
+async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
+    tokio::select! {
+        _ = d.shutdown.cancelled() => true,
+        _ = tokio::time::sleep(dur) => false,
+    }
+}
+
+/// Single-quotes a value for POSIX sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
+pub fn job_script(run: &Run, job: &Job) -> Result<String, String> {
+    let common = run.configuration.common();
+    let env = common
+        .env
+        .resolve(&run.caller_env)
+        .map_err(|e| format!("env: {e}"))?;
+    let nodes = run.configuration.nodes();
+    let gpus_per_node = job.current.gpus.len();
+    let mut s = String::from("# written by flotillad\n");
+    let mut export = |k: &str, v: &str| {
+        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+    };
+    export("DSTACK_RUN_NAME", &run.name);
+    export("DSTACK_NODE_RANK", &job.job_num.to_string());
+    export("DSTACK_NODES_NUM", &nodes.to_string());
+    export("DSTACK_GPUS_PER_NODE", &gpus_per_node.to_string());
+    export("DSTACK_GPUS_NUM", &(gpus_per_node * nodes as usize).to_string());
+    export("DSTACK_MASTER_NODE_IP", "127.0.0.1");
+    export("DSTACK_NODES_IPS", "127.0.0.1");
+    let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();
+    export("CUDA_VISIBLE_DEVICES", &visible.join(","));
+    for (k, v) in &env {
+        if !is_env_name(k) {
+            return Err(format!("env: {k:?} is not a valid variable name"));
+        }
+        export(k, v);
+    }
+    s.push_str("set -e\n");
+    for c in run.configuration.commands() {
+        s.push_str(&c);
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+fn is_env_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

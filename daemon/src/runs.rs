@@ -1,0 +1,264 @@
+//! Submitting, stopping and deleting runs: what `run.apply`, `run.stop` and `run.delete` do to the store.
+
+use crate::api::Caller;
+use crate::lifecycle::request_job_stop;
+use crate::loops::timers::carry_out_stops;
+use crate::state::Daemon;
+use crate::store::StoreError;
+use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
+use flotilla_protocol::model::{
+    Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
+};
+use flotilla_protocol::rpc::RunApplyParams;
+use flotilla_protocol::Timestamp;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A parsed run configuration with its final name and resolved environment.
+pub struct RunRequest {
+    pub name: String,
+    pub name_generated: bool,
+    pub configuration: RunConfiguration,
+    pub caller_env: BTreeMap<String, String>,
+}
+
+pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, RunError> {
+    let file = params.file_name.clone().unwrap_or_else(|| "configuration".into());
+    let config = parse_configuration(&file, &params.configuration).map_err(RunError::Config)?;
+    let Some(configuration) = config.as_run() else {
+        return Err(RunError::Invalid(format!(
+            "{file} is a {} configuration; run.apply takes a task, service or dev-environment (fleets and volumes are not supported yet)",
+            config.type_name()
+        )));
+    };
+    let missing: Vec<&str> = configuration
+        .common()
+        .env
+        .bare_keys()
+        .filter(|k| !params.env.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::Invalid(format!(
+            "{file}: env: {} must be set in your environment (the configuration lists {} without a value)",
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    let explicit = params
+        .name
+        .clone()
+        .or_else(|| configuration.common().name.clone());
+    if let Some(n) = &explicit {
+        validate_name(n)?;
+    }
+    Ok(RunRequest {
+        name_generated: explicit.is_none(),
+        name: explicit.unwrap_or_default(),
+        configuration,
+        caller_env: params.env.clone(),
+    })
+}
+
+fn validate_name(n: &str) -> Result<(), RunError> {
+    let ok = n.len() <= 60
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunError::Invalid(format!(
+            "run name {n:?} is invalid: use lowercase letters, digits and '-', starting with a letter (at most 60 characters)"
+        )))
+    }
+}
+
+const ADJECTIVES: &[&str] = &[
+    "quick", "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively",
+    "merry", "nice", "proud", "silly", "witty", "zesty", "bold", "crisp", "deft", "keen",
+];
+const ANIMALS: &[&str] = &[
+    "fox", "otter", "panda", "lynx", "owl", "seal", "wolf", "yak", "hare", "crab", "moth",
+    "newt", "orca", "puma", "swan", "toad", "wren", "bison", "koala", "lemur",
+];
+
+/// A free `adjective-animal-N` name.
+pub fn generate_name(d: &Daemon, seed: u64) -> Result<String, StoreError> {
+    let a = ADJECTIVES[(seed % ADJECTIVES.len() as u64) as usize];
+    let b = ANIMALS[((seed / 7) % ANIMALS.len() as u64) as usize];
+    for n in 1.. {
+        let name = format!("{a}-{b}-{n}");
+        if d.store.run_by_name(&name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    unreachable!("an unbounded range always yields a free name")
+}
+
+/// Stores a new run with one submitted job per node of each replica, and wakes the scheduler.
+pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, RunError> {
+    let id = d.store.next_id()?;
+    let name = if req.name_generated {
+        generate_name(d, id.wrapping_mul(2_654_435_761) ^ Timestamp::now().millis())?
+    } else {
+        req.name.clone()
+    };
+    if let Some(existing) = d.store.run_by_name(&name)? {
+        if !existing.status.is_finished() {
+            return Err(RunError::Conflict(format!(
+                "run {name} is still {}; stop it first (`flotilla stop {name}`) or give this one another name",
+                existing.status
+            )));
+        }
+        delete_finished(d, &existing)?;
+    }
+    let now = Timestamp::now();
+    let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
+    let nodes = req.configuration.nodes().max(1);
+    let mut jobs = Vec::new();
+    for replica_num in 0..replicas {
+        for job_num in 0..nodes {
+            jobs.push(Job {
+                replica_num,
+                job_num,
+                job_name: format!("{name}-{job_num}-{replica_num}"),
+                current: new_submission(d.store.next_id()?, 0, now),
+                previous_submissions: Vec::new(),
+            });
+        }
+    }
+    let run = Run {
+        id,
+        name,
+        user: caller.user.clone(),
+        uid: caller.uid,
+        status: RunStatus::Submitted,
+        termination_reason: None,
+        status_message: None,
+        submitted_at: now,
+        finished_at: None,
+        configuration_type: req.configuration.type_name().to_string(),
+        configuration_path: None,
+        configuration: req.configuration,
+        caller_env: req.caller_env,
+        retry_window_started_at: None,
+        jobs,
+    };
+    let events = d.store.insert_run(&run)?;
+    d.store.flush().await?;
+    d.publish(events);
+    d.wake.notify_one();
+    Ok(run)
+}
+
+pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
+    JobSubmission {
+        id,
+        submission_num,
+        status: JobStatus::Submitted,
+        termination_reason: None,
+        termination_message: None,
+        exit_code: None,
+        instance: None,
+        instance_id: None,
+        fleet: None,
+        gpus: Vec::new(),
+        blocks: 0,
+        submitted_at: now,
+        started_at: None,
+        finished_at: None,
+        waiting_reason: None,
+        job_dir: None,
+        stop: None,
+    }
+}
+
+pub fn find_run(d: &Daemon, name: &str) -> Result<Run, RunError> {
+    d.store.run_by_name(name)?.ok_or_else(|| {
+        RunError::NotFound(format!("run {name} not found; `flotilla ps -a` lists the runs"))
+    })
+}
+
+fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), RunError> {
+    if caller.admin || caller.uid == run.uid {
+        Ok(())
+    } else {
+        Err(RunError::Forbidden(format!(
+            "run {} belongs to {}; only its owner or an admin can {what} it",
+            run.name, run.user
+        )))
+    }
+}
+
+/// Stops a run: gracefully (SIGTERM, then SIGKILL after `stop_duration`) or at once (`abort`).
+pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Result<Run, RunError> {
+    let run = find_run(d, name)?;
+    check_owner(caller, &run, "stop")?;
+    if run.status.is_finished() {
+        return Ok(run);
+    }
+    let now = Timestamp::now();
+    let stop_duration = run.configuration.common().stop_duration;
+    let (run, _) = d.update_run(run.id, |run| {
+        let reason = if abort {
+            RunTerminationReason::AbortedByUser
+        } else {
+            RunTerminationReason::StoppedByUser
+        };
+        // An abort after a stop wins; otherwise the first reason stays.
+        if run.termination_reason.is_none() || abort {
+            run.termination_reason = Some(reason);
+        }
+        let job_reason = if abort {
+            JobTerminationReason::AbortedByUser
+        } else {
+            JobTerminationReason::TerminatedByUser
+        };
+        for job in run.jobs.iter_mut() {
+            request_job_stop(job, job_reason, abort, stop_duration, now);
+        }
+    })?;
+    d.store.flush().await?;
+    carry_out_stops(d, run.id).await;
+    Ok(d.store.get_run(run.id)?.unwrap_or(run))
+}
+
+fn delete_finished(d: &Daemon, run: &Run) -> Result<(), StoreError> {
+    d.store.delete_run(run.id)?;
+    for job in &run.jobs {
+        for sub in job.previous_submissions.iter().chain([&job.current]) {
+            d.logs.remove(sub.id);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a finished run with its logs.
+pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunError> {
+    let run = find_run(d, name)?;
+    check_owner(caller, &run, "delete")?;
+    if !run.status.is_finished() {
+        return Err(RunError::Conflict(format!(
+            "run {name} is still {}; stop it first (`flotilla stop {name}`)",
+            run.status
+        )));
+    }
+    delete_finished(d, &run)?;
+    d.store.flush().await?;
+    Ok(())
+}

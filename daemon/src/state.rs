@@ -1,0 +1,113 @@
+//! The daemon's one cheap-to-clone handle: store, logs, hosts, catalog, the event bus and the scheduler's wake-up.
+
+use crate::catalog::CatalogService;
+use crate::config::DaemonConfig;
+use crate::hosts::Host;
+use crate::lifecycle::derive_run_status;
+use crate::logs::LogHub;
+use crate::store::{Store, StoreError};
+use flotilla_protocol::model::{Event, Run};
+use flotilla_protocol::Timestamp;
+use std::collections::HashSet;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+pub struct Inner {
+    pub config: DaemonConfig,
+    pub store: Store,
+    pub logs: LogHub,
+    pub local: Host,
+    pub catalog: CatalogService,
+    pub events: broadcast::Sender<Event>,
+    /// Wakes the scheduler: a job was submitted, or blocks were freed.
+    pub wake: Notify,
+    pub shutdown: CancellationToken,
+    pub started_at: Timestamp,
+    /// Submissions with a runner task alive in this process.
+    pub runners: Mutex<HashSet<u64>>,
+    /// Held from a store change to its publication, so that watchers see events in order.
+    pub publish_lock: Mutex<()>,
+}
+
+#[derive(Clone)]
+pub struct Daemon(pub Arc<Inner>);
+
+impl Deref for Daemon {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Daemon {
+    pub fn publish(&self, events: Vec<Event>) {
+        for e in events {
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// Changes a run under the store's lock, derives its status from its jobs, records and
+    /// publishes the events, and wakes the scheduler when something finished.
+    pub fn update_run<T>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Run) -> T,
+    ) -> Result<(Run, T), StoreError> {
+        let now = Timestamp::now();
+        let _order = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (run, (out, ended), events) = self.store.update_run(id, |run| {
+            let running: HashSet<u64> = run
+                .jobs
+                .iter()
+                .filter(|j| !j.current.status.is_finished())
+                .map(|j| j.current.id)
+                .collect();
+            let out = f(run);
+            derive_run_status(run, now);
+            let ended: Vec<u64> = run
+                .jobs
+                .iter()
+                .filter(|j| j.current.status.is_finished() && running.contains(&j.current.id))
+                .map(|j| j.current.id)
+                .collect();
+            (out, ended)
+        })?;
+        // A finished job's log is complete: followers get their final answer.
+        for sub in ended {
+            self.logs.complete(sub);
+        }
+        let freed = events.iter().any(|e| {
+            e.kind == "job"
+                && e.new_status
+                    .as_deref()
+                    .is_some_and(|s| matches!(s, "done" | "failed" | "terminated" | "aborted"))
+        });
+        self.publish(events);
+        if freed {
+            self.wake.notify_one();
+        }
+        Ok((run, out))
+    }
+
+    /// The host an instance lives on. Only the local machine for now.
+    pub fn host_for(&self, _instance_id: Option<u64>) -> Host {
+        self.local.clone()
+    }
+
+    /// Marks a runner as alive; false when one already runs for this submission.
+    pub fn claim_runner(&self, submission: u64) -> bool {
+        self.runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(submission)
+    }
+
+    pub fn release_runner(&self, submission: u64) {
+        self.runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&submission);
+    }
+}

@@ -1,0 +1,227 @@
+//! An async client of the daemon's socket: `hello`, calls by id, and streams (`logs.follow`, `events.watch`).
+
+use crate::framing::{write_line, FrameError, LineReader};
+use crate::rpc::{
+    methods, HelloParams, HelloResult, Request, Response, RpcError, ServerMessage,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::BufReader;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the daemon at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the daemon closed the connection")]
+    Disconnected,
+    #[error("{0}")]
+    Rpc(RpcError),
+    #[error("unexpected answer from the daemon: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            ClientError::Rpc(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One item of a stream: a notification's params, or the final response that ends it.
+#[derive(Debug)]
+pub enum StreamItem {
+    Item(Value),
+    End(Result<Value, RpcError>),
+}
+
+enum Route {
+    Call(oneshot::Sender<Response>),
+    Stream(mpsc::Sender<StreamItem>),
+}
+
+type Routes = Arc<Mutex<HashMap<u64, Route>>>;
+
+/// A connection to the daemon. Cheap to share behind `&`; calls may run concurrently.
+pub struct Client {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    routes: Routes,
+    next_id: AtomicU64,
+    hello: HelloResult,
+}
+
+/// A stream opened by [`Client::subscribe`].
+pub struct Subscription {
+    rx: mpsc::Receiver<StreamItem>,
+}
+
+impl Subscription {
+    /// The next item; `None` once the connection is gone without a final response.
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.rx.recv().await
+    }
+}
+
+impl Client {
+    /// Connects and says `hello`; a protocol mismatch comes back as `ClientError::Rpc`.
+    pub async fn connect(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (read, write) = stream.into_split();
+        let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(read_loop(
+            LineReader::new(BufReader::with_capacity(256 * 1024, read), MAX_FRAME_BYTES),
+            routes.clone(),
+        ));
+        let mut client = Client {
+            writer: tokio::sync::Mutex::new(write),
+            routes,
+            next_id: AtomicU64::new(1),
+            hello: HelloResult {
+                protocol: String::new(),
+                daemon_version: String::new(),
+                user: String::new(),
+                uid: 0,
+                admin: false,
+            },
+        };
+        client.hello = client
+            .call(
+                methods::HELLO,
+                HelloParams {
+                    protocol: PROTOCOL_VERSION.into(),
+                    client: Some(client_name.into()),
+                },
+            )
+            .await?;
+        Ok(client)
+    }
+
+    pub fn hello(&self) -> &HelloResult {
+        &self.hello
+    }
+
+    /// Calls `method` and decodes its result.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send(method, params, Route::Call(tx)).await?;
+        let resp = rx.await.map_err(|_| ClientError::Disconnected)?;
+        let _ = id;
+        match (resp.result, resp.error) {
+            (_, Some(e)) => Err(ClientError::Rpc(e)),
+            (Some(v), None) => {
+                serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
+            }
+            (None, None) => Err(ClientError::Protocol(
+                "a response with neither result nor error".into(),
+            )),
+        }
+    }
+
+    /// Opens a stream: notifications until the final response.
+    pub async fn subscribe(
+        &self,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Subscription, ClientError> {
+        let (tx, rx) = mpsc::channel(1024);
+        self.send(method, params, Route::Stream(tx)).await?;
+        Ok(Subscription { rx })
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        params: impl Serialize,
+        route: Route,
+    ) -> Result<u64, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.routes).insert(id, route);
+        let req = Request::new(id, method, params);
+        let mut w = self.writer.lock().await;
+        if let Err(e) = write_line(&mut *w, &req).await {
+            lock(&self.routes).remove(&id);
+            return Err(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                ClientError::Disconnected
+            } else {
+                ClientError::Io(e)
+            });
+        }
+        Ok(id)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn read_loop(mut reader: LineReader<BufReader<tokio::net::unix::OwnedReadHalf>>, routes: Routes) {
+    loop {
+        let line = match reader.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::TooLarge { .. }) => break,
+        };
+        let msg: ServerMessage = match serde_json::from_slice(&line) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        match msg {
+            ServerMessage::Response(resp) => {
+                let Some(id) = resp.id.as_u64() else { continue };
+                let route = lock(&routes).remove(&id);
+                match route {
+                    Some(Route::Call(tx)) => {
+                        let _ = tx.send(resp);
+                    }
+                    Some(Route::Stream(tx)) => {
+                        let end = match resp.error {
+                            Some(e) => Err(e),
+                            None => Ok(resp.result.unwrap_or(Value::Null)),
+                        };
+                        let _ = tx.send(StreamItem::End(end)).await;
+                    }
+                    None => {}
+                }
+            }
+            ServerMessage::Notification(n) => {
+                let Some(id) = n.params.get("id").and_then(Value::as_u64) else {
+                    continue;
+                };
+                let tx = match lock(&routes).get(&id) {
+                    Some(Route::Stream(tx)) => tx.clone(),
+                    _ => continue,
+                };
+                if tx.send(StreamItem::Item(n.params)).await.is_err() {
+                    lock(&routes).remove(&id);
+                }
+            }
+        }
+    }
+    // The connection is gone: dropping the routes wakes every waiter with an error.
+    lock(&routes).clear();
+}

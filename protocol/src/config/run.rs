@@ -1,0 +1,254 @@
+//! The run kinds: `task` (with node groups), `dev-environment`, and [`RunConfiguration`] over all three.
+
+use super::common::{decode_ports, decode_run_common, PortMapping, RunCommon, RUN_COMMON_FIELDS};
+use super::decode::{item, Decoder, Fields};
+use super::duration::decode_off_duration;
+use super::profile::PROFILE_FIELDS;
+use super::resources::{decode_resources, Range, ResourcesSpec};
+use super::service::{decode_group_name, ServiceConfig};
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    #[serde(flatten)]
+    pub common: RunCommon,
+    /// Empty when `groups` is set (each group has its own).
+    pub commands: Vec<String>,
+    /// How many nodes in total (the sum over groups when `groups` is set); 1 by default.
+    pub nodes: u32,
+    /// Heterogeneous multi-node tasks: groups of nodes, each with its own commands and resources.
+    pub groups: Option<Vec<NodeGroup>>,
+}
+
+/// One group of a multi-node task's `groups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeGroup {
+    /// Given, or the group's index (`0`, `1`, ...).
+    pub name: String,
+    pub nodes: u32,
+    pub resources: ResourcesSpec,
+    pub commands: Vec<String>,
+    pub ports: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevEnvironmentConfig {
+    #[serde(flatten)]
+    pub common: RunCommon,
+    /// `vscode`, `cursor`, `windsurf`, `zed`, or `None` (SSH only).
+    pub ide: Option<String>,
+    pub version: Option<String>,
+    /// Commands run before the IDE attaches.
+    pub init: Vec<String>,
+    /// Stop after this many seconds without an SSH connection; `None` = never.
+    pub inactivity_duration: Option<u64>,
+}
+
+/// What a run stores: one of the three run kinds, tagged by `type` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RunConfiguration {
+    Task(TaskConfig),
+    Service(ServiceConfig),
+    DevEnvironment(DevEnvironmentConfig),
+}
+
+impl RunConfiguration {
+    pub fn common(&self) -> &RunCommon {
+        match self {
+            RunConfiguration::Task(task) => &task.common,
+            RunConfiguration::Service(service) => &service.common,
+            RunConfiguration::DevEnvironment(dev) => &dev.common,
+        }
+    }
+
+    pub fn common_mut(&mut self) -> &mut RunCommon {
+        match self {
+            RunConfiguration::Task(task) => &mut task.common,
+            RunConfiguration::Service(service) => &mut service.common,
+            RunConfiguration::DevEnvironment(dev) => &mut dev.common,
+        }
+    }
+
+    /// `task`, `service` or `dev-environment`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RunConfiguration::Task(_) => "task",
+            RunConfiguration::Service(_) => "service",
+            RunConfiguration::DevEnvironment(_) => "dev-environment",
+        }
+    }
+
+    /// The commands the job runs: `commands` of a task or service; a dev environment's
+    /// (deprecated) `setup` followed by `init`.
+    pub fn commands(&self) -> Vec<String> {
+        match self {
+            RunConfiguration::Task(task) => task.commands.clone(),
+            RunConfiguration::Service(service) => service.commands.clone(),
+            RunConfiguration::DevEnvironment(dev) => {
+                dev.common.setup.iter().chain(&dev.init).cloned().collect()
+            }
+        }
+    }
+
+    /// A task's node count; 1 for the other kinds.
+    pub fn nodes(&self) -> u32 {
+        match self {
+            RunConfiguration::Task(task) => task.nodes,
+            _ => 1,
+        }
+    }
+
+    /// A service's replica range; `1..1` for the other kinds.
+    pub fn replicas(&self) -> Range<u32> {
+        match self {
+            RunConfiguration::Service(service) => service.replicas,
+            _ => Range::exact(1),
+        }
+    }
+}
+
+const TASK_FIELDS: &[&str] = &["commands", "ports", "nodes", "groups"];
+const DEV_ENVIRONMENT_FIELDS: &[&str] = &["ports", "ide", "version", "init", "inactivity_duration"];
+
+pub(crate) fn task_fields() -> &'static [&'static str] {
+    static FIELDS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    FIELDS.get_or_init(|| [RUN_COMMON_FIELDS, PROFILE_FIELDS, TASK_FIELDS].concat())
+}
+
+pub(crate) fn dev_environment_fields() -> &'static [&'static str] {
+    static FIELDS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    FIELDS.get_or_init(|| [RUN_COMMON_FIELDS, PROFILE_FIELDS, DEV_ENVIRONMENT_FIELDS].concat())
+}
+
+pub(crate) fn decode_task(d: &mut Decoder<'_>, fields: &Fields<'_>) -> TaskConfig {
+    let common = decode_run_common(d, fields);
+    let given_commands = fields.with(d, "commands", Decoder::strings);
+    let malformed_commands = fields.has("commands") && given_commands.is_none();
+    let commands = given_commands.unwrap_or_default();
+    let nodes = fields.with(d, "nodes", |d, node, path| {
+        let nodes = d.uint::<u32>(node, path)?;
+        if nodes == 0 {
+            d.error(node, path, "a task needs at least 1 node");
+            return None;
+        }
+        Some(nodes)
+    });
+    let groups = fields.get("groups").map(|node| {
+        let path = fields.path_of("groups");
+        decode_node_groups(d, node, &path, fields, &common)
+    });
+    if let (Some(_), Some(key)) = (&groups, fields.key("nodes")) {
+        d.error(key, &fields.path_of("nodes"), "`nodes` and `groups` are mutually exclusive; give each group its `nodes`");
+    }
+    if groups.is_none() && commands.is_empty() && !malformed_commands && common.image.is_none() {
+        d.error(fields.node(), &fields.path_of("commands"), "either `commands` or `image` must be set");
+    }
+    let nodes = match &groups {
+        Some(groups) => groups.iter().map(|g| g.nodes).sum(),
+        None => nodes.unwrap_or(1),
+    };
+    TaskConfig {
+        common,
+        commands,
+        nodes,
+        groups,
+    }
+}
+
+fn decode_node_groups(
+    d: &mut Decoder<'_>,
+    node: &super::yaml::Node,
+    path: &str,
+    task: &Fields<'_>,
+    common: &RunCommon,
+) -> Vec<NodeGroup> {
+    let Some(entries) = d.list(node, path) else {
+        return Vec::new();
+    };
+    if entries.is_empty() {
+        d.error(node, path, "`groups` cannot be an empty list");
+    }
+    for name in ["commands", "ports", "entrypoint"] {
+        if let Some(key) = task.key(name) {
+            let message = format!("top-level `{name}` is not allowed when `groups` is set; set `commands` and `ports` in each group");
+            d.error(key, &task.path_of(name), message);
+        }
+    }
+    let mut groups: Vec<NodeGroup> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let entry_path = item(path, i);
+        let Some(fields) = d.fields(entry, &entry_path, &["name", "nodes", "resources", "commands", "ports"])
+        else {
+            continue;
+        };
+        let name = match fields.get("name") {
+            Some(value) => decode_group_name(d, value, &fields.path_of("name")),
+            None => Some(i.to_string()),
+        };
+        let nodes = fields.with(d, "nodes", |d, node, path| {
+            let nodes = d.uint::<u32>(node, path)?;
+            if nodes == 0 {
+                d.error(node, path, "a group needs at least 1 node");
+                return None;
+            }
+            Some(nodes)
+        });
+        let commands = fields.with(d, "commands", Decoder::strings).unwrap_or_default();
+        if commands.is_empty() && common.image.is_none() {
+            d.error(entry, &entry_path, "a node group needs `commands`, or the task an `image`");
+        }
+        let Some(name) = name else { continue };
+        if groups.iter().any(|g| g.name == name) {
+            d.error(entry, &entry_path, format!("node group name `{name}` is used twice"));
+        }
+        groups.push(NodeGroup {
+            name,
+            nodes: nodes.unwrap_or(1),
+            resources: fields
+                .get("resources")
+                .map(|node| decode_resources(d, node, &fields.path_of("resources")))
+                .unwrap_or_default(),
+            commands,
+            ports: fields.with(d, "ports", decode_ports).unwrap_or_default(),
+        });
+    }
+    groups
+}
+
+pub(crate) fn decode_dev_environment(d: &mut Decoder<'_>, fields: &Fields<'_>) -> DevEnvironmentConfig {
+    let common = decode_run_common(d, fields);
+    if let Some(key) = fields.key("entrypoint") {
+        d.error(key, &fields.path_of("entrypoint"), "`entrypoint` is not supported for dev environments");
+    }
+    let ide = fields.with(d, "ide", |d, node, path| {
+        let ides = ["vscode", "cursor", "windsurf", "zed"].map(|ide| (ide, ide));
+        d.choice(node, path, &ides).map(str::to_string)
+    });
+    let version = fields.with(d, "version", Decoder::string);
+    if version.is_some() && ide.is_none() && !fields.has("ide") {
+        if let Some(key) = fields.key("version") {
+            d.error(key, &fields.path_of("version"), "`version` needs `ide`");
+        }
+    }
+    let inactivity_duration = fields
+        .get("inactivity_duration")
+        .and_then(|node| decode_off_duration(d, node, &fields.path_of("inactivity_duration"), None, false));
+    if common.dstack && inactivity_duration.is_some() {
+        if let Some(key) = fields.key("inactivity_duration") {
+            d.error(
+                key,
+                &fields.path_of("inactivity_duration"),
+                "`inactivity_duration` cannot be used with `dstack: true` (the server connection counts as activity)",
+            );
+        }
+    }
+    DevEnvironmentConfig {
+        common,
+        ide,
+        version,
+        init: fields.with(d, "init", Decoder::strings).unwrap_or_default(),
+        inactivity_duration,
+    }
+}

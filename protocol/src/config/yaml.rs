@@ -1,0 +1,433 @@
+//! A YAML tree that remembers where each node was written, built from yaml-rust2's events.
+//!
+//! Scalars keep their source text (so `python: 3.10` stays `3.10`); interpreting them is the
+//! decoder's job. Anchors and aliases are expanded, `<<` merge keys applied, and duplicate keys
+//! reported.
+
+use super::error::ConfigError;
+use serde_json::Value;
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A node and its 1-based position.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    pub kind: Kind,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    /// `plain` is false for quoted, block and `!!str`-tagged scalars: those are always strings.
+    Scalar { text: String, plain: bool },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// The text of a scalar; `None` for collections.
+    pub fn scalar(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A plain `~`, `null` or empty scalar.
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, Kind::Scalar { text, plain: true } if is_null_text(text))
+    }
+
+    /// How the node reads in an error message: `"8GB"`, `a list`, `a mapping`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Scalar { .. } if self.is_null() => "null".to_string(),
+            Kind::Scalar { text, .. } => format!("{text:?}"),
+            Kind::Seq(_) => "a list".to_string(),
+            Kind::Map(_) => "a mapping".to_string(),
+        }
+    }
+
+    /// The node as JSON, typing plain scalars by the YAML 1.2 core schema.
+    pub fn to_json(&self, file: &str, path: &str, errors: &mut Vec<ConfigError>) -> Value {
+        match &self.kind {
+            Kind::Scalar { text, plain: false } => Value::String(text.clone()),
+            Kind::Scalar { text, plain: true } => plain_scalar_json(text),
+            Kind::Seq(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| item.to_json(file, &format!("{path}[{i}]"), errors))
+                    .collect(),
+            ),
+            Kind::Map(entries) => {
+                let mut map = serde_json::Map::new();
+                for (key, value) in entries {
+                    let Some(name) = key.scalar() else {
+                        errors.push(key.error(file, path, "mapping keys must be scalars"));
+                        continue;
+                    };
+                    let child = if path.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    map.insert(name.to_string(), value.to_json(file, &child, errors));
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    pub fn error(&self, file: &str, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: self.line,
+            column: self.column,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+pub(crate) fn is_null_text(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn plain_scalar_json(text: &str) -> Value {
+    if is_null_text(text) {
+        return Value::Null;
+    }
+    match text {
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(int) = parse_yaml_int(text) {
+        return Value::from(int);
+    }
+    let looks_numeric = text
+        .trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if looks_numeric {
+        if let Ok(float) = text.parse::<f64>() {
+            if let Some(number) = serde_json::Number::from_f64(float) {
+                return Value::Number(number);
+            }
+        }
+    }
+    Value::String(text.to_string())
+}
+
+/// A YAML 1.2 core-schema integer: decimal, `0x` hex or `0o` octal.
+pub(crate) fn parse_yaml_int(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let magnitude = if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(octal) = digits.strip_prefix("0o") {
+        i64::from_str_radix(octal, 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// Parses one YAML document. `Ok(None)` when the text holds no document at all.
+pub(crate) fn load(file: &str, text: &str) -> Result<Option<Node>, Vec<ConfigError>> {
+    let mut builder = Builder {
+        file,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        documents: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut parser = Parser::new_from_str(text);
+    if let Err(error) = parser.load(&mut builder, true) {
+        let marker = error.marker();
+        return Err(vec![ConfigError {
+            file: file.to_string(),
+            line: marker.line(),
+            column: marker.col() + 1,
+            path: String::new(),
+            message: format!("YAML syntax error: {}", error.info()),
+        }]);
+    }
+    let mut documents = builder.documents.into_iter();
+    let first = documents.next();
+    if let Some(second) = documents.next() {
+        builder.errors.push(ConfigError {
+            file: file.to_string(),
+            line: second.line,
+            column: second.column,
+            path: String::new(),
+            message: "a configuration file holds one YAML document; remove the `---` and what follows"
+                .to_string(),
+        });
+    }
+    if builder.errors.is_empty() {
+        Ok(first)
+    } else {
+        Err(builder.errors)
+    }
+}
+
+struct Builder<'f> {
+    file: &'f str,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    documents: Vec<Node>,
+    errors: Vec<ConfigError>,
+}
+
+enum Frame {
+    Seq {
+        mark: Position,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        mark: Position,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Position {
+    line: usize,
+    column: usize,
+}
+
+impl From<Marker> for Position {
+    fn from(marker: Marker) -> Self {
+        Position {
+            line: marker.line(),
+            column: marker.col() + 1,
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, event: Event, marker: Marker) {
+        let mark = Position::from(marker);
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let plain = style == TScalarStyle::Plain && !is_str_tag(tag.as_ref());
+                let node = Node {
+                    kind: Kind::Scalar { text, plain },
+                    line: mark.line,
+                    column: mark.column,
+                };
+                self.push(node, anchor);
+            }
+            Event::Alias(anchor) => {
+                if let Some(node) = self.anchors.get(&anchor).cloned() {
+                    self.push(node, 0);
+                }
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                mark,
+                anchor,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                mark,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+            }),
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq {
+                    mark,
+                    anchor,
+                    items,
+                }) = self.stack.pop()
+                {
+                    let node = Node {
+                        kind: Kind::Seq(items),
+                        line: mark.line,
+                        column: mark.column,
+                    };
+                    self.push(node, anchor);
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map {
+                    mark,
+                    anchor,
+                    entries,
+                    ..
+                }) = self.stack.pop()
+                {
+                    // A block mapping's start mark is unreliable; its first key is where it begins.
+                    let start = match entries.first() {
+                        Some((key, _)) if (key.line, key.column) < (mark.line, mark.column) => {
+                            Position {
+                                line: key.line,
+                                column: key.column,
+                            }
+                        }
+                        _ => mark,
+                    };
+                    let entries = self.merge_and_check(entries);
+                    let node = Node {
+                        kind: Kind::Map(entries),
+                        line: start.line,
+                        column: start.column,
+                    };
+                    self.push(node, anchor);
+                }
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+fn is_str_tag(tag: Option<&Tag>) -> bool {
+    tag.is_some_and(|tag| tag.suffix == "str")
+}
+
+impl Builder<'_> {
+    fn push(&mut self, mut node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.documents.push(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(key) => {
+                    // An empty value (`cpu:`) is marked where the next token starts; point at its key.
+                    if node.is_null() && node.scalar() == Some("") {
+                        node.line = key.line;
+                        node.column = key.column;
+                    }
+                    entries.push((key, node));
+                }
+            },
+        }
+    }
+
+    /// Applies `<<` merge keys (explicit keys win) and reports duplicate keys.
+    fn merge_and_check(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+        let mut merged: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+        let mut sources = Vec::new();
+        for (key, value) in entries {
+            let is_merge = matches!(&key.kind, Kind::Scalar { text, plain: true } if text == "<<");
+            if is_merge {
+                sources.push(value);
+                continue;
+            }
+            if let Some(name) = key.scalar() {
+                if merged.iter().any(|(k, _)| k.scalar() == Some(name)) {
+                    self.errors.push(key.error(
+                        self.file,
+                        "",
+                        format!("duplicate key `{name}` (the same field is written twice)"),
+                    ));
+                    continue;
+                }
+            }
+            merged.push((key, value));
+        }
+        for source in sources {
+            let maps = match source.kind {
+                Kind::Map(entries) => vec![entries],
+                Kind::Seq(items) => items
+                    .into_iter()
+                    .filter_map(|item| match item.kind {
+                        Kind::Map(entries) => Some(entries),
+                        _ => None,
+                    })
+                    .collect(),
+                Kind::Scalar { .. } => Vec::new(),
+            };
+            for (key, value) in maps.into_iter().flatten() {
+                let present = key.scalar().is_some_and(|name| {
+                    merged.iter().any(|(k, _)| k.scalar() == Some(name))
+                });
+                if !present {
+                    merged.push((key, value));
+                }
+            }
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_ok(text: &str) -> Node {
+        match load("t.yml", text) {
+            Ok(Some(node)) => node,
+            other => panic!("expected a document, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn positions_are_one_based_and_maps_start_at_their_first_key() {
+        let root = load_ok("type: task\nresources:\n  gpu: A100\n");
+        assert_eq!((root.line, root.column), (1, 1));
+        let Kind::Map(entries) = &root.kind else {
+            panic!("not a map")
+        };
+        let (_, resources) = &entries[1];
+        assert_eq!((resources.line, resources.column), (3, 3));
+        let Kind::Map(inner) = &resources.kind else {
+            panic!("not a map")
+        };
+        assert_eq!((inner[0].1.line, inner[0].1.column), (3, 8));
+    }
+
+    #[test]
+    fn scalars_keep_their_text_and_quoting() {
+        let root = load_ok("python: 3.10\nname: \"8\"\n");
+        let json = root.to_json("t.yml", "", &mut Vec::new());
+        assert_eq!(json, serde_json::json!({"python": 3.1, "name": "8"}));
+        let Kind::Map(entries) = &root.kind else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[0].1.scalar(), Some("3.10"));
+    }
+
+    #[test]
+    fn aliases_and_merge_keys_expand() {
+        let root = load_ok("base: &b {cpu: 2, memory: 8GB}\nres:\n  <<: *b\n  cpu: 4\n");
+        let json = root.to_json("t.yml", "", &mut Vec::new());
+        assert_eq!(json["res"], serde_json::json!({"cpu": 4, "memory": "8GB"}));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let errors = load("t.yml", "a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        assert_eq!(errors[0].line, 3);
+        assert!(errors[0].message.contains("duplicate key `a`"));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let errors = load("t.yml", "a: [1\nb: 2\n").expect_err("syntax");
+        assert_eq!((errors[0].line, errors[0].column), (2, 2));
+        assert!(errors[0].message.starts_with("YAML syntax error"));
+    }
+
+    #[test]
+    fn empty_text_has_no_document() {
+        assert_eq!(load("t.yml", "# nothing\n"), Ok(None));
+    }
+}

@@ -1,0 +1,375 @@
+//! The things flotilla manages, as both sides see them: runs, jobs, fleets, instances, offers, events.
+
+use crate::config::{CpuArch, FleetConfig, GpuVendor, RunConfiguration};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+        impl $name {
+            pub fn as_str(self) -> &'static str { match self { $(Self::$variant => $text),+ } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+string_enum!(
+    /// SPEC section 4: `pending -> submitted -> provisioning -> running -> terminating -> terminated | failed | done`.
+    RunStatus {
+        Pending = "pending",
+        Submitted = "submitted",
+        Provisioning = "provisioning",
+        Running = "running",
+        Terminating = "terminating",
+        Terminated = "terminated",
+        Failed = "failed",
+        Done = "done",
+    }
+);
+
+impl RunStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Terminated | Self::Failed | Self::Done)
+    }
+}
+
+string_enum!(
+    RunTerminationReason {
+        AllJobsDone = "all_jobs_done",
+        JobFailed = "job_failed",
+        RetryLimitExceeded = "retry_limit_exceeded",
+        ServerError = "server_error",
+        StoppedByUser = "stopped_by_user",
+        AbortedByUser = "aborted_by_user",
+        MaxDurationExceeded = "max_duration_exceeded",
+    }
+);
+
+string_enum!(
+    /// SPEC section 4: `submitted -> provisioning -> pulling -> running -> terminating -> terminated | aborted | failed | done`.
+    JobStatus {
+        Submitted = "submitted",
+        Provisioning = "provisioning",
+        Pulling = "pulling",
+        Running = "running",
+        Terminating = "terminating",
+        Terminated = "terminated",
+        Aborted = "aborted",
+        Failed = "failed",
+        Done = "done",
+    }
+);
+
+impl JobStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Terminated | Self::Aborted | Self::Failed | Self::Done
+        )
+    }
+    /// Started on a host (a process may exist there).
+    pub fn is_on_host(self) -> bool {
+        matches!(self, Self::Pulling | Self::Running | Self::Terminating)
+    }
+}
+
+string_enum!(
+    JobTerminationReason {
+        FailedToStartDueToNoCapacity = "failed_to_start_due_to_no_capacity",
+        InterruptedByNoCapacity = "interrupted_by_no_capacity",
+        InstanceUnreachable = "instance_unreachable",
+        WaitingInstanceLimitExceeded = "waiting_instance_limit_exceeded",
+        ContainerExitedWithError = "container_exited_with_error",
+        DoneByRunner = "done_by_runner",
+        TerminatedByUser = "terminated_by_user",
+        AbortedByUser = "aborted_by_user",
+        MaxDurationExceeded = "max_duration_exceeded",
+        InactivityDurationExceeded = "inactivity_duration_exceeded",
+        ScaledDown = "scaled_down",
+        TerminatedDueToUtilizationPolicy = "terminated_due_to_utilization_policy",
+        VolumeError = "volume_error",
+        TerminatedByServer = "terminated_by_server",
+        ExecutorError = "executor_error",
+    }
+);
+
+string_enum!(
+    /// SPEC section 4: `pending -> provisioning -> idle <-> busy -> terminating -> terminated`.
+    InstanceStatus {
+        Pending = "pending",
+        Provisioning = "provisioning",
+        Idle = "idle",
+        Busy = "busy",
+        Terminating = "terminating",
+        Terminated = "terminated",
+        Failed = "failed",
+    }
+);
+
+string_enum!(
+    /// SPEC section 4: `submitted -> active -> terminating -> terminated | failed`.
+    FleetStatus {
+        Submitted = "submitted",
+        Active = "active",
+        Terminating = "terminating",
+        Terminated = "terminated",
+        Failed = "failed",
+    }
+);
+
+string_enum!(
+    /// SPEC section 3: whether an offer can be taken now.
+    Availability {
+        Available = "available",
+        Idle = "idle",
+        Busy = "busy",
+        NotAvailable = "not_available",
+        NoQuota = "no_quota",
+    }
+);
+
+impl Availability {
+    pub fn is_available(self) -> bool {
+        matches!(self, Self::Available | Self::Idle)
+    }
+}
+
+/// One GPU of a machine, with its catalog short name (`H100`, `A100`, `RTX4090`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub name: String,
+    pub memory_gb: f64,
+    #[serde(default = "default_vendor")]
+    pub vendor: GpuVendor,
+}
+
+fn default_vendor() -> GpuVendor {
+    GpuVendor::Nvidia
+}
+
+/// What one machine (or one offer) has: exact values, not ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceResources {
+    pub cpus: u32,
+    #[serde(default = "default_arch")]
+    pub cpu_arch: CpuArch,
+    pub memory_gb: f64,
+    /// `None` when the catalog does not state a disk size (the disk filter then does not apply).
+    pub disk_gb: Option<f64>,
+    pub gpus: Vec<Gpu>,
+}
+
+fn default_arch() -> CpuArch {
+    CpuArch::X86
+}
+
+impl InstanceResources {
+    /// The share of this machine that `blocks` of `total_blocks` equal blocks give.
+    pub fn share(&self, blocks: u32, total_blocks: u32) -> InstanceResources {
+        if total_blocks <= 1 || blocks >= total_blocks {
+            return self.clone();
+        }
+        let frac = f64::from(blocks) / f64::from(total_blocks);
+        let gpus_per_block = self.gpus.len() as u32 / total_blocks;
+        InstanceResources {
+            cpus: (self.cpus / total_blocks) * blocks,
+            cpu_arch: self.cpu_arch,
+            memory_gb: self.memory_gb * frac,
+            disk_gb: self.disk_gb.map(|d| d * frac),
+            gpus: self
+                .gpus
+                .iter()
+                .take((gpus_per_block * blocks) as usize)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// `cpu=8 mem=64GB disk=100GB gpu=A100:80GB:1`, as in SPEC section 3.
+    pub fn summary(&self) -> String {
+        let mut s = format!("cpu={} mem={}GB", self.cpus, fmt_gb(self.memory_gb));
+        if let Some(d) = self.disk_gb {
+            s.push_str(&format!(" disk={}GB", fmt_gb(d)));
+        }
+        if let Some(g) = self.gpus.first() {
+            s.push_str(&format!(
+                " gpu={}:{}GB:{}",
+                g.name,
+                fmt_gb(g.memory_gb),
+                self.gpus.len()
+            ));
+        }
+        s
+    }
+}
+
+/// A size in GB without a trailing `.0`, rounded to one decimal.
+pub fn fmt_gb(v: f64) -> String {
+    let r = (v * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{}", r as i64)
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+/// One way to run a job: a backend's instance type, or an instance already in a fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub backend: String,
+    pub region: String,
+    pub instance_type: String,
+    /// Exact values in the normalized resources shape (min == max).
+    pub resources: crate::config::ResourcesSpec,
+    pub price: f64,
+    pub spot: bool,
+    pub availability: Availability,
+    /// For pool offers: the fleet and instance that would take the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// For pool offers on shared instances: how many blocks the job would take, of how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_blocks: Option<u32>,
+}
+
+/// One attempt at running a job. A job keeps all its submissions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    pub id: u64,
+    pub submission_num: u32,
+    pub status: JobStatus,
+    pub termination_reason: Option<JobTerminationReason>,
+    pub termination_message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub instance: Option<String>,
+    pub instance_id: Option<u64>,
+    pub fleet: Option<String>,
+    /// Indices of the GPUs pinned to this job on its instance.
+    pub gpus: Vec<u32>,
+    pub blocks: u32,
+    pub submitted_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Why the job waits, while it waits (`no fleet has a free A100 block: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    /// Where the job lives on its host (pid, log, exit code files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_dir: Option<String>,
+    /// Set when a stop was asked: when, whether it is an abort, and when SIGKILL follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopRequest {
+    pub requested_at: Timestamp,
+    pub abort: bool,
+    /// When the job's process group gets SIGKILL; `None` = never (stop_duration off).
+    pub kill_at: Option<Timestamp>,
+    pub reason: JobTerminationReason,
+    /// The signal to the host has been sent.
+    #[serde(default)]
+    pub signalled: bool,
+    #[serde(default)]
+    pub killed: bool,
+}
+
+/// A job of a run: one node of one replica. Its current submission's fields are on top.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub replica_num: u32,
+    pub job_num: u32,
+    pub job_name: String,
+    #[serde(flatten)]
+    pub current: JobSubmission,
+    /// Earlier submissions of this job, oldest first.
+    #[serde(default)]
+    pub previous_submissions: Vec<JobSubmission>,
+}
+
+/// A submitted configuration (task, service, dev environment) and its jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: u64,
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub status: RunStatus,
+    pub termination_reason: Option<RunTerminationReason>,
+    pub status_message: Option<String>,
+    pub submitted_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub configuration_type: String,
+    pub configuration_path: Option<String>,
+    pub configuration: RunConfiguration,
+    /// The caller's environment values for bare `KEY` entries of `env`.
+    #[serde(default)]
+    pub caller_env: std::collections::BTreeMap<String, String>,
+    /// When the current retry window began (first retryable failure), for `retry.duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_window_started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub jobs: Vec<Job>,
+}
+
+/// A machine in a fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: u64,
+    pub name: String,
+    pub fleet: String,
+    pub instance_num: u32,
+    pub status: InstanceStatus,
+    pub unreachable: bool,
+    pub termination_reason: Option<String>,
+    pub backend: String,
+    pub region: String,
+    pub hostname: Option<String>,
+    pub price: f64,
+    pub resources: InstanceResources,
+    pub total_blocks: u32,
+    pub busy_blocks: u32,
+    pub created_at: Timestamp,
+    /// The last error seen while reaching or provisioning this machine.
+    pub error: Option<String>,
+}
+
+/// A set of machines that runs can be placed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub id: u64,
+    pub name: String,
+    pub status: FleetStatus,
+    pub user: String,
+    pub created_at: Timestamp,
+    /// `None` for the built-in `local` fleet.
+    pub configuration: Option<FleetConfig>,
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+}
+
+/// One state change, as `events.watch` streams it and `flotilla event` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: Timestamp,
+    /// `run`, `job`, `instance` or `fleet`.
+    pub kind: String,
+    /// `hello-1`, `hello-1/0/0`, `local/local-0`, ...
+    pub resource: String,
+    pub old_status: Option<String>,
+    pub new_status: Option<String>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}

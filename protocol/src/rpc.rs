@@ -1,0 +1,399 @@
+//! JSON-RPC 2.0 messages of the socket protocol: envelopes, error codes, and each method's params and results.
+
+use crate::config::{ConfigError, Range};
+use crate::model::{Event, Offer, Run};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Protocol version spoken by this build: `MAJOR.MINOR`; a different major is refused.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// The largest line either side accepts; a longer one is an error and closes the connection.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+pub mod methods {
+    pub const HELLO: &str = "hello";
+    pub const RUN_PLAN: &str = "run.plan";
+    pub const RUN_APPLY: &str = "run.apply";
+    pub const RUN_LIST: &str = "run.list";
+    pub const RUN_GET: &str = "run.get";
+    pub const RUN_STOP: &str = "run.stop";
+    pub const RUN_DELETE: &str = "run.delete";
+    pub const LOGS_READ: &str = "logs.read";
+    pub const LOGS_FOLLOW: &str = "logs.follow";
+    pub const EVENTS_WATCH: &str = "events.watch";
+    pub const EVENT_LIST: &str = "event.list";
+    pub const FLEET_LIST: &str = "fleet.list";
+    pub const INSTANCE_LIST: &str = "instance.list";
+    pub const OFFER_LIST: &str = "offer.list";
+    pub const DAEMON_STATUS: &str = "daemon.status";
+    pub const DAEMON_STOP: &str = "daemon.stop";
+    /// Notification methods of streams.
+    pub const LOGS_CHUNK: &str = "logs.chunk";
+    pub const EVENT: &str = "event";
+}
+
+/// JSON-RPC error codes used by the daemon.
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    pub const NOT_FOUND: i64 = -32000;
+    pub const CONFLICT: i64 = -32001;
+    pub const INVALID_CONFIGURATION: i64 = -32002;
+    pub const PROTOCOL_MISMATCH: i64 = -32003;
+    pub const FRAME_TOO_LARGE: i64 = -32004;
+    pub const HELLO_REQUIRED: i64 = -32005;
+    pub const FORBIDDEN: i64 = -32006;
+    pub const SHUTTING_DOWN: i64 = -32007;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+}
+
+impl Request {
+    pub fn new(id: u64, method: &str, params: Value) -> Self {
+        Request {
+            jsonrpc: "2.0".into(),
+            id: Some(Value::from(id)),
+            method: method.into(),
+            params: Some(params),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+    pub fn err(id: Value, error: RpcError) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A stream item: `params.id` is the id of the request that opened the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub jsonrpc: String,
+    pub method: String,
+    pub params: Value,
+}
+
+/// Any line the daemon sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ServerMessage {
+    Response(Response),
+    Notification(Notification),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloParams {
+    pub protocol: String,
+    #[serde(default)]
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloResult {
+    pub protocol: String,
+    pub daemon_version: String,
+    pub user: String,
+    pub uid: u32,
+    pub admin: bool,
+}
+
+/// Params of `run.plan` and `run.apply`: the configuration file's text, parsed by the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunApplyParams {
+    /// The YAML text of a task, service or dev-environment file.
+    pub configuration: String,
+    /// Shown in errors (`task.yml:7:5: ...`) and kept with the run.
+    #[serde(default)]
+    pub file_name: Option<String>,
+    /// Values for the bare `KEY` entries of `env`, from the caller's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Overrides the configuration's `name`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPlan {
+    pub replica_num: u32,
+    pub job_num: u32,
+    pub job_name: String,
+    pub offers: Vec<Offer>,
+    pub total_offers: usize,
+    pub max_price: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub run_name: String,
+    pub configuration_type: String,
+    pub user: String,
+    /// The run an apply would replace, when one of that name exists.
+    pub current_run_status: Option<String>,
+    pub jobs: Vec<JobPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunListParams {
+    /// Include finished runs (default: active runs and the most recent finished ones).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunNameParams {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStopParams {
+    pub name: String,
+    /// Kill at once instead of SIGTERM and the `stop_duration` grace.
+    #[serde(default)]
+    pub abort: bool,
+}
+
+/// Which job's log: `run` plus optional replica and job numbers (default 0/0) and submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogTarget {
+    pub run: String,
+    #[serde(default)]
+    pub replica: u32,
+    #[serde(default)]
+    pub job: u32,
+    /// Submission number; default the latest.
+    #[serde(default)]
+    pub submission: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsReadParams {
+    #[serde(flatten)]
+    pub target: LogTarget,
+    #[serde(default)]
+    pub offset: u64,
+    /// At most this many bytes (default and cap 1 MiB).
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsFollowParams {
+    #[serde(flatten)]
+    pub target: LogTarget,
+    /// Start here (default 0: the whole log, then live).
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// Bytes of a log. `text` when the bytes are UTF-8, otherwise `b64` (standard base64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64: Option<String>,
+}
+
+impl LogChunk {
+    pub fn from_bytes(offset: u64, bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => LogChunk {
+                offset,
+                text: Some(s.to_string()),
+                b64: None,
+            },
+            Err(_) => LogChunk {
+                offset,
+                text: None,
+                b64: Some(crate::base64::encode(bytes)),
+            },
+        }
+    }
+
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match (&self.text, &self.b64) {
+            (Some(t), _) => Ok(t.as_bytes().to_vec()),
+            (None, Some(b)) => crate::base64::decode(b),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsReadResult {
+    #[serde(flatten)]
+    pub chunk: LogChunk,
+    pub next_offset: u64,
+    /// The log's size now.
+    pub size: u64,
+    /// The job has ended and nothing more will be written.
+    pub complete: bool,
+}
+
+/// The final response of `logs.follow`: how the job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsFollowEnd {
+    pub next_offset: u64,
+    pub job_status: String,
+    pub exit_code: Option<i32>,
+    pub termination_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EventsParams {
+    /// Only events after this sequence number (default: from now on for `events.watch`,
+    /// the last 100 for `event.list`).
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<Event>,
+}
+
+/// Params of `offer.list`; the strings use the resources grammar of SPEC section 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct OfferQuery {
+    #[serde(default)]
+    pub gpu: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub disk: Option<String>,
+    /// `spot`, `on-demand` or `auto` (default: both, as `auto`).
+    #[serde(default)]
+    pub spot_policy: Option<String>,
+    #[serde(default)]
+    pub max_price: Option<f64>,
+    #[serde(default)]
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// At most this many offers in the answer (default 50); `total` counts all matches.
+    #[serde(default)]
+    pub max_offers: Option<usize>,
+    /// `gpu`, optionally with `backend`, `region`, `count`.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+}
+
+/// One row of the group-by view: `GPU "H100:80GB:1..8" | SPOT | $/GPU | BACKENDS | REGIONS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferGroup {
+    pub gpu: String,
+    pub spot: Vec<String>,
+    pub price_per_gpu: Range<f64>,
+    pub backends: Vec<String>,
+    pub regions: Vec<String>,
+    pub count: Range<u32>,
+    pub offers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferList {
+    pub offers: Vec<Offer>,
+    pub total: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<OfferGroup>>,
+    /// Catalog problems the user should know of (offline, stale cache, skipped rows).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub protocol: String,
+    pub pid: u32,
+    pub socket: String,
+    pub data_dir: String,
+    pub started_at: Timestamp,
+    pub uptime_secs: u64,
+    pub runs: usize,
+    pub active_runs: usize,
+    pub fleets: usize,
+    pub instances: usize,
+}
+
+/// The error data of `INVALID_CONFIGURATION`: every problem found in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigErrorData {
+    pub errors: Vec<ConfigError>,
+}
+
+/// Result of `run.list`.
+pub type RunList = Vec<Run>;

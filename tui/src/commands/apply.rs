@@ -1,0 +1,200 @@
+//! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, follow the logs to the end.
+
+use super::confirm;
+use crate::connect::{connect_or_start, Target};
+use crate::table::{price, print_table, resources};
+use anyhow::{anyhow, Context};
+use flotilla_protocol::client::{Client, StreamItem};
+use flotilla_protocol::config::parse_configuration;
+use flotilla_protocol::model::Run;
+use flotilla_protocol::rpc::{
+    methods, LogChunk, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams,
+    RunPlan,
+};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration file
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Submit and return without following the logs
+    #[arg(short = 'd', long = "detach")]
+    pub detach: bool,
+    /// The run's name (overrides `name` in the file)
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+}
+
+pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
+    let file_name = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {file_name}"))?;
+    // Every error in the file, with line and column, before anything is sent.
+    let config = match parse_configuration(&file_name, &text) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(run_config) = config.as_run() else {
+        return Err(anyhow!(
+            "{file_name} is a {} configuration; only tasks, services and dev environments can be applied yet",
+            config.type_name()
+        ));
+    };
+    let env: BTreeMap<String, String> = run_config
+        .common()
+        .env
+        .bare_keys()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    let params = RunApplyParams {
+        configuration: text,
+        file_name: Some(file_name.clone()),
+        env,
+        name: args.name.clone(),
+    };
+    let client = connect_or_start(target).await?;
+    let plan: RunPlan = client.call(methods::RUN_PLAN, &params).await?;
+    print_plan(&plan, &file_name, &resources(&run_config.common().resources));
+    if !args.yes {
+        let what = if plan.run_name.is_empty() {
+            "Submit a new run?".to_string()
+        } else {
+            format!("Submit the run {}?", plan.run_name)
+        };
+        if !confirm(&what)? {
+            println!("Cancelled.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let run: Run = client.call(methods::RUN_APPLY, &params).await?;
+    eprintln!("Submitted run {}", run.name);
+    if args.detach {
+        println!("{}", run.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_run(&client, &run.name).await
+}
+
+fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
+    let job = plan.jobs.first();
+    println!(" Configuration  {file}");
+    println!(" Type           {}", plan.configuration_type);
+    println!(" User           {}", plan.user);
+    println!(" Resources      {wanted}");
+    if let Some(status) = &plan.current_run_status {
+        println!(" Replaces       {} ({status})", plan.run_name);
+    }
+    println!();
+    let Some(job) = job else { return };
+    if job.offers.is_empty() {
+        println!(" No offers match: the run will fail with no capacity unless a fleet changes.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = job
+        .offers
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            vec![
+                format!("{}", i + 1),
+                format!("{} ({})", o.backend, o.region),
+                resources(&o.resources),
+                o.instance_type.clone(),
+                price(o.price),
+                o.availability.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["#", "BACKEND", "RESOURCES", "INSTANCE TYPE", "PRICE", "AVAILABILITY"],
+        &rows,
+    );
+    println!(
+        " Shown {} of {} offers, {} max",
+        job.offers.len(),
+        job.total_offers,
+        price(job.max_price.unwrap_or(0.0))
+    );
+    println!();
+}
+
+/// Streams the first job's log to stdout until it ends; the exit code tells how the run ended.
+pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
+    let target = LogTarget {
+        run: name.to_string(),
+        replica: 0,
+        job: 0,
+        submission: None,
+    };
+    let end = follow_log(client, target, 0).await?;
+    let run: Run = client
+        .call(
+            methods::RUN_GET,
+            RunNameParams {
+                name: name.to_string(),
+            },
+        )
+        .await?;
+    report_end(&run, end.as_ref())
+}
+
+/// Writes a log to stdout from `offset` until the job ends; `None` when the daemon went away.
+pub async fn follow_log(
+    client: &Client,
+    target: LogTarget,
+    offset: u64,
+) -> anyhow::Result<Option<LogsFollowEnd>> {
+    let mut sub = client
+        .subscribe(methods::LOGS_FOLLOW, LogsFollowParams { target, offset })
+        .await?;
+    let stdout = std::io::stdout();
+    while let Some(item) = sub.next().await {
+        match item {
+            StreamItem::Item(v) => {
+                let chunk: LogChunk = serde_json::from_value(v)?;
+                let bytes = chunk.bytes().map_err(|e| anyhow!(e))?;
+                let mut out = stdout.lock();
+                out.write_all(&bytes)?;
+                out.flush()?;
+            }
+            StreamItem::End(Ok(v)) => return Ok(serde_json::from_value(v).ok()),
+            StreamItem::End(Err(e)) => return Err(anyhow!(e)),
+        }
+    }
+    Ok(None)
+}
+
+fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode> {
+    let reason = run
+        .termination_reason
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let exit = end
+        .and_then(|e| e.exit_code)
+        .map(|c| format!(", exit code {c}"))
+        .unwrap_or_default();
+    let message = run
+        .status_message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    if run.status == flotilla_protocol::model::RunStatus::Done {
+        eprintln!("Run {} done", run.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "Run {} {} ({reason}{exit}){message}",
+        run.name, run.status
+    );
+    Ok(ExitCode::FAILURE)
+}

@@ -1,0 +1,209 @@
+//! `ps`, `logs`, `stop` and `delete`: runs as a table or JSON, their logs, and ending them.
+
+use super::apply::follow_log;
+use super::{confirm, print_json};
+use crate::connect::{connect_or_start as connect, Target};
+use crate::table::{ago, price, print_table};
+use anyhow::anyhow;
+use flotilla_protocol::model::Run;
+use flotilla_protocol::rpc::{
+    methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams,
+    RunStopParams,
+};
+use flotilla_protocol::Timestamp;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// All runs, finished ones too
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// JSON: an array of runs with their jobs
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    pub run: String,
+    /// Keep following until the job ends
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    #[arg(long, default_value_t = 0)]
+    pub replica: u32,
+    #[arg(long, default_value_t = 0)]
+    pub job: u32,
+    /// An earlier submission (attempt) of the job
+    #[arg(long)]
+    pub submission: Option<u32>,
+}
+
+#[derive(clap::Args)]
+pub struct StopArgs {
+    pub run: String,
+    /// Abort: kill at once instead of SIGTERM and the stop_duration grace
+    #[arg(short = 'x', long)]
+    pub abort: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    pub run: String,
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(target).await?;
+    let runs: Vec<Run> = client
+        .call(methods::RUN_LIST, RunListParams { all: args.all })
+        .await?;
+    if args.json {
+        print_json(&runs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = Timestamp::now();
+    let mut rows = Vec::new();
+    for r in &runs {
+        let job = r.jobs.first();
+        let backend = job
+            .and_then(|j| j.current.instance.clone())
+            .unwrap_or_else(|| "-".into());
+        let gpus: usize = r.jobs.iter().map(|j| j.current.gpus.len()).sum();
+        let error = r
+            .termination_reason
+            .filter(|_| r.status != flotilla_protocol::model::RunStatus::Done)
+            .map(|t| t.to_string())
+            .or_else(|| job.and_then(|j| j.current.waiting_reason.clone()))
+            .unwrap_or_default();
+        rows.push(vec![
+            r.name.clone(),
+            backend,
+            if gpus == 0 { "-".into() } else { gpus.to_string() },
+            price(0.0),
+            r.status.to_string(),
+            ago(r.submitted_at, now),
+            error,
+        ]);
+        if r.jobs.len() > 1 {
+            for j in &r.jobs {
+                rows.push(vec![
+                    format!("  replica={} job={}", j.replica_num, j.job_num),
+                    j.current.instance.clone().unwrap_or_else(|| "-".into()),
+                    if j.current.gpus.is_empty() {
+                        "-".into()
+                    } else {
+                        j.current.gpus.len().to_string()
+                    },
+                    String::new(),
+                    j.current.status.to_string(),
+                    ago(j.current.submitted_at, now),
+                    j.current
+                        .termination_reason
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                ]);
+            }
+        }
+    }
+    print_table(
+        &["NAME", "BACKEND", "GPU", "PRICE", "STATUS", "SUBMITTED", "ERROR"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(target).await?;
+    let log = LogTarget {
+        run: args.run,
+        replica: args.replica,
+        job: args.job,
+        submission: args.submission,
+    };
+    if args.follow {
+        follow_log(&client, log, 0).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut offset = 0;
+    let stdout = std::io::stdout();
+    loop {
+        let r: LogsReadResult = client
+            .call(
+                methods::LOGS_READ,
+                LogsReadParams {
+                    target: log.clone(),
+                    offset,
+                    limit: None,
+                },
+            )
+            .await?;
+        let bytes = r.chunk.bytes().map_err(|e| anyhow!(e))?;
+        stdout.lock().write_all(&bytes)?;
+        if bytes.is_empty() || r.next_offset >= r.size {
+            break;
+        }
+        offset = r.next_offset;
+    }
+    stdout.lock().flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stop(target: &Target, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(target).await?;
+    let verb = if args.abort { "Abort" } else { "Stop" };
+    if !args.yes && !confirm(&format!("{verb} the run {}?", args.run))? {
+        println!("Cancelled.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut run: Run = client
+        .call(
+            methods::RUN_STOP,
+            RunStopParams {
+                name: args.run.clone(),
+                abort: args.abort,
+            },
+        )
+        .await?;
+    // Wait a little for the end, so that scripts see the final status; a graceful stop may
+    // take up to stop_duration, and goes on in the daemon either way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run.status.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        run = client
+            .call(
+                methods::RUN_GET,
+                RunNameParams {
+                    name: args.run.clone(),
+                },
+            )
+            .await?;
+    }
+    if run.status.is_finished() {
+        println!("Run {} {}", run.name, run.status);
+    } else {
+        println!(
+            "Run {} is {}; it gets SIGKILL when its stop_duration runs out",
+            run.name, run.status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(target: &Target, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(target).await?;
+    if !args.yes && !confirm(&format!("Delete the run {} and its logs?", args.run))? {
+        println!("Cancelled.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let _: serde_json::Value = client
+        .call(methods::RUN_DELETE, RunNameParams { name: args.run.clone() })
+        .await?;
+    println!("Deleted {}", args.run);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,95 @@
+//! flotilla: the scripting command line of flotilla (the dashboard comes with no arguments).
+
+mod commands;
+mod connect;
+mod table;
+
+use clap::{Parser, Subcommand};
+use connect::Target;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "flotilla", version, about = "Run dstack configurations on your GPU machines")]
+struct Cli {
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/flotilla/flotilla.sock, else the state dir]
+    #[arg(long, global = true, env = "FLOTILLA_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The daemon's state dir, when this command starts the daemon
+    #[arg(long, global = true, env = "FLOTILLA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plan, submit and follow a task, service or dev environment
+    Apply(commands::apply::Args),
+    /// List runs
+    Ps(commands::runs::PsArgs),
+    /// Print a run's logs
+    Logs(commands::runs::LogsArgs),
+    /// Stop a run (SIGTERM, then SIGKILL after stop_duration; -x at once)
+    Stop(commands::runs::StopArgs),
+    /// Delete a finished run and its logs
+    Delete(commands::runs::DeleteArgs),
+    /// Fleets and their instances
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
+    /// Offers: instances in fleets and backend catalogs matching a requirement
+    Offer(commands::offer::Args),
+    /// State changes of runs, jobs, instances and fleets
+    Event(commands::event::Args),
+    /// Check a configuration file and print it normalized
+    Validate(commands::validate::Args),
+    /// Start, stop or inspect the daemon
+    #[command(subcommand)]
+    Daemon(commands::daemon::DaemonCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let target = Target {
+        socket: cli
+            .socket
+            .unwrap_or_else(flotilla_protocol::paths::default_socket_path),
+        data_dir: cli.data_dir,
+    };
+    let Some(command) = cli.command else {
+        eprintln!("flotilla: the dashboard is not built yet; see `flotilla --help` for the commands");
+        return ExitCode::from(2);
+    };
+    // Validation is local and needs no runtime.
+    if let Command::Validate(args) = &command {
+        return commands::validate::run(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flotilla: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Apply(a) => commands::apply::run(&target, a).await,
+            Command::Ps(a) => commands::runs::ps(&target, a).await,
+            Command::Logs(a) => commands::runs::logs(&target, a).await,
+            Command::Stop(a) => commands::runs::stop(&target, a).await,
+            Command::Delete(a) => commands::runs::delete(&target, a).await,
+            Command::Fleet(c) => commands::fleet::run(&target, c).await,
+            Command::Offer(a) => commands::offer::run(&target, a).await,
+            Command::Event(a) => commands::event::run(&target, a).await,
+            Command::Daemon(c) => commands::daemon::run(&target, c).await,
+            Command::Validate(_) => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flotilla: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
