@@ -1,6 +1,7 @@
 //! Bad configurations are rejected with file:line:column, the field path and what is allowed.
 
-use flotilla_protocol::config::{parse_configuration, ConfigErrors};
+use flotilla_protocol::config::{parse_configuration, yaml_to_json, ConfigErrors};
+use proptest::prelude::*;
 
 fn errors(file: &str, text: &str) -> Vec<String> {
     match parse_configuration(file, text) {
@@ -38,7 +39,10 @@ fn errors_carry_structured_positions() {
     let ConfigErrors(errors) = parse_configuration("t.yml", text).expect_err("two counts");
     assert_eq!(errors.len(), 1);
     let error = &errors[0];
-    assert_eq!((error.file.as_str(), error.line, error.column), ("t.yml", 4, 8));
+    assert_eq!(
+        (error.file.as_str(), error.line, error.column),
+        ("t.yml", 4, 8)
+    );
     assert_eq!(error.path, "resources.gpu");
     assert_eq!(error.message, "\"A100:2:4\" has two counts");
     let json = serde_json::to_value(error).expect("serializes");
@@ -109,7 +113,8 @@ fn gpu_tokens_that_make_no_sense() {
     assert!(gpu_error("nvidai:A100").contains(
         "\"nvidai:A100\" has two GPU name lists (`nvidai` and `A100`); list names with `,`"
     ));
-    let text = "type: task\ncommands: [echo]\nresources:\n  gpu:\n    vendor: nvida\n    count: 2\n";
+    let text =
+        "type: task\ncommands: [echo]\nresources:\n  gpu:\n    vendor: nvida\n    count: 2\n";
     assert_eq!(
         single_error("t.yml", text),
         "t.yml:5:13: resources.gpu.vendor: unknown GPU vendor `nvida`; expected nvidia, amd, tpu (or google), intel, tt (or tenstorrent)"
@@ -124,7 +129,8 @@ fn image_excludes_python_and_nvcc() {
         "t.yml:3:1: python: `python` cannot be used together with `image` (the image brings its own Python); remove one of them"
     );
     let text = "type: task\nimage: ubuntu\nnvcc: true\ncommands: [echo]\n";
-    assert!(single_error("t.yml", text).starts_with("t.yml:3:1: nvcc: `nvcc` cannot be used together with `image`"));
+    assert!(single_error("t.yml", text)
+        .starts_with("t.yml:3:1: nvcc: `nvcc` cannot be used together with `image`"));
 }
 
 #[test]
@@ -154,7 +160,10 @@ fn priority_must_be_within_0_and_100() {
 fn yaml_syntax_error_has_its_position() {
     let text = "type: task\ncommands: [echo\nname: x\n";
     let error = single_error("t.yml", text);
-    assert!(error.starts_with("t.yml:3:5: YAML syntax error: "), "{error}");
+    assert!(
+        error.starts_with("t.yml:3:5: YAML syntax error: "),
+        "{error}"
+    );
 }
 
 #[test]
@@ -176,6 +185,14 @@ fn empty_file_and_missing_or_unknown_type() {
         "t.yml:1:7: type: unknown configuration type \"pipeline\"; expected one of task, service, dev-environment, fleet, volume"
     );
     assert_eq!(
+        single_error("t.yml", "type: [task]\n"),
+        "t.yml:1:7: type: expected one of task, service, dev-environment, fleet, volume, found a list"
+    );
+    assert_eq!(
+        single_error("t.yml", "type: task\ncommands: [x]\n---\ntype: fleet\n"),
+        "t.yml:4:1: a configuration file holds one YAML document; remove the `---` and what follows"
+    );
+    assert_eq!(
         single_error("t.yml", "- type: task\n"),
         "t.yml:1:1: expected a mapping of fields starting with `type:`, found a list"
     );
@@ -183,7 +200,8 @@ fn empty_file_and_missing_or_unknown_type() {
 
 #[test]
 fn gateways_give_a_single_error() {
-    let text = "type: gateway\nname: gw\nbackend: aws\nregion: eu-west-1\ndomain: example.com\nbogus: 1\n";
+    let text =
+        "type: gateway\nname: gw\nbackend: aws\nregion: eu-west-1\ndomain: example.com\nbogus: 1\n";
     assert_eq!(
         single_error("gw.yml", text),
         "gw.yml:1:7: type: gateways are not supported yet"
@@ -242,6 +260,14 @@ fn duplicate_keys_and_bad_env_names_are_errors() {
         single_error("t.yml", text),
         "t.yml:4:1: duplicate key `name` (the same field is written twice)"
     );
+    let text = "type: task\ncommands: [echo]\nname: a1\nname: b1\nimage: [x]\n";
+    assert_eq!(
+        errors("t.yml", text),
+        [
+            "t.yml:4:1: duplicate key `name` (the same field is written twice)",
+            "t.yml:5:8: image: expected a string, found a list",
+        ]
+    );
     let text = "type: task\ncommands: [echo]\nenv:\n  - GOOD=1\n  - 1BAD=2\n  - GOOD=3\n";
     assert_eq!(
         errors("t.yml", text),
@@ -275,17 +301,38 @@ fn kind_specific_rules() {
         "f.yml:2:8: nodes: `max` (2) must not be below `min` and `target` (3)"
     );
     let text = "type: service\ncommands: [serve]\nport: 8000\nports: [8080]\n";
-    assert!(single_error("s.yml", text).starts_with("s.yml:4:1: ports: unknown field `ports`, did you mean `port`?"));
+    assert!(single_error("s.yml", text)
+        .starts_with("s.yml:4:1: ports: unknown field `ports`, did you mean `port`?"));
     let text = "type: volume\nname: data\nsize: 100GB\n";
-    assert_eq!(single_error("v.yml", text), "v.yml:1:1: backend: missing field `backend`");
+    assert_eq!(
+        single_error("v.yml", text),
+        "v.yml:1:1: backend: missing field `backend`"
+    );
     let text = "type: task\ncommands: [echo]\nretry:\n  on_events: [no-capacity, oops]\n";
     assert_eq!(
         single_error("t.yml", text),
-        "t.yml:4:29: retry.on_events[1]: expected one of `no-capacity`, `interruption`, `error`, found \"oops\""
+        "t.yml:4:28: retry.on_events[1]: expected one of `no-capacity`, `interruption`, `error`, found \"oops\""
     );
     let text = "type: task\nimage: ubuntu\nnodes: 2\ngroups:\n  - nodes: 1\n";
     assert_eq!(
         single_error("t.yml", text),
         "t.yml:3:1: nodes: `nodes` and `groups` are mutually exclusive; give each group its `nodes`"
     );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_yaml_like_text_never_panics(text in "[a-z0-9:\\-\\[\\]{}, \n\"'&*!|>#.~]{0,300}") {
+        let _ = parse_configuration("fuzz.yml", &text);
+        let _ = yaml_to_json("fuzz.yml", &text);
+    }
+
+    #[test]
+    fn damaged_corpus_files_never_panic(cut in 0usize..2000, len in 0usize..40) {
+        let text = "type: service\nname: svc\nimage: vllm\nport: 8000\nreplicas:\n  - count: 1..4\n    scaling: {metric: rps, target: 3}\n    resources: {gpu: H200:8}\nmodel: {name: m, format: openai}\nprobes: [{type: http, url: /health}]\nenv: [A=1, B]\nvolumes: [data:/data, {instance_path: /x, path: /y}]\n";
+        let start = cut % text.len();
+        let end = (start + len).min(text.len());
+        let damaged = format!("{}{}", &text[..start], &text[end..]);
+        let _ = parse_configuration("damaged.yml", &damaged);
+    }
 }

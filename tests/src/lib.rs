@@ -1,1 +1,265 @@
-//! placeholder
+//! flotilla-e2e: a test harness that runs the real `flotillad` and `flotilla` binaries in temporary dirs.
+//!
+//! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
+
+use flotilla_protocol::client::Client;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A built binary of the workspace (`flotillad`, `flotilla`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir of the test binary");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for `assets/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// One daemon in its own temporary state dir, with a short socket path.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// A daemon home that nothing runs in yet (the CLI may start the daemon on demand).
+    pub fn new() -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("fl")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let socket = dir.path().join("s");
+        let data_dir = dir.path().join("data");
+        TestDaemon {
+            dir,
+            socket,
+            data_dir,
+            child: None,
+        }
+    }
+
+    /// A daemon, started and answering.
+    pub fn start() -> TestDaemon {
+        let mut d = TestDaemon::new();
+        d.spawn();
+        d
+    }
+
+    pub fn daemon_command(&self) -> Command {
+        let mut c = Command::new(bin("flotillad"));
+        c.arg("--socket")
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("NOTIFY_SOCKET")
+            .env("FLOTILLA_LOG", "info");
+        c
+    }
+
+    /// Starts `flotillad` and waits until its socket answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.out"))
+            .expect("daemon log");
+        let child = self
+            .daemon_command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn flotillad");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("flotillad did not start:\n{}", self.daemon_output());
+    }
+
+    pub fn daemon_output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.out")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the daemon dies mid-work, its socket file stays behind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill with a pid we spawned.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// `flotilla ARGS...` against this daemon (it may start the daemon on demand).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run flotilla")
+    }
+
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("flotilla"));
+        c.args(args)
+            .env("FLOTILLA_SOCKET", &self.socket)
+            .env("FLOTILLA_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `flotilla ARGS... --json`, parsed.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "flotilla {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Writes a configuration file into the test dir.
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    /// Submits a configuration detached; returns the run name.
+    pub fn apply_detached(&self, name: &str, text: &str) -> String {
+        let p = self.write_config(&format!("{name}.dstack.yml"), text);
+        let out = self.cli(&["apply", "-f", p.to_str().expect("utf-8 path"), "-y", "-d"]);
+        assert!(
+            out.status.success(),
+            "apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("run name")
+            .trim()
+            .to_string()
+    }
+
+    /// The run as `ps -a --json` shows it.
+    pub fn run_json(&self, name: &str) -> Value {
+        let runs = self.cli_json(&["ps", "-a"]);
+        runs.as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("run {name} not in ps: {runs}"))
+    }
+
+    /// Waits until the run reaches one of `statuses`.
+    pub fn wait_status(&self, name: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self.run_json(name);
+            if statuses.iter().any(|s| run["status"] == *s) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {name} did not reach {statuses:?}: {run}\n{}",
+                self.daemon_output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The whole log of a run's first job, as bytes.
+    pub fn logs(&self, name: &str) -> Vec<u8> {
+        let out = self.cli(&["logs", name]);
+        assert!(
+            out.status.success(),
+            "logs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket, "e2e").await.expect("connect")
+    }
+}
+
+impl Default for TestDaemon {
+    fn default() -> Self {
+        TestDaemon::new()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        // The CLI may have started a daemon of its own on this socket: stop it too.
+        let _ = self
+            .cli_command(&["daemon", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        self.terminate();
+        // Jobs run detached; end the ones this test left behind.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self.data_dir.join("host").to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

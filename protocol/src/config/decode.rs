@@ -168,7 +168,10 @@ impl<'f> Decoder<'f> {
         if let Some(found) = text.and_then(|t| options.iter().find(|(name, _)| *name == t)) {
             return Some(found.1);
         }
-        let names: Vec<String> = options.iter().map(|(name, _)| format!("`{name}`")).collect();
+        let names: Vec<String> = options
+            .iter()
+            .map(|(name, _)| format!("`{name}`"))
+            .collect();
         let message = format!(
             "expected one of {}, found {}",
             names.join(", "),
@@ -257,7 +260,11 @@ impl<'n> Fields<'n> {
 
     /// Reports a missing required field at the mapping.
     pub fn missing(&self, d: &mut Decoder<'_>, name: &str) {
-        d.error(self.node, &self.path_of(name), format!("missing field `{name}`"));
+        d.error(
+            self.node,
+            &self.path_of(name),
+            format!("missing field `{name}`"),
+        );
     }
 }
 
@@ -273,7 +280,10 @@ fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
         }
         _ => {
             let names: Vec<&str> = allowed.iter().copied().filter(|n| *n != "type").collect();
-            format!("unknown field `{name}`; allowed fields: {}", names.join(", "))
+            format!(
+                "unknown field `{name}`; allowed fields: {}",
+                names.join(", ")
+            )
         }
     }
 }
@@ -286,9 +296,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
-    }
+    rows[0] = (0..=b.len()).collect();
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);

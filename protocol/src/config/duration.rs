@@ -37,7 +37,7 @@ fn duration_hint(text: &str) -> String {
 /// Formats seconds the way a user would write them (`5m`, `3d`, `90s`).
 pub fn format_duration(seconds: u64) -> String {
     for (unit, size) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if seconds > 0 && seconds % size == 0 {
+        if seconds > 0 && seconds.checked_rem(size) == Some(0) {
             return format!("{}{unit}", seconds / size);
         }
     }
@@ -47,7 +47,11 @@ pub fn format_duration(seconds: u64) -> String {
 /// A duration that cannot be switched off.
 pub(crate) fn decode_duration(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u64> {
     let Some(text) = node.scalar() else {
-        d.error(node, path, format!("expected a duration, found {}", node.describe()));
+        d.error(
+            node,
+            path,
+            format!("expected a duration, found {}", node.describe()),
+        );
         return None;
     };
     match parse_duration(text) {

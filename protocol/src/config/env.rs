@@ -62,7 +62,11 @@ pub(crate) fn decode_env(d: &mut Decoder<'_>, node: &Node, path: &str) -> Env {
             );
             d.error(at, at_path, message);
         } else if env.insert(key.to_string(), value).is_some() {
-            d.error(at, at_path, format!("environment variable `{key}` is set twice"));
+            d.error(
+                at,
+                at_path,
+                format!("environment variable `{key}` is set twice"),
+            );
         }
     };
     match &node.kind {

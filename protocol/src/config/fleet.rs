@@ -88,7 +88,9 @@ impl<'de> Deserialize<'de> for Blocks {
         match Repr::deserialize(deserializer)? {
             Repr::Count(n) if n >= 1 => Ok(Blocks::Count(n)),
             Repr::Word(word) if word == "auto" => Ok(Blocks::Auto),
-            _ => Err(serde::de::Error::custom("blocks: expected a number from 1 or \"auto\"")),
+            _ => Err(serde::de::Error::custom(
+                "blocks: expected a number from 1 or \"auto\"",
+            )),
         }
     }
 }
@@ -152,7 +154,9 @@ const FLEET_PROFILE_FIELDS: &[&str] = &[
 pub(crate) fn fleet_fields() -> &'static [&'static str] {
     static FIELDS: OnceLock<Vec<&'static str>> = OnceLock::new();
     FIELDS.get_or_init(|| {
-        debug_assert!(FLEET_PROFILE_FIELDS.iter().all(|f| PROFILE_FIELDS.contains(f)));
+        debug_assert!(FLEET_PROFILE_FIELDS
+            .iter()
+            .all(|f| PROFILE_FIELDS.contains(f)));
         [FLEET_FIELDS, FLEET_PROFILE_FIELDS].concat()
     })
 }
@@ -162,7 +166,11 @@ pub(crate) fn decode_fleet(d: &mut Decoder<'_>, fields: &Fields<'_>) -> FleetCon
     let nodes = fields.with(d, "nodes", decode_fleet_nodes);
     let placement = fields
         .with(d, "placement", |d, node, path| {
-            d.choice(node, path, &[("any", Placement::Any), ("cluster", Placement::Cluster)])
+            d.choice(
+                node,
+                path,
+                &[("any", Placement::Any), ("cluster", Placement::Cluster)],
+            )
         })
         .unwrap_or_default();
     let blocks = fields.with(d, "blocks", decode_blocks).unwrap_or_default();
@@ -215,25 +223,37 @@ pub(crate) fn decode_fleet(d: &mut Decoder<'_>, fields: &Fields<'_>) -> FleetCon
 fn decode_fleet_nodes(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<FleetNodes> {
     let (min, target, max) = match node.scalar() {
         Some(text) => {
-            let range = parse_count_range(text).map_err(|e| d.error(node, path, e)).ok()?;
+            let range = parse_count_range(text)
+                .map_err(|e| d.error(node, path, e))
+                .ok()?;
             let min = range.min.unwrap_or(0);
             (min, min, range.max)
         }
         None => {
             let fields = d.fields(node, path, &["min", "target", "max"])?;
             let min = fields.with(d, "min", Decoder::uint::<u32>).unwrap_or(0);
-            let target = fields.with(d, "target", Decoder::uint::<u32>).unwrap_or(min);
+            let target = fields
+                .with(d, "target", Decoder::uint::<u32>)
+                .unwrap_or(min);
             let max = fields.with(d, "max", Decoder::uint::<u32>);
             (min, target, max)
         }
     };
     if target < min {
-        d.error(node, path, format!("`target` ({target}) must not be below `min` ({min})"));
+        d.error(
+            node,
+            path,
+            format!("`target` ({target}) must not be below `min` ({min})"),
+        );
         return None;
     }
     if let Some(max) = max {
         if max < target {
-            d.error(node, path, format!("`max` ({max}) must not be below `min` and `target` ({target})"));
+            d.error(
+                node,
+                path,
+                format!("`max` ({max}) must not be below `min` and `target` ({target})"),
+            );
             return None;
         }
     }
@@ -244,11 +264,16 @@ fn decode_blocks(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Blocks>
     if node.scalar() == Some("auto") {
         return Some(Blocks::Auto);
     }
-    let count = node.scalar().and_then(|text| text.trim().parse::<u32>().ok());
+    let count = node
+        .scalar()
+        .and_then(|text| text.trim().parse::<u32>().ok());
     match count {
         Some(n) if n >= 1 => Some(Blocks::Count(n)),
         _ => {
-            let message = format!("expected a number of blocks from 1, or `auto`, found {}", node.describe());
+            let message = format!(
+                "expected a number of blocks from 1, or `auto`, found {}",
+                node.describe()
+            );
             d.error(node, path, message);
             None
         }
@@ -259,7 +284,14 @@ fn decode_ssh_config(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Ssh
     let fields = d.fields(
         node,
         path,
-        &["user", "port", "identity_file", "proxy_jump", "hosts", "network"],
+        &[
+            "user",
+            "port",
+            "identity_file",
+            "proxy_jump",
+            "hosts",
+            "network",
+        ],
     )?;
     let hosts = match fields.get("hosts") {
         Some(hosts) => decode_hosts(d, hosts, &fields.path_of("hosts")),
@@ -373,8 +405,14 @@ mod tests {
 
     #[test]
     fn blocks_serialize_as_number_or_auto() {
-        assert_eq!(serde_json::to_value(Blocks::Count(4)).ok(), Some(serde_json::json!(4)));
-        assert_eq!(serde_json::to_value(Blocks::Auto).ok(), Some(serde_json::json!("auto")));
+        assert_eq!(
+            serde_json::to_value(Blocks::Count(4)).ok(),
+            Some(serde_json::json!(4))
+        );
+        assert_eq!(
+            serde_json::to_value(Blocks::Auto).ok(),
+            Some(serde_json::json!("auto"))
+        );
         let back: Result<Blocks, _> = serde_json::from_value(serde_json::json!("auto"));
         assert_eq!(back.ok(), Some(Blocks::Auto));
         let zero: Result<Blocks, _> = serde_json::from_value(serde_json::json!(0));

@@ -10,6 +10,7 @@ mod duration;
 mod env;
 mod error;
 mod fleet;
+mod mounts;
 mod profile;
 pub mod resources;
 mod run;
@@ -17,13 +18,12 @@ mod service;
 mod volume;
 mod yaml;
 
-pub use common::{
-    FileMapping, PortMapping, RegistryAuth, RepoExistsAction, RepoSpec, RunCommon, VolumeMount,
-};
+pub use common::{PortMapping, RegistryAuth, RunCommon};
 pub use duration::{format_duration, parse_duration};
 pub use env::Env;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Blocks, FleetConfig, FleetNodes, Placement, SshConfig, SshHost, SshProxyJump};
+pub use mounts::{FileMapping, RepoExistsAction, RepoSpec, VolumeMount};
 pub use profile::{
     CreationPolicy, InstanceSelector, RetryEvent, RetrySpec, Schedule, SpotPolicy, StartupOrder,
     StopCriteria, UtilizationPolicy, DEFAULT_FLEET_IDLE_DURATION, DEFAULT_RETRY_DURATION,
@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use yaml::{Kind, Node};
 
 /// Any configuration file `flotilla apply` takes, tagged by `type` in JSON.
+#[allow(clippy::large_enum_variant)] // one per parsed file; see `RunConfiguration`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Configuration {
@@ -105,7 +106,8 @@ const KINDS: &[&str] = &["task", "service", "dev-environment", "fleet", "volume"
 
 /// Parses and validates one configuration file. `file_name` only labels the errors.
 pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration, ConfigErrors> {
-    let Some(root) = yaml::load(file_name, text).map_err(ConfigErrors)? else {
+    let loaded = yaml::load(file_name, text)?;
+    let Some(root) = loaded.root else {
         return Err(ConfigError {
             file: file_name.to_string(),
             line: 1,
@@ -117,7 +119,8 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
     };
     let mut d = Decoder::new(file_name);
     let configuration = decode_configuration(&mut d, &root);
-    let mut errors = d.errors;
+    let mut errors = loaded.errors;
+    errors.extend(d.errors);
     match configuration {
         Some(configuration) if errors.is_empty() => Ok(configuration),
         _ => {
@@ -130,10 +133,11 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
 /// Plain YAML to JSON (for flotilla's own configuration file); `null` for an empty file.
 /// Plain scalars are typed by the YAML 1.2 core schema (`8` a number, `true` a boolean).
 pub fn yaml_to_json(file_name: &str, text: &str) -> Result<serde_json::Value, ConfigErrors> {
-    let Some(root) = yaml::load(file_name, text).map_err(ConfigErrors)? else {
+    let loaded = yaml::load(file_name, text)?;
+    let Some(root) = loaded.root else {
         return Ok(serde_json::Value::Null);
     };
-    let mut errors = Vec::new();
+    let mut errors = loaded.errors;
     let value = root.to_json(file_name, "", &mut errors);
     if errors.is_empty() {
         Ok(value)
@@ -160,7 +164,15 @@ fn decode_configuration(d: &mut Decoder<'_>, root: &Node) -> Option<Configuratio
         d.error(root, "type", message);
         return None;
     };
-    let kind = kind_node.scalar().unwrap_or_default();
+    let Some(kind) = kind_node.scalar() else {
+        let message = format!(
+            "expected one of {}, found {}",
+            KINDS.join(", "),
+            kind_node.describe()
+        );
+        d.error(kind_node, "type", message);
+        return None;
+    };
     let configuration = match kind {
         "task" => {
             let fields = d.fields(root, "", run::task_fields())?;
@@ -194,7 +206,10 @@ fn decode_configuration(d: &mut Decoder<'_>, root: &Node) -> Option<Configuratio
                 .filter(|(distance, _)| *distance <= 3)
                 .map(|(_, k)| format!(", did you mean `{k}`?"))
                 .unwrap_or_else(|| format!("; expected one of {}", KINDS.join(", ")));
-            let message = format!("unknown configuration type {}{suggestion}", kind_node.describe());
+            let message = format!(
+                "unknown configuration type {}{suggestion}",
+                kind_node.describe()
+            );
             d.error(kind_node, "type", message);
             return None;
         }

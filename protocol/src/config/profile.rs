@@ -139,7 +139,11 @@ pub(crate) const PROFILE_FIELDS: &[&str] = &[
 ];
 
 /// Reads the profile fields present in `fields`; `idle_default` is the run's or the fleet's.
-pub(crate) fn decode_profile(d: &mut Decoder<'_>, fields: &Fields<'_>, idle_default: u64) -> Profile {
+pub(crate) fn decode_profile(
+    d: &mut Decoder<'_>,
+    fields: &Fields<'_>,
+    idle_default: u64,
+) -> Profile {
     let strings = |d: &mut Decoder<'_>, name: &str| fields.with(d, name, Decoder::strings);
     let backends = strings(d, "backends");
     let regions = strings(d, "regions");
@@ -149,13 +153,16 @@ pub(crate) fn decode_profile(d: &mut Decoder<'_>, fields: &Fields<'_>, idle_defa
     let spot_policy = fields
         .with(d, "spot_policy", decode_spot_policy)
         .unwrap_or_default();
-    let retry = fields.get("retry").and_then(|node| decode_retry(d, node, &fields.path_of("retry")));
-    let off_duration = |d: &mut Decoder<'_>, name: &str, default: Option<u64>, minus_one: bool| {
-        match fields.get(name) {
+    let retry = fields
+        .get("retry")
+        .and_then(|node| decode_retry(d, node, &fields.path_of("retry")));
+    let off_duration =
+        |d: &mut Decoder<'_>, name: &str, default: Option<u64>, minus_one: bool| match fields
+            .get(name)
+        {
             Some(node) => decode_off_duration(d, node, &fields.path_of(name), default, minus_one),
             None => default,
-        }
-    };
+        };
     let max_duration = off_duration(d, "max_duration", None, false);
     let stop_duration = off_duration(d, "stop_duration", Some(DEFAULT_STOP_DURATION), false);
     let idle_duration = off_duration(d, "idle_duration", Some(idle_default), true);
@@ -204,7 +211,9 @@ pub(crate) fn decode_profile(d: &mut Decoder<'_>, fields: &Fields<'_>, idle_defa
     let schedule = fields.with(d, "schedule", decode_schedule);
     let fleets = fields.with(d, "fleets", decode_fleet_references);
     let instances = fields.with(d, "instances", decode_instances);
-    let tags = fields.with(d, "tags", Decoder::string_map).unwrap_or_default();
+    let tags = fields
+        .with(d, "tags", Decoder::string_map)
+        .unwrap_or_default();
     let backend_options = fields
         .get("backend_options")
         .map(|node| d.json(node, &fields.path_of("backend_options")));
@@ -232,7 +241,11 @@ pub(crate) fn decode_profile(d: &mut Decoder<'_>, fields: &Fields<'_>, idle_defa
     }
 }
 
-pub(crate) fn decode_spot_policy(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SpotPolicy> {
+pub(crate) fn decode_spot_policy(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> Option<SpotPolicy> {
     d.choice(
         node,
         path,
@@ -258,7 +271,12 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetrySpe
         Some(events) => {
             let events_path = fields.path_of("on_events");
             let mut out = Vec::new();
-            for (i, event) in d.list(events, &events_path).unwrap_or_default().iter().enumerate() {
+            for (i, event) in d
+                .list(events, &events_path)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
                 let choice = d.choice(
                     event,
                     &item(&events_path, i),
@@ -273,7 +291,11 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetrySpe
                 }
             }
             if out.is_empty() && matches!(&events.kind, Kind::Seq(v) if v.is_empty()) {
-                d.error(events, &events_path, "`on_events` cannot be empty; leave it out to retry on every event");
+                d.error(
+                    events,
+                    &events_path,
+                    "`on_events` cannot be empty; leave it out to retry on every event",
+                );
             }
             out
         }
@@ -281,7 +303,10 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetrySpe
     let duration = fields
         .with(d, "duration", decode_duration)
         .unwrap_or(DEFAULT_RETRY_DURATION);
-    Some(RetrySpec { on_events, duration })
+    Some(RetrySpec {
+        on_events,
+        duration,
+    })
 }
 
 fn decode_utilization_policy(
@@ -377,24 +402,30 @@ fn decode_fleet_references(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opti
 }
 
 /// `instances`: names, or `{name}`, `{hostname}`, `{fleet, instance}`.
-fn decode_instances(
-    d: &mut Decoder<'_>,
-    node: &Node,
-    path: &str,
-) -> Option<Vec<InstanceSelector>> {
+fn decode_instances(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Vec<InstanceSelector>> {
     let entries = d.list(node, path)?;
     if entries.is_empty() {
-        d.error(node, path, "`instances` cannot be empty; leave it out to allow any instance");
+        d.error(
+            node,
+            path,
+            "`instances` cannot be empty; leave it out to allow any instance",
+        );
     }
     let mut out = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         if entry.scalar().is_some() {
-            out.extend(d.string(entry, &entry_path).map(|name| InstanceSelector::Name { name }));
+            out.extend(
+                d.string(entry, &entry_path)
+                    .map(|name| InstanceSelector::Name { name }),
+            );
             continue;
         }
-        let Some(fields) = d.fields(entry, &entry_path, &["name", "hostname", "fleet", "instance"])
-        else {
+        let Some(fields) = d.fields(
+            entry,
+            &entry_path,
+            &["name", "hostname", "fleet", "instance"],
+        ) else {
             continue;
         };
         let selector = if fields.has("fleet") || fields.has("instance") {
@@ -418,7 +449,11 @@ fn decode_instances(
                 .with(d, "name", Decoder::string)
                 .map(|name| InstanceSelector::Name { name })
         } else {
-            d.error(entry, &entry_path, "give `name`, `hostname`, or `fleet` and `instance`");
+            d.error(
+                entry,
+                &entry_path,
+                "give `name`, `hostname`, or `fleet` and `instance`",
+            );
             None
         };
         out.extend(selector);

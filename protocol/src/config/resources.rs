@@ -121,7 +121,9 @@ impl FromStr for CpuArch {
         match s.to_ascii_lowercase().as_str() {
             "x86" | "x86_64" | "amd64" => Ok(CpuArch::X86),
             "arm" | "arm64" | "aarch64" => Ok(CpuArch::Arm),
-            _ => Err(format!("unknown CPU architecture `{s}`; expected `x86` or `arm`")),
+            _ => Err(format!(
+                "unknown CPU architecture `{s}`; expected `x86` or `arm`"
+            )),
         }
     }
 }
@@ -408,7 +410,9 @@ impl ResourcesSpec {
         let mut count = None;
         for token in compact.split(':') {
             if token.is_empty() {
-                return Err(format!("{written:?} has an empty token (two `:` in a row?)"));
+                return Err(format!(
+                    "{written:?} has an empty token (two `:` in a row?)"
+                ));
             }
             if let Ok(v) = token.parse::<GpuVendor>() {
                 if vendor.replace(v).is_some() {
@@ -463,7 +467,9 @@ impl ResourcesSpec {
                     return Err(format!("{s:?} has two counts"));
                 }
             } else {
-                let parsed = token.parse::<CpuArch>().map_err(|e| format!("{s:?}: {e}"))?;
+                let parsed = token
+                    .parse::<CpuArch>()
+                    .map_err(|e| format!("{s:?}: {e}"))?;
                 if arch.replace(parsed).is_some() {
                     return Err(format!("{s:?} has two architectures"));
                 }
@@ -504,7 +510,9 @@ pub fn parse_size(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|v| v.is_finite() && number.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| {
-            format!("{s:?} is not a size; write a number with MB, GB or TB (a bare number means GB)")
+            format!(
+                "{s:?} is not a size; write a number with MB, GB or TB (a bare number means GB)"
+            )
         })?;
     Ok(value * scale)
 }
@@ -516,10 +524,13 @@ pub fn parse_size_range(s: &str) -> Result<Range<f64>, String> {
 
 /// Parses a count range: `2`, `2..`, `..8`, `2..8`.
 pub fn parse_count_range(s: &str) -> Result<Range<u32>, String> {
-    parse_range(s, |part| {
-        part.parse::<u32>()
-            .map_err(|_| format!("{part:?} is not a count; write N, N.., ..M or N..M"))
-    })
+    parse_range(s, parse_count)
+}
+
+fn parse_count(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a count; write N, N.., ..M or N..M"))
 }
 
 fn parse_range<T: PartialOrd + Copy + fmt::Display>(
@@ -539,7 +550,9 @@ fn parse_range<T: PartialOrd + Copy + fmt::Display>(
     let max = (!high.is_empty()).then(|| parse(high)).transpose()?;
     if let (Some(min_value), Some(max_value)) = (min, max) {
         if min_value > max_value {
-            return Err(format!("{s:?} is not a range: the minimum is above the maximum"));
+            return Err(format!(
+                "{s:?} is not a range: the minimum is above the maximum"
+            ));
         }
     }
     Ok(Range { min, max })
@@ -593,7 +606,11 @@ fn grammar<T>(
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Option<T> {
     let Some(text) = node.scalar() else {
-        d.error(node, path, format!("expected {what}, found {}", node.describe()));
+        d.error(
+            node,
+            path,
+            format!("expected {what}, found {}", node.describe()),
+        );
         return None;
     };
     parse(text).map_err(|e| d.error(node, path, e)).ok()
@@ -606,7 +623,7 @@ fn decode_range<T: PartialOrd + Copy + fmt::Display>(
     path: &str,
     what: &str,
     parse_scalar: fn(&str) -> Result<Range<T>, String>,
-    parse_bound: fn(&str) -> Result<Range<T>, String>,
+    parse_bound: fn(&str) -> Result<T, String>,
 ) -> Option<Range<T>> {
     if node.scalar().is_some() {
         return grammar(d, node, path, what, parse_scalar);
@@ -619,12 +636,12 @@ fn range_from_fields<T: PartialOrd + Copy + fmt::Display>(
     d: &mut Decoder<'_>,
     fields: &Fields<'_>,
     what: &str,
-    parse_bound: fn(&str) -> Result<Range<T>, String>,
+    parse_bound: fn(&str) -> Result<T, String>,
 ) -> Option<Range<T>> {
     let bound = |d: &mut Decoder<'_>, name: &str| {
-        fields
-            .with(d, name, |d, node, path| grammar(d, node, path, what, parse_bound))
-            .and_then(|range| range.min)
+        fields.with(d, name, |d, node, path| {
+            grammar(d, node, path, what, parse_bound)
+        })
     };
     let min = bound(d, "min");
     let max = bound(d, "max");
@@ -643,14 +660,16 @@ fn range_from_fields<T: PartialOrd + Copy + fmt::Display>(
     }
 }
 
-pub(crate) fn decode_count_range(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Range<u32>> {
-    decode_range(d, node, path, "a count", parse_count_range, parse_count_range)
+pub(crate) fn decode_count_range(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> Option<Range<u32>> {
+    decode_range(d, node, path, "a count", parse_count_range, parse_count)
 }
 
 fn decode_size_range(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Range<f64>> {
-    decode_range(d, node, path, "a size", parse_size_range, |s| {
-        parse_size(s).map(Range::exact)
-    })
+    decode_range(d, node, path, "a size", parse_size_range, parse_size)
 }
 
 fn decode_cpu(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<CpuSpec> {
@@ -659,7 +678,7 @@ fn decode_cpu(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<CpuSpec> {
     }
     let fields = d.fields(node, path, CPU_FIELDS)?;
     if fields.has("min") || fields.has("max") {
-        let count = range_from_fields(d, &fields, "a count", parse_count_range)?;
+        let count = range_from_fields(d, &fields, "a count", parse_count)?;
         return Some(CpuSpec { arch: None, count });
     }
     let arch = fields.with(d, "arch", |d, node, path| {
@@ -677,7 +696,9 @@ fn decode_disk(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<DiskSpec>
     }
     let fields = d.fields(node, path, DISK_FIELDS)?;
     match fields.get("size") {
-        Some(size) => decode_size_range(d, size, &fields.path_of("size")).map(|size| DiskSpec { size }),
+        Some(size) => {
+            decode_size_range(d, size, &fields.path_of("size")).map(|size| DiskSpec { size })
+        }
         None => {
             fields.missing(d, "size");
             None
@@ -703,7 +724,13 @@ fn decode_gpu(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<GpuSpec> {
     let memory = fields.with(d, "memory", decode_size_range);
     let total_memory = fields.with(d, "total_memory", decode_size_range);
     let compute_capability = fields.with(d, "compute_capability", |d, node, path| {
-        grammar(d, node, path, "a compute capability", parse_compute_capability)
+        grammar(
+            d,
+            node,
+            path,
+            "a compute capability",
+            parse_compute_capability,
+        )
     });
     let spec = GpuSpec {
         vendor,
@@ -734,7 +761,9 @@ fn parse_compute_capability(s: &str) -> Result<String, String> {
     if valid {
         Ok(s.to_string())
     } else {
-        Err(format!("{s:?} is not a compute capability; write `major.minor`, e.g. `8.0`"))
+        Err(format!(
+            "{s:?} is not a compute capability; write `major.minor`, e.g. `8.0`"
+        ))
     }
 }
 
@@ -800,8 +829,14 @@ mod tests {
         assert!(parse_size("8XB").is_err());
         assert!(parse_size("-1GB").is_err());
         assert!(parse_size("inf").is_err());
-        assert_eq!(parse_size_range("16GB..80GB"), Ok(Range::new(Some(16.0), Some(80.0))));
-        assert_eq!(parse_size_range("..1TB"), Ok(Range::new(None, Some(1024.0))));
+        assert_eq!(
+            parse_size_range("16GB..80GB"),
+            Ok(Range::new(Some(16.0), Some(80.0)))
+        );
+        assert_eq!(
+            parse_size_range("..1TB"),
+            Ok(Range::new(None, Some(1024.0)))
+        );
     }
 
     #[test]
@@ -810,7 +845,10 @@ mod tests {
         assert_eq!(spec.arch, Some(CpuArch::X86));
         assert_eq!(spec.count, Range::at_least(96));
         assert_eq!(spec.to_string(), "x86:96..");
-        assert_eq!(ResourcesSpec::parse_cpu("8").expect("cpu").count, Range::exact(8));
+        assert_eq!(
+            ResourcesSpec::parse_cpu("8").expect("cpu").count,
+            Range::exact(8)
+        );
         assert!(ResourcesSpec::parse_cpu("sparc:8").is_err());
     }
 

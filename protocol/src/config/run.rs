@@ -46,6 +46,8 @@ pub struct DevEnvironmentConfig {
 }
 
 /// What a run stores: one of the three run kinds, tagged by `type` in JSON.
+// The kinds differ in size by a few hundred bytes; a run holds one, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum RunConfiguration {
@@ -140,10 +142,18 @@ pub(crate) fn decode_task(d: &mut Decoder<'_>, fields: &Fields<'_>) -> TaskConfi
         decode_node_groups(d, node, &path, fields, &common)
     });
     if let (Some(_), Some(key)) = (&groups, fields.key("nodes")) {
-        d.error(key, &fields.path_of("nodes"), "`nodes` and `groups` are mutually exclusive; give each group its `nodes`");
+        d.error(
+            key,
+            &fields.path_of("nodes"),
+            "`nodes` and `groups` are mutually exclusive; give each group its `nodes`",
+        );
     }
     if groups.is_none() && commands.is_empty() && !malformed_commands && common.image.is_none() {
-        d.error(fields.node(), &fields.path_of("commands"), "either `commands` or `image` must be set");
+        d.error(
+            fields.node(),
+            &fields.path_of("commands"),
+            "either `commands` or `image` must be set",
+        );
     }
     let nodes = match &groups {
         Some(groups) => groups.iter().map(|g| g.nodes).sum(),
@@ -179,8 +189,11 @@ fn decode_node_groups(
     let mut groups: Vec<NodeGroup> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
-        let Some(fields) = d.fields(entry, &entry_path, &["name", "nodes", "resources", "commands", "ports"])
-        else {
+        let Some(fields) = d.fields(
+            entry,
+            &entry_path,
+            &["name", "nodes", "resources", "commands", "ports"],
+        ) else {
             continue;
         };
         let name = match fields.get("name") {
@@ -195,13 +208,23 @@ fn decode_node_groups(
             }
             Some(nodes)
         });
-        let commands = fields.with(d, "commands", Decoder::strings).unwrap_or_default();
+        let commands = fields
+            .with(d, "commands", Decoder::strings)
+            .unwrap_or_default();
         if commands.is_empty() && common.image.is_none() {
-            d.error(entry, &entry_path, "a node group needs `commands`, or the task an `image`");
+            d.error(
+                entry,
+                &entry_path,
+                "a node group needs `commands`, or the task an `image`",
+            );
         }
         let Some(name) = name else { continue };
         if groups.iter().any(|g| g.name == name) {
-            d.error(entry, &entry_path, format!("node group name `{name}` is used twice"));
+            d.error(
+                entry,
+                &entry_path,
+                format!("node group name `{name}` is used twice"),
+            );
         }
         groups.push(NodeGroup {
             name,
@@ -217,10 +240,17 @@ fn decode_node_groups(
     groups
 }
 
-pub(crate) fn decode_dev_environment(d: &mut Decoder<'_>, fields: &Fields<'_>) -> DevEnvironmentConfig {
+pub(crate) fn decode_dev_environment(
+    d: &mut Decoder<'_>,
+    fields: &Fields<'_>,
+) -> DevEnvironmentConfig {
     let common = decode_run_common(d, fields);
     if let Some(key) = fields.key("entrypoint") {
-        d.error(key, &fields.path_of("entrypoint"), "`entrypoint` is not supported for dev environments");
+        d.error(
+            key,
+            &fields.path_of("entrypoint"),
+            "`entrypoint` is not supported for dev environments",
+        );
     }
     let ide = fields.with(d, "ide", |d, node, path| {
         let ides = ["vscode", "cursor", "windsurf", "zed"].map(|ide| (ide, ide));
@@ -232,9 +262,9 @@ pub(crate) fn decode_dev_environment(d: &mut Decoder<'_>, fields: &Fields<'_>) -
             d.error(key, &fields.path_of("version"), "`version` needs `ide`");
         }
     }
-    let inactivity_duration = fields
-        .get("inactivity_duration")
-        .and_then(|node| decode_off_duration(d, node, &fields.path_of("inactivity_duration"), None, false));
+    let inactivity_duration = fields.get("inactivity_duration").and_then(|node| {
+        decode_off_duration(d, node, &fields.path_of("inactivity_duration"), None, false)
+    });
     if common.dstack && inactivity_duration.is_some() {
         if let Some(key) = fields.key("inactivity_duration") {
             d.error(

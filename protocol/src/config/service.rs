@@ -4,12 +4,13 @@ use super::common::{
     check_image_sources, decode_port, decode_python, decode_run_common, PortMapping, RunCommon,
     RUN_COMMON_FIELDS,
 };
-use super::decode::{item, Decoder, Fields};
+use super::decode::{item, parse_bool, Decoder, Fields};
 use super::duration::decode_duration;
 use super::profile::{decode_spot_policy, SpotPolicy, PROFILE_FIELDS};
 use super::resources::{decode_count_range, decode_resources, Range, ResourcesSpec};
 use super::yaml::Node;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConfig {
@@ -135,7 +136,7 @@ const SERVICE_FIELDS: &[&str] = &[
 ];
 
 pub(crate) fn service_fields() -> &'static [&'static str] {
-    static FIELDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    static FIELDS: OnceLock<Vec<&'static str>> = OnceLock::new();
     FIELDS.get_or_init(|| [RUN_COMMON_FIELDS, PROFILE_FIELDS, SERVICE_FIELDS].concat())
 }
 
@@ -155,7 +156,8 @@ pub(crate) fn decode_service(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Servic
             (replicas, None)
         }
         Some(node) => {
-            let groups = decode_replica_groups(d, node, &fields.path_of("replicas"), fields, &common);
+            let groups =
+                decode_replica_groups(d, node, &fields.path_of("replicas"), fields, &common);
             let total = Range {
                 min: Some(groups.iter().map(|g| g.count.min.unwrap_or(0)).sum()),
                 max: Some(groups.iter().map(|g| g.count.max.unwrap_or(0)).sum()),
@@ -163,8 +165,16 @@ pub(crate) fn decode_service(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Servic
             (total, Some(groups))
         }
     };
-    if replica_groups.is_none() && commands.is_empty() && !malformed_commands && common.image.is_none() {
-        d.error(fields.node(), &fields.path_of("commands"), "either `commands` or `image` must be set");
+    if replica_groups.is_none()
+        && commands.is_empty()
+        && !malformed_commands
+        && common.image.is_none()
+    {
+        d.error(
+            fields.node(),
+            &fields.path_of("commands"),
+            "either `commands` or `image` must be set",
+        );
     }
     let https = match fields.get("https") {
         None => Some(true),
@@ -182,15 +192,19 @@ pub(crate) fn decode_service(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Servic
         model: fields.with(d, "model", decode_model),
         probes: fields.with(d, "probes", decode_probes),
         gateway: fields.with(d, "gateway", |d, node, path| match node.scalar() {
-            Some(text) => Some(match super::decode::parse_bool(text) {
+            Some(text) => Some(match parse_bool(text) {
                 Some(enabled) => GatewayChoice::Enabled(enabled),
                 None => GatewayChoice::Name(d.string(node, path)?),
             }),
             None => d.string(node, path).map(GatewayChoice::Name),
         }),
         https,
-        strip_prefix: fields.with(d, "strip_prefix", Decoder::bool).unwrap_or(true),
-        rate_limits: fields.with(d, "rate_limits", decode_rate_limits).unwrap_or_default(),
+        strip_prefix: fields
+            .with(d, "strip_prefix", Decoder::bool)
+            .unwrap_or(true),
+        rate_limits: fields
+            .with(d, "rate_limits", decode_rate_limits)
+            .unwrap_or_default(),
         router: fields.with(d, "router", decode_router),
     }
 }
@@ -199,7 +213,11 @@ pub(crate) fn decode_service(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Servic
 fn decode_replica_count(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Range<u32>> {
     let range = decode_count_range(d, node, path)?;
     if range.max.is_none() {
-        d.error(node, path, "the maximum number of replicas is required (`1..4`)");
+        d.error(
+            node,
+            path,
+            "the maximum number of replicas is required (`1..4`)",
+        );
         return None;
     }
     Some(Range {
@@ -238,7 +256,13 @@ fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Scalin
     let fields = d.fields(
         node,
         path,
-        &["metric", "target", "window", "scale_up_delay", "scale_down_delay"],
+        &[
+            "metric",
+            "target",
+            "window",
+            "scale_up_delay",
+            "scale_down_delay",
+        ],
     )?;
     let metric = match fields.get("metric") {
         Some(value) => d.choice(value, &fields.path_of("metric"), &[("rps", "rps")])?,
@@ -266,8 +290,12 @@ fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Scalin
         metric: metric.to_string(),
         target,
         window: fields.with(d, "window", decode_duration),
-        scale_up_delay: fields.with(d, "scale_up_delay", decode_duration).unwrap_or(300),
-        scale_down_delay: fields.with(d, "scale_down_delay", decode_duration).unwrap_or(600),
+        scale_up_delay: fields
+            .with(d, "scale_up_delay", decode_duration)
+            .unwrap_or(300),
+        scale_down_delay: fields
+            .with(d, "scale_down_delay", decode_duration)
+            .unwrap_or(600),
     })
 }
 
@@ -368,7 +396,9 @@ fn decode_replica_group(
             d.error(key, &fields.path_of(field), message);
         }
     }
-    let commands = fields.with(d, "commands", Decoder::strings).unwrap_or_default();
+    let commands = fields
+        .with(d, "commands", Decoder::strings)
+        .unwrap_or_default();
     if commands.is_empty() && image.is_none() && common.image.is_none() {
         let message = format!(
             "replica group `{name}` needs `commands`, or an `image` in the group or the service"
@@ -378,7 +408,11 @@ fn decode_replica_group(
     let router = fields.with(d, "router", decode_router);
     if router.is_some() && count != Range::exact(1) {
         if let Some(key) = fields.key("router") {
-            d.error(key, &fields.path_of("router"), "a replica group with a `router` must have `count: 1`");
+            d.error(
+                key,
+                &fields.path_of("router"),
+                "a replica group with a `router` must have `count: 1`",
+            );
         }
     }
     Some(ReplicaGroup {
@@ -434,7 +468,14 @@ fn decode_model(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ModelSpe
     let fields = d.fields(
         node,
         path,
-        &["type", "name", "format", "prefix", "chat_template", "eos_token"],
+        &[
+            "type",
+            "name",
+            "format",
+            "prefix",
+            "chat_template",
+            "eos_token",
+        ],
     )?;
     if let Some(kind) = fields.get("type") {
         d.choice(kind, &fields.path_of("type"), &[("chat", ())]);
@@ -444,7 +485,11 @@ fn decode_model(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ModelSpe
         fields.missing(d, "name");
     }
     let format = match fields.get("format") {
-        Some(value) => d.choice(value, &fields.path_of("format"), &[("openai", "openai"), ("tgi", "tgi")]),
+        Some(value) => d.choice(
+            value,
+            &fields.path_of("format"),
+            &[("openai", "openai"), ("tgi", "tgi")],
+        ),
         None => {
             fields.missing(d, "format");
             None
@@ -457,7 +502,11 @@ fn decode_model(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ModelSpe
     } else {
         (None, true)
     };
-    for (field, allowed) in [("prefix", !tgi_only), ("chat_template", tgi_only), ("eos_token", tgi_only)] {
+    for (field, allowed) in [
+        ("prefix", !tgi_only),
+        ("chat_template", tgi_only),
+        ("eos_token", tgi_only),
+    ] {
         if let (false, Some(key)) = (allowed, fields.key(field)) {
             let message = format!("`{field}` does not apply to the `{format}` format");
             d.error(key, &fields.path_of(field), message);
@@ -527,30 +576,45 @@ fn decode_probe(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ProbeSpe
     let body = fields.with(d, "body", Decoder::string);
     if body.is_some() && (method == "get" || method == "head") {
         if let Some(key) = fields.key("body") {
-            d.error(key, &fields.path_of("body"), format!("a `{method}` probe cannot have a body"));
+            d.error(
+                key,
+                &fields.path_of("body"),
+                format!("a `{method}` probe cannot have a body"),
+            );
         }
     }
     let positive = |d: &mut Decoder<'_>, name: &str, default: u64| {
         let value = fields.with(d, name, decode_duration);
         if value == Some(0) {
             if let Some(node) = fields.get(name) {
-                d.error(node, &fields.path_of(name), format!("`{name}` must be at least 1s"));
+                d.error(
+                    node,
+                    &fields.path_of(name),
+                    format!("`{name}` must be at least 1s"),
+                );
             }
         }
         value.filter(|v| *v > 0).unwrap_or(default)
     };
     let timeout = positive(d, "timeout", 10);
     let interval = positive(d, "interval", 15);
-    let ready_after = fields.with(d, "ready_after", Decoder::uint::<u32>).unwrap_or(1).max(1);
+    let ready_after = fields
+        .with(d, "ready_after", Decoder::uint::<u32>)
+        .unwrap_or(1)
+        .max(1);
     Some(ProbeSpec {
         url: url.unwrap_or_else(|| "/".to_string()),
         method,
-        headers: fields.with(d, "headers", decode_headers).unwrap_or_default(),
+        headers: fields
+            .with(d, "headers", decode_headers)
+            .unwrap_or_default(),
         body,
         timeout,
         interval,
         ready_after,
-        until_ready: fields.with(d, "until_ready", Decoder::bool).unwrap_or(false),
+        until_ready: fields
+            .with(d, "until_ready", Decoder::bool)
+            .unwrap_or(false),
     })
 }
 
@@ -587,7 +651,9 @@ fn decode_rate_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Ve
         let Some(fields) = d.fields(entry, &entry_path, &["prefix", "key", "rps", "burst"]) else {
             continue;
         };
-        let prefix = fields.with(d, "prefix", Decoder::string).unwrap_or_else(|| "/".to_string());
+        let prefix = fields
+            .with(d, "prefix", Decoder::string)
+            .unwrap_or_else(|| "/".to_string());
         let header = fields.with(d, "key", decode_rate_limit_key).flatten();
         let Some(rps) = fields.with(d, "rps", Decoder::number) else {
             if !fields.has("rps") {
@@ -601,7 +667,11 @@ fn decode_rate_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Ve
             }
         }
         if out.iter().any(|limit| limit.prefix == prefix) {
-            d.error(entry, &entry_path, format!("prefix {prefix:?} has two rate limits"));
+            d.error(
+                entry,
+                &entry_path,
+                format!("prefix {prefix:?} has two rate limits"),
+            );
         }
         out.push(RateLimit {
             prefix,

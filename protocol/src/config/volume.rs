@@ -50,7 +50,11 @@ pub(crate) fn decode_volume(d: &mut Decoder<'_>, fields: &Fields<'_>) -> VolumeC
     }
     let size = fields.with(d, "size", |d, node, path| {
         let Some(text) = node.scalar() else {
-            d.error(node, path, format!("expected a size, found {}", node.describe()));
+            d.error(
+                node,
+                path,
+                format!("expected a size, found {}", node.describe()),
+            );
             return None;
         };
         match parse_size(text) {
@@ -66,7 +70,13 @@ pub(crate) fn decode_volume(d: &mut Decoder<'_>, fields: &Fields<'_>) -> VolumeC
         }
     });
     let auto_cleanup_duration = fields.get("auto_cleanup_duration").and_then(|node| {
-        decode_off_duration(d, node, &fields.path_of("auto_cleanup_duration"), None, true)
+        decode_off_duration(
+            d,
+            node,
+            &fields.path_of("auto_cleanup_duration"),
+            None,
+            true,
+        )
     });
     VolumeConfig {
         name: fields.with(d, "name", decode_resource_name),
@@ -76,7 +86,9 @@ pub(crate) fn decode_volume(d: &mut Decoder<'_>, fields: &Fields<'_>) -> VolumeC
         size,
         volume_id: fields.with(d, "volume_id", Decoder::string),
         auto_cleanup_duration,
-        tags: fields.with(d, "tags", Decoder::string_map).unwrap_or_default(),
+        tags: fields
+            .with(d, "tags", Decoder::string_map)
+            .unwrap_or_default(),
         claim_name: fields.with(d, "claim_name", Decoder::string),
         storage_class_name: fields.with(d, "storage_class_name", Decoder::string),
         access_modes: fields.with(d, "access_modes", Decoder::strings),

@@ -21,7 +21,10 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     /// `plain` is false for quoted, block and `!!str`-tagged scalars: those are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -44,6 +47,10 @@ impl Node {
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Scalar { .. } if self.is_null() => "null".to_string(),
+            Kind::Scalar { text, .. } if text.chars().count() > 60 => {
+                let start: String = text.chars().take(57).collect();
+                format!("{:?}", format!("{start}..."))
+            }
             Kind::Scalar { text, .. } => format!("{text:?}"),
             Kind::Seq(_) => "a list".to_string(),
             Kind::Map(_) => "a mapping".to_string(),
@@ -139,8 +146,15 @@ pub(crate) fn parse_yaml_int(text: &str) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
-/// Parses one YAML document. `Ok(None)` when the text holds no document at all.
-pub(crate) fn load(file: &str, text: &str) -> Result<Option<Node>, Vec<ConfigError>> {
+/// What [`load`] read: the document (`None` when the text holds none) and the problems that
+/// did not stop reading (duplicate keys, extra documents).
+pub(crate) struct Loaded {
+    pub root: Option<Node>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Parses one YAML document; a syntax error stops it.
+pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
     let mut builder = Builder {
         file,
         stack: Vec::new(),
@@ -151,13 +165,13 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Option<Node>, Vec<ConfigErr
     let mut parser = Parser::new_from_str(text);
     if let Err(error) = parser.load(&mut builder, true) {
         let marker = error.marker();
-        return Err(vec![ConfigError {
+        return Err(ConfigError {
             file: file.to_string(),
             line: marker.line(),
             column: marker.col() + 1,
             path: String::new(),
             message: format!("YAML syntax error: {}", error.info()),
-        }]);
+        });
     }
     let mut documents = builder.documents.into_iter();
     let first = documents.next();
@@ -167,15 +181,15 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Option<Node>, Vec<ConfigErr
             line: second.line,
             column: second.column,
             path: String::new(),
-            message: "a configuration file holds one YAML document; remove the `---` and what follows"
-                .to_string(),
+            message:
+                "a configuration file holds one YAML document; remove the `---` and what follows"
+                    .to_string(),
         });
     }
-    if builder.errors.is_empty() {
-        Ok(first)
-    } else {
-        Err(builder.errors)
-    }
+    Ok(Loaded {
+        root: first,
+        errors: builder.errors,
+    })
 }
 
 struct Builder<'f> {
@@ -229,9 +243,16 @@ impl MarkedEventReceiver for Builder<'_> {
                 self.push(node, anchor);
             }
             Event::Alias(anchor) => {
-                if let Some(node) = self.anchors.get(&anchor).cloned() {
-                    self.push(node, 0);
-                }
+                // An alias to a node still being built (a cycle) reads as null.
+                let node = self.anchors.get(&anchor).cloned().unwrap_or(Node {
+                    kind: Kind::Scalar {
+                        text: String::new(),
+                        plain: true,
+                    },
+                    line: mark.line,
+                    column: mark.column,
+                });
+                self.push(node, 0);
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 mark,
@@ -356,9 +377,9 @@ impl Builder<'_> {
                 Kind::Scalar { .. } => Vec::new(),
             };
             for (key, value) in maps.into_iter().flatten() {
-                let present = key.scalar().is_some_and(|name| {
-                    merged.iter().any(|(k, _)| k.scalar() == Some(name))
-                });
+                let present = key
+                    .scalar()
+                    .is_some_and(|name| merged.iter().any(|(k, _)| k.scalar() == Some(name)));
                 if !present {
                     merged.push((key, value));
                 }
@@ -374,8 +395,12 @@ mod tests {
 
     fn load_ok(text: &str) -> Node {
         match load("t.yml", text) {
-            Ok(Some(node)) => node,
-            other => panic!("expected a document, got {other:?}"),
+            Ok(Loaded {
+                root: Some(node),
+                errors,
+            }) if errors.is_empty() => node,
+            Ok(loaded) => panic!("expected a clean document, got {:?}", loaded.errors),
+            Err(error) => panic!("{error}"),
         }
     }
 
@@ -414,20 +439,25 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_errors() {
-        let errors = load("t.yml", "a: 1\nb: 2\na: 3\n").expect_err("duplicate");
-        assert_eq!(errors[0].line, 3);
-        assert!(errors[0].message.contains("duplicate key `a`"));
+        let loaded = load("t.yml", "a: 1\nb: 2\na: 3\n").expect("loads");
+        assert_eq!(loaded.errors[0].line, 3);
+        assert!(loaded.errors[0].message.contains("duplicate key `a`"));
+        let json = loaded
+            .root
+            .map(|root| root.to_json("t.yml", "", &mut Vec::new()));
+        assert_eq!(json, Some(serde_json::json!({"a": 1, "b": 2})));
     }
 
     #[test]
     fn syntax_errors_have_positions() {
-        let errors = load("t.yml", "a: [1\nb: 2\n").expect_err("syntax");
-        assert_eq!((errors[0].line, errors[0].column), (2, 2));
-        assert!(errors[0].message.starts_with("YAML syntax error"));
+        let error = load("t.yml", "a: [1\nb: 2\n").err().expect("syntax error");
+        assert_eq!((error.line, error.column), (2, 2));
+        assert!(error.message.starts_with("YAML syntax error"));
     }
 
     #[test]
     fn empty_text_has_no_document() {
-        assert_eq!(load("t.yml", "# nothing\n"), Ok(None));
+        let loaded = load("t.yml", "# nothing\n").expect("loads");
+        assert!(loaded.root.is_none() && loaded.errors.is_empty());
     }
 }
