@@ -13,7 +13,7 @@ pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, RpcError> {
     // Grouping looks at every match; a plain listing needs only the cheapest `limit`.
     req.limit = if group_by.is_empty() { Some(limit) } else { None };
     let (backend_offers, backend_total) = d.catalog.query(&req);
-    let runs = d.store.list_runs().map_err(store_error)?;
+    let runs = d.store.active_runs();
     let fleets = crate::loops::scheduling::fleet_views(d, &runs).map_err(store_error)?;
     let pool: Vec<_> = crate::scheduler::pool_offers(&fleets, &req.resources, None)
         .into_iter()

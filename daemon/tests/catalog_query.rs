@@ -378,3 +378,79 @@ fn spot_policy_auto_is_the_offer_default() {
     let expected = scan().iter().filter(|r| default_resources_ok(r)).count();
     assert_eq!(total, expected);
 }
+
+/// The machine an offer's exact spec describes.
+fn machine_of(offer: &Offer) -> flotilla_protocol::model::InstanceResources {
+    let r = &offer.resources;
+    let gpu =
+        r.gpu
+            .name
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|name| flotilla_protocol::model::Gpu {
+                name: name.clone(),
+                memory_gb: r.gpu.memory.and_then(|m| m.min).unwrap_or(0.0),
+                vendor: r
+                    .gpu
+                    .vendor
+                    .unwrap_or(flotilla_protocol::config::GpuVendor::Nvidia),
+            });
+    flotilla_protocol::model::InstanceResources {
+        cpus: r.cpu.count.min.unwrap_or(0),
+        cpu_arch: r
+            .cpu
+            .arch
+            .unwrap_or(flotilla_protocol::config::CpuArch::X86),
+        memory_gb: r.memory.min.unwrap_or(0.0),
+        disk_gb: r.disk.size.min,
+        gpus: gpu
+            .map(|g| vec![g; r.gpu.count.min.unwrap_or(0) as usize])
+            .unwrap_or_default(),
+    }
+}
+
+fn shared_service() -> &'static CatalogService {
+    static SERVICE: std::sync::OnceLock<CatalogService> = std::sync::OnceLock::new();
+    SERVICE.get_or_init(service)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// The scan (shapes matched once, early stop at max_price, limit) returns exactly the
+    /// first offers of a plain filter of every offer, and counts them all.
+    #[test]
+    fn query_is_a_filter_of_every_offer(
+        min_count in 0u32..3,
+        extra in proptest::option::of(0u32..8),
+        min_gpu_memory in proptest::option::of(1u32..100),
+        min_cpus in 0u32..64,
+        max_price in proptest::option::of(0.05f64..30.0),
+        policy in 0usize..3,
+        backend in proptest::option::of(0usize..7),
+        limit in proptest::option::of(0usize..80),
+    ) {
+        use flotilla_daemon::catalog::resources_match;
+        use flotilla_protocol::config::Range;
+        let mut req = Requirements::default();
+        req.resources.gpu.count = Range::new(Some(min_count), extra.map(|e| min_count + e));
+        req.resources.gpu.memory = min_gpu_memory.map(|m| Range::at_least(f64::from(m)));
+        req.resources.cpu.count = Range::at_least(min_cpus);
+        req.max_price = max_price;
+        req.spot_policy = [SpotPolicy::Auto, SpotPolicy::Spot, SpotPolicy::OnDemand][policy];
+        let names = ["aws", "hyperstack", "lambda", "nebius", "runpod", "vast", "verda"];
+        req.backends = backend.map(|b| vec![names[b].to_uppercase()]).unwrap_or_default();
+        req.limit = limit;
+        let svc = shared_service();
+        let mut expected: Vec<Offer> = svc
+            .snapshot()
+            .offers()
+            .filter(|o| req.accepts_terms(o) && resources_match(&req.resources, &machine_of(o)))
+            .collect();
+        sort_offers(&mut expected);
+        let (offers, total) = svc.query(&req);
+        proptest::prop_assert_eq!(total, expected.len());
+        expected.truncate(limit.unwrap_or(usize::MAX));
+        proptest::prop_assert_eq!(offers, expected);
+    }
+}

@@ -30,6 +30,7 @@ pub mod methods {
     pub const OFFER_LIST: &str = "offer.list";
     pub const DAEMON_STATUS: &str = "daemon.status";
     pub const DAEMON_STOP: &str = "daemon.stop";
+    pub const METRICS_GET: &str = "metrics.get";
     /// Notification methods of streams.
     pub const LOGS_CHUNK: &str = "logs.chunk";
     pub const EVENT: &str = "event";
@@ -397,3 +398,37 @@ pub struct ConfigErrorData {
 
 /// Result of `run.list`.
 pub type RunList = Vec<Run>;
+
+/// Params of `metrics.get`: one instance (`fleet/instance`), or the instance of a run's job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricsParams {
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Only samples newer than this many seconds (default and most: 3600).
+    #[serde(default)]
+    pub window_secs: Option<u64>,
+}
+
+/// One GPU sample, as the supervisor's `metrics` verb reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    pub time: Timestamp,
+    pub util_percent: f64,
+    pub memory_used_gb: f64,
+    pub memory_total_gb: f64,
+}
+
+/// The samples of one GPU of one instance, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuSeries {
+    pub instance: String,
+    pub gpu: u32,
+    pub samples: Vec<GpuSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricsResult {
+    pub series: Vec<GpuSeries>,
+}

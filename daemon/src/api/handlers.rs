@@ -119,7 +119,7 @@ fn run_error(e: RunError) -> RpcError {
 
 async fn run_plan(d: &Daemon, caller: &Caller, params: Result<RunApplyParams, RpcError>) -> Reply {
     let req = runs::parse_request(&params?).map_err(run_error)?;
-    let runs_now = d.store.list_runs().map_err(store_error)?;
+    let runs_now = d.store.active_runs();
     let fleets = crate::loops::scheduling::fleet_views(d, &runs_now).map_err(store_error)?;
     let common = req.configuration.common();
     let mut offers = scheduler::pool_offers(&fleets, &common.resources, common.fleets.as_deref());
@@ -173,21 +173,18 @@ async fn run_apply(d: &Daemon, caller: &Caller, params: Result<RunApplyParams, R
 
 fn run_list(d: &Daemon, params: Result<RunListParams, RpcError>) -> Reply {
     let params = params?;
-    let mut runs: Vec<Run> = d.store.list_runs().map_err(store_error)?;
-    runs.reverse(); // newest first
-    if !params.all {
-        let active: Vec<Run> = runs
-            .iter()
-            .filter(|r| !r.status.is_finished())
-            .cloned()
-            .collect();
-        runs = if active.is_empty() {
-            runs.into_iter().take(1).collect()
-        } else {
-            active
-        };
+    if params.all {
+        let mut runs: Vec<Run> = d.store.list_runs().map_err(store_error)?;
+        runs.reverse(); // newest first
+        return json(runs);
     }
-    json(runs)
+    // Unfinished runs, newest first, or else the last run.
+    let active = d.store.active_runs();
+    if active.is_empty() {
+        let last: Vec<Run> = d.store.last_run().map_err(store_error)?.into_iter().collect();
+        return json(last);
+    }
+    json(active.iter().rev().map(|r| &**r).collect::<Vec<&Run>>())
 }
 
 fn submission_id(run: &Run, target: &LogTarget) -> Result<(u64, bool), RpcError> {
@@ -257,7 +254,7 @@ fn event_list(d: &Daemon, params: Result<EventsParams, RpcError>) -> Reply {
 
 /// Fleets with their instances, block usage and idle/busy status as of now.
 pub fn fleet_list(d: &Daemon) -> Result<Vec<Fleet>, RpcError> {
-    let runs = d.store.list_runs().map_err(store_error)?;
+    let runs = d.store.active_runs();
     let views = crate::loops::scheduling::fleet_views(d, &runs).map_err(store_error)?;
     let mut fleets = d.store.list_fleets().map_err(store_error)?;
     for f in fleets.iter_mut() {
@@ -292,7 +289,7 @@ fn offer_list(d: &Daemon, params: Result<OfferQuery, RpcError>) -> Reply {
 }
 
 fn daemon_status(d: &Daemon) -> Reply {
-    let runs = d.store.list_runs().map_err(store_error)?;
+    let active = d.store.active_runs().len();
     let fleets = d.store.list_fleets().map_err(store_error)?;
     let now = Timestamp::now();
     json(DaemonStatus {
@@ -303,8 +300,8 @@ fn daemon_status(d: &Daemon) -> Reply {
         data_dir: d.config.data_dir.display().to_string(),
         started_at: d.started_at,
         uptime_secs: d.started_at.secs_until(now),
-        runs: runs.len(),
-        active_runs: runs.iter().filter(|r| !r.status.is_finished()).count(),
+        runs: d.store.count_runs(),
+        active_runs: active,
         fleets: fleets.len(),
         instances: fleets.iter().map(|f| f.instances.len()).sum(),
     })

@@ -144,7 +144,7 @@ pub fn add_csv(builder: &mut CatalogBuilder, backend: &str, origin: &str, input:
                 "{} fields where the header has {width}",
                 record.len()
             )),
-            Ok(true) => match parse_row(&record, &columns) {
+            Ok(true) => match Fields::new(&record).and_then(|f| parse_row(f, &columns)) {
                 Ok(row) => {
                     builder.push(backend_id, row.region, row.price, row.spot, &row.machine);
                     stats.rows += 1;
@@ -194,16 +194,33 @@ struct ParsedRow<'a> {
     machine: MachineRow<'a>,
 }
 
-fn field<'a>(record: &'a csv::ByteRecord, index: usize, name: &str) -> Result<&'a str, String> {
-    let raw = record.get(index).unwrap_or_default();
-    std::str::from_utf8(raw)
-        .map(str::trim)
-        .map_err(|_| format!("{name} is not UTF-8"))
+/// One record whose bytes were checked as UTF-8 once.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    record: &'a csv::ByteRecord,
+    text: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(record: &'a csv::ByteRecord) -> Result<Self, String> {
+        let text = std::str::from_utf8(record.as_slice())
+            .map_err(|_| "the row is not UTF-8".to_string())?;
+        Ok(Fields { record, text })
+    }
+
+    fn get(self, index: usize, name: &str) -> Result<&'a str, String> {
+        self.record
+            .range(index)
+            .and_then(|r| self.text.get(r))
+            .map(str::trim_ascii)
+            .ok_or_else(|| format!("{name} is not UTF-8"))
+    }
 }
 
 fn number(text: &str, name: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        // `abs` turns `-0` into `0`, so price bits sort like prices.
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v.abs()),
         Ok(_) => Err(format!("{name} {text:?} must be a non-negative number")),
         Err(_) => Err(format!("{name} {text:?} is not a number")),
     }
@@ -220,23 +237,23 @@ fn count(text: &str, name: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_row<'a>(record: &'a csv::ByteRecord, c: &Columns) -> Result<ParsedRow<'a>, String> {
-    let instance_type = field(record, c.instance_name, "instance_name")?;
+fn parse_row<'a>(record: Fields<'a>, c: &Columns) -> Result<ParsedRow<'a>, String> {
+    let instance_type = record.get(c.instance_name, "instance_name")?;
     if instance_type.is_empty() {
         return Err("instance_name is empty".into());
     }
-    let region = field(record, c.location, "location")?;
-    let price = number(field(record, c.price, "price")?, "price")?;
-    let cpus = count(field(record, c.cpu, "cpu")?, "cpu")?;
-    let memory_gb = number(field(record, c.memory, "memory")?, "memory")?;
-    let gpu_count_text = field(record, c.gpu_count, "gpu_count")?;
+    let region = record.get(c.location, "location")?;
+    let price = number(record.get(c.price, "price")?, "price")?;
+    let cpus = count(record.get(c.cpu, "cpu")?, "cpu")?;
+    let memory_gb = number(record.get(c.memory, "memory")?, "memory")?;
+    let gpu_count_text = record.get(c.gpu_count, "gpu_count")?;
     let gpu_count = if gpu_count_text.is_empty() {
         0
     } else {
         count(gpu_count_text, "gpu_count")?
     };
-    let gpu_name = field(record, c.gpu_name, "gpu_name")?;
-    let gpu_memory_text = field(record, c.gpu_memory, "gpu_memory")?;
+    let gpu_name = record.get(c.gpu_name, "gpu_name")?;
+    let gpu_memory_text = record.get(c.gpu_memory, "gpu_memory")?;
     let (gpu_memory_gb, gpu_vendor) = if gpu_count == 0 {
         (0.0, GpuVendor::Nvidia)
     } else {
@@ -245,21 +262,21 @@ fn parse_row<'a>(record: &'a csv::ByteRecord, c: &Columns) -> Result<ParsedRow<'
         }
         let memory = number(gpu_memory_text, "gpu_memory")?;
         let vendor_text = match c.gpu_vendor {
-            Some(i) => field(record, i, "gpu_vendor")?,
+            Some(i) => record.get(i, "gpu_vendor")?,
             None => "",
         };
         (memory, parse_vendor(vendor_text)?)
     };
-    let spot = parse_bool(field(record, c.spot, "spot")?)?;
+    let spot = parse_bool(record.get(c.spot, "spot")?)?;
     let disk_gb = match c.disk_size {
-        Some(i) => match field(record, i, "disk_size")? {
+        Some(i) => match record.get(i, "disk_size")? {
             "" => None,
             text => Some(number(text, "disk_size")?),
         },
         None => None,
     };
     let cpu_arch = match c.cpu_arch {
-        Some(i) => parse_arch(field(record, i, "cpu_arch")?)?,
+        Some(i) => parse_arch(record.get(i, "cpu_arch")?)?,
         None => CpuArch::X86,
     };
     Ok(ParsedRow {
@@ -290,20 +307,59 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 
 /// gpuhunt vendor names; empty means nvidia (README of the catalogs).
 pub(super) fn parse_vendor(text: &str) -> Result<GpuVendor, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "" | "nvidia" => Ok(GpuVendor::Nvidia),
-        "amd" => Ok(GpuVendor::Amd),
-        "google" | "tpu" => Ok(GpuVendor::Google),
-        "intel" => Ok(GpuVendor::Intel),
-        "tenstorrent" | "tt" => Ok(GpuVendor::Tenstorrent),
-        _ => Err(format!("gpu_vendor {text:?} is not a known vendor")),
+    if text.is_empty() {
+        return Ok(GpuVendor::Nvidia);
     }
+    text.parse::<GpuVendor>()
+        .map_err(|_| format!("gpu_vendor {text:?} is not a known vendor"))
 }
 
 fn parse_arch(text: &str) -> Result<CpuArch, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "" | "x86" | "x86_64" | "amd64" => Ok(CpuArch::X86),
-        "arm" | "arm64" | "aarch64" => Ok(CpuArch::Arm),
-        _ => Err(format!("cpu_arch {text:?} is not x86 or arm")),
+    match text {
+        "" | "x86" => Ok(CpuArch::X86),
+        "arm" => Ok(CpuArch::Arm),
+        _ => text
+            .parse::<CpuArch>()
+            .map_err(|_| format!("cpu_arch {text:?} is not x86 or arm")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_grammar() {
+        assert_eq!(count("8", "cpu"), Ok(8));
+        assert_eq!(count("8.0", "cpu"), Ok(8));
+        assert!(count("8.5", "cpu").is_err());
+        assert!(count("-1", "cpu").is_err());
+        assert_eq!(number("0.0385", "price"), Ok(0.0385));
+        assert_eq!(
+            number("-0", "price").map(f64::to_bits),
+            Ok(0.0f64.to_bits())
+        );
+        assert!(number("NaN", "price").is_err());
+        assert!(number("inf", "price").is_err());
+        assert_eq!(parse_bool("True"), Ok(true));
+        assert_eq!(parse_bool("false"), Ok(false));
+        assert_eq!(parse_vendor(""), Ok(GpuVendor::Nvidia));
+        assert_eq!(parse_vendor("tenstorrent"), Ok(GpuVendor::Tenstorrent));
+        assert_eq!(parse_arch(""), Ok(CpuArch::X86));
+        assert_eq!(parse_arch("aarch64"), Ok(CpuArch::Arm));
+    }
+
+    #[test]
+    fn a_header_in_another_column_order_still_loads() {
+        let csv = "price,instance_name,location,cpu,memory,gpu_count,gpu_name,gpu_memory,spot\n\
+                   2.5,x1,eu,16,64,2,L4,24,False\n";
+        assert_eq!(check_header(csv.as_bytes()), Ok(()));
+        let mut b = CatalogBuilder::new();
+        add_csv(&mut b, "acme", "inline", csv.as_bytes());
+        let c = b.finish();
+        let offer = c.offers().next().expect("one offer");
+        assert_eq!((offer.instance_type.as_str(), offer.price), ("x1", 2.5));
+        assert_eq!(offer.resources.gpu.count.min, Some(2));
+        assert_eq!(offer.resources.disk.size.min, None);
     }
 }

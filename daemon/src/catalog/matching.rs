@@ -139,7 +139,7 @@ fn gpus_match(spec: &GpuSpec, gpus: &[Gpu]) -> bool {
 }
 
 /// Case-insensitive membership of a GPU name in a spec's list.
-pub(crate) fn name_listed(names: &[String], name: &str) -> bool {
+fn name_listed(names: &[String], name: &str) -> bool {
     names.iter().any(|n| n.trim().eq_ignore_ascii_case(name))
 }
 

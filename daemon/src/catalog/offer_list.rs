@@ -217,3 +217,75 @@ pub fn group_offers(offers: &[Offer], by: &[GroupKey]) -> Vec<OfferGroup> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::matching::exact_spec;
+    use flotilla_protocol::config::CpuArch;
+    use flotilla_protocol::model::{Availability, Gpu, InstanceResources};
+
+    fn offer(backend: &str, gpus: usize, price: f64, spot: bool) -> Offer {
+        let res = InstanceResources {
+            cpus: 8,
+            cpu_arch: CpuArch::X86,
+            memory_gb: 64.0,
+            disk_gb: None,
+            gpus: vec![
+                Gpu {
+                    name: "H100".into(),
+                    memory_gb: 80.0,
+                    vendor: GpuVendor::Nvidia,
+                };
+                gpus
+            ],
+        };
+        Offer {
+            backend: backend.into(),
+            region: "r".into(),
+            instance_type: format!("{gpus}x"),
+            resources: exact_spec(&res),
+            price,
+            spot,
+            availability: Availability::Available,
+            fleet: None,
+            instance: None,
+            blocks: None,
+            total_blocks: None,
+        }
+    }
+
+    #[test]
+    fn group_rows_read_like_the_spec() {
+        let offers = [
+            offer("a", 1, 2.0, false),
+            offer("b", 8, 8.0, true),
+            offer("a", 0, 0.1, false),
+        ];
+        let groups = group_offers(&offers, &[GroupKey::Gpu]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].gpu, "H100:80GB:1..8");
+        assert_eq!(groups[0].price_per_gpu, Range::new(Some(1.0), Some(2.0)));
+        assert_eq!(
+            groups[0].spot,
+            vec!["spot".to_string(), "on-demand".to_string()]
+        );
+        assert_eq!(groups[0].backends, vec!["a".to_string(), "b".to_string()]);
+        let by_count = group_offers(&offers, &[GroupKey::Gpu, GroupKey::Count]);
+        let names: Vec<&str> = by_count.iter().map(|g| g.gpu.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["H100:80GB:8", "H100:80GB:1"],
+            "cheapest $/GPU first"
+        );
+    }
+
+    #[test]
+    fn group_by_values() {
+        assert_eq!(
+            parse_group_by(&["backend,gpu".into(), "gpu".into()]),
+            Ok(vec![GroupKey::Gpu, GroupKey::Backend])
+        );
+        assert!(parse_group_by(&["count".into()]).is_err());
+    }
+}

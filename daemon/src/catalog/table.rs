@@ -12,6 +12,72 @@ use flotilla_protocol::config::{CpuArch, GpuVendor, ResourcesSpec};
 use flotilla_protocol::model::{Availability, Gpu, InstanceResources, Offer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+/// A fast hasher for the loader's maps (multiply-rotate over 8-byte words, as rustc's
+/// FxHash), seeded per process so that a crafted catalog cannot aim at collisions.
+#[derive(Debug, Clone, Copy)]
+struct FastHash {
+    seed: u64,
+}
+
+impl Default for FastHash {
+    fn default() -> Self {
+        FastHash {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
+        }
+    }
+}
+
+impl BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.seed)
+    }
+}
+
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.add(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One priced row: which machine, where, from which backend, spot or not.
 #[derive(Debug, Clone, Copy)]
@@ -189,7 +255,7 @@ struct ShapeKey {
 /// Strings to dense ids, in first-seen order; `finish` sorts them.
 #[derive(Debug, Default)]
 struct Interner {
-    ids: HashMap<Box<str>, u32>,
+    ids: HashMap<Box<str>, u32, FastHash>,
     names: Vec<Box<str>>,
 }
 
@@ -230,7 +296,7 @@ impl Interner {
 #[derive(Debug, Default)]
 pub struct CatalogBuilder {
     rows: Vec<Row>,
-    shape_ids: HashMap<ShapeKey, u32>,
+    shape_ids: HashMap<ShapeKey, u32, FastHash>,
     shape_keys: Vec<ShapeKey>,
     backends: Interner,
     regions: Interner,
@@ -243,13 +309,6 @@ pub struct CatalogBuilder {
 impl CatalogBuilder {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    pub fn with_capacity(rows: usize) -> Self {
-        Self {
-            rows: Vec::with_capacity(rows),
-            ..Self::default()
-        }
     }
 
     pub(super) fn backend_id(&mut self, name: &str) -> u16 {
@@ -355,18 +414,18 @@ impl CatalogBuilder {
             r.region = region_map[r.region as usize];
         }
         // Canonical order (see `offer_list::offer_order`): price, backend, instance type,
-        // region, on-demand before spot; a stable sort keeps duplicates in file order.
-        rows.sort_by(|a, b| {
-            a.price
-                .total_cmp(&b.price)
-                .then(a.backend.cmp(&b.backend))
-                .then_with(|| {
-                    shapes[a.shape as usize]
-                        .instance_type
-                        .cmp(&shapes[b.shape as usize].instance_type)
-                })
-                .then(a.region.cmp(&b.region))
-                .then(a.spot.cmp(&b.spot))
+        // region, on-demand before spot. Prices are finite and not negative, so their bits
+        // order like their values; equal keys up to the shape are identical offers.
+        let shape_type: Vec<u32> = shapes.iter().map(|s| s.instance_type).collect();
+        rows.sort_unstable_by_key(|r| {
+            (
+                r.price.to_bits(),
+                r.backend,
+                shape_type[r.shape as usize],
+                r.region,
+                r.spot,
+                r.shape,
+            )
         });
         rows.shrink_to_fit();
         Catalog {
@@ -378,5 +437,58 @@ impl CatalogBuilder {
             sources: self.sources,
             warnings: self.warnings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(instance_type: &str, gpus: u32) -> MachineRow<'_> {
+        MachineRow {
+            instance_type,
+            cpus: 8,
+            cpu_arch: CpuArch::X86,
+            memory_gb: 32.0,
+            disk_gb: None,
+            gpu_count: gpus,
+            gpu_name: if gpus > 0 { "A10G" } else { "" },
+            gpu_memory_gb: 24.0,
+            gpu_vendor: GpuVendor::Nvidia,
+        }
+    }
+
+    #[test]
+    fn rows_come_out_in_canonical_order_and_shapes_are_shared() {
+        let mut b = CatalogBuilder::new();
+        let zeta = b.backend_id("zeta");
+        let alpha = b.backend_id("alpha");
+        b.push(zeta, "r2", 1.0, true, &machine("g5.xlarge", 1));
+        b.push(zeta, "r1", 1.0, false, &machine("g5.xlarge", 1));
+        b.push(alpha, "r9", 1.0, false, &machine("z-type", 1));
+        b.push(alpha, "r9", 1.0, false, &machine("a-type", 0));
+        b.push(alpha, "r1", 0.5, false, &machine("g5.xlarge", 1));
+        let c = b.finish();
+        let order: Vec<(String, String, String, bool)> = c
+            .offers()
+            .map(|o| (o.backend, o.instance_type, o.region, o.spot))
+            .collect();
+        let expect = |b: &str, t: &str, r: &str, s: bool| (b.into(), t.into(), r.into(), s);
+        assert_eq!(
+            order,
+            vec![
+                expect("alpha", "g5.xlarge", "r1", false),
+                expect("alpha", "a-type", "r9", false),
+                expect("alpha", "z-type", "r9", false),
+                expect("zeta", "g5.xlarge", "r1", false),
+                expect("zeta", "g5.xlarge", "r2", true),
+            ]
+        );
+        assert_eq!(
+            c.stats().shapes,
+            3,
+            "g5.xlarge is one machine wherever it is sold"
+        );
+        assert_eq!(c.backends, vec!["alpha".to_string(), "zeta".to_string()]);
     }
 }

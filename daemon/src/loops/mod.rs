@@ -6,22 +6,16 @@ pub mod timers;
 
 use crate::state::Daemon;
 use flotilla_protocol::model::JobStatus;
-use tracing::warn;
 
 /// Starts every loop, and reattaches to the jobs that were on hosts when the daemon last stopped.
 pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
-    match d.store.list_runs() {
-        Ok(runs) => {
-            for run in runs.iter().filter(|r| !r.status.is_finished()) {
-                for job in &run.jobs {
-                    let s = job.current.status;
-                    if s.is_on_host() || s == JobStatus::Provisioning {
-                        runner::spawn(d, run.id, job.replica_num, job.job_num, job.current.id);
-                    }
-                }
+    for run in d.store.active_runs() {
+        for job in &run.jobs {
+            let s = job.current.status;
+            if s.is_on_host() || s == JobStatus::Provisioning {
+                runner::spawn(d, run.id, job.replica_num, job.job_num, job.current.id);
             }
         }
-        Err(e) => warn!("cannot list runs to reattach jobs: {e}"),
     }
     vec![
         tokio::spawn(scheduling::run(d.clone())),

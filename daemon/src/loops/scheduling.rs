@@ -8,6 +8,7 @@ use crate::store::StoreError;
 use flotilla_protocol::model::{JobStatus, Run};
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -26,7 +27,7 @@ pub async fn run(d: Daemon) {
 }
 
 /// The scheduler's view of the fleets: instances with the blocks and GPUs that jobs hold.
-pub fn fleet_views(d: &Daemon, runs: &[Run]) -> Result<Vec<FleetView>, StoreError> {
+pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, StoreError> {
     let mut usage: HashMap<u64, (u32, Vec<u32>)> = HashMap::new();
     for run in runs.iter().filter(|r| !r.status.is_finished()) {
         for job in &run.jobs {
@@ -70,7 +71,7 @@ pub fn fleet_views(d: &Daemon, runs: &[Run]) -> Result<Vec<FleetView>, StoreErro
 }
 
 pub async fn schedule_once(d: &Daemon) -> Result<(), StoreError> {
-    let runs = d.store.list_runs()?;
+    let runs = d.store.active_runs();
     let mut pending = Vec::new();
     let mut subs: HashMap<JobKey, u64> = HashMap::new();
     for run in runs.iter().filter(|r| !r.status.is_finished()) {

@@ -20,13 +20,7 @@ pub async fn run(d: Daemon) {
 }
 
 async fn tick(d: &Daemon) {
-    let runs = match d.store.list_runs() {
-        Ok(r) => r,
-        Err(e) => {
-            warn!("timers: cannot list runs: {e}");
-            return;
-        }
-    };
+    let runs = d.store.active_runs();
     let now = Timestamp::now();
     for run in runs.iter().filter(|r| !r.status.is_finished()) {
         let common = run.configuration.common();

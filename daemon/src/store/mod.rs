@@ -9,8 +9,9 @@ use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Bumped when the layout of the trees changes; migrations run at open.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -57,6 +58,9 @@ pub struct Store {
     log_offsets: sled::Tree,
     /// Serialises read-modify-write cycles so that two writers never lose each other's change.
     write_lock: Mutex<()>,
+    /// Unfinished runs with their jobs, decoded: what the loops and the default listing read.
+    /// Written through on every change; finished runs are read from sled when asked for.
+    active: RwLock<BTreeMap<u64, Arc<Run>>>,
 }
 
 fn be(id: u64) -> [u8; 8] {
@@ -111,9 +115,44 @@ impl Store {
             log_offsets: t("log_offsets")?,
             db,
             write_lock: Mutex::new(()),
+            active: RwLock::new(BTreeMap::new()),
         };
         store.migrate()?;
+        let active: BTreeMap<u64, Arc<Run>> = store
+            .list_runs()?
+            .into_iter()
+            .filter(|r| !r.status.is_finished())
+            .map(|r| (r.id, Arc::new(r)))
+            .collect();
+        *store.active.write().unwrap_or_else(|p| p.into_inner()) = active;
         Ok(store)
+    }
+
+    fn cache_put(&self, run: &Run) {
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if run.status.is_finished() {
+            active.remove(&run.id);
+        } else {
+            active.insert(run.id, Arc::new(run.clone()));
+        }
+    }
+
+    /// Unfinished runs with their jobs, oldest first, from memory.
+    pub fn active_runs(&self) -> Vec<Arc<Run>> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The most recently submitted run.
+    pub fn last_run(&self) -> Result<Option<Run>> {
+        match self.runs.last()? {
+            Some((k, _)) => self.get_run(u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))),
+            None => Ok(None),
+        }
     }
 
     fn migrate(&self) -> Result<()> {
@@ -175,6 +214,14 @@ impl Store {
     }
 
     fn load_run(&self, id: u64) -> Result<Option<Run>> {
+        if let Some(r) = self
+            .active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(Some(Run::clone(r)));
+        }
         let Some(v) = self.runs.get(be(id))? else {
             return Ok(None);
         };
@@ -305,6 +352,7 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_err)?;
+        self.cache_put(run);
         Ok(events)
     }
 
@@ -365,6 +413,10 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_err)?;
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         Ok(())
     }
 
