@@ -15,6 +15,10 @@ pub struct DaemonConfig {
     pub live_catalog: bool,
     pub catalog_url: String,
     pub catalog_refresh_secs: u64,
+    /// How often each SSH host is pinged over its connection.
+    pub health_interval_secs: u64,
+    /// How long a host may stay unreachable before its jobs fail with `instance_unreachable`.
+    pub unreachable_grace_secs: u64,
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -25,6 +29,8 @@ struct FileConfig {
     live_catalog: Option<bool>,
     catalog_url: Option<String>,
     catalog_refresh_secs: Option<u64>,
+    health_interval_secs: Option<u64>,
+    unreachable_grace_secs: Option<u64>,
 }
 
 pub const DEFAULT_CATALOG_URL: &str = "https://dstack-gpu-pricing.s3.eu-west-1.amazonaws.com/v3";
@@ -51,6 +57,8 @@ impl DaemonConfig {
                 .catalog_url
                 .unwrap_or_else(|| DEFAULT_CATALOG_URL.to_string()),
             catalog_refresh_secs: file.catalog_refresh_secs.unwrap_or(3600),
+            health_interval_secs: file.health_interval_secs.unwrap_or(5).max(1),
+            unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             data_dir,
         })
     }
@@ -69,6 +77,6 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs)")
     })
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod fleets;
 pub mod hosts;
 pub mod lifecycle;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod users;
 
 use anyhow::Context;
 use config::DaemonConfig;
@@ -63,6 +65,8 @@ async fn serve(
         started_at: Timestamp::now(),
         runners: Mutex::new(Default::default()),
         publish_lock: Mutex::new(()),
+        ssh_hosts: Mutex::new(Default::default()),
+        instances_wake: tokio::sync::Notify::new(),
         config,
     }));
     ensure_local_fleet(&d).await?;
@@ -156,6 +160,10 @@ async fn ensure_local_fleet(d: &Daemon) -> anyhow::Result<()> {
         busy_blocks: 0,
         created_at: existing.map(|i| i.created_at).unwrap_or(now),
         error: None,
+        ssh: None,
+        host_key: None,
+        host_root: None,
+        unreachable_since: None,
     };
     let events = d.store.put_instance(&instance)?;
     d.store.flush().await?;

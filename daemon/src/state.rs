@@ -8,7 +8,8 @@ use crate::logs::LogHub;
 use crate::store::{Store, StoreError};
 use flotilla_protocol::model::{Event, Run};
 use flotilla_protocol::Timestamp;
-use std::collections::HashSet;
+use crate::hosts::ssh::SshHost;
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
@@ -29,6 +30,10 @@ pub struct Inner {
     pub runners: Mutex<HashSet<u64>>,
     /// Held from a store change to its publication, so that watchers see events in order.
     pub publish_lock: Mutex<()>,
+    /// One connection object per SSH instance, by instance id.
+    pub ssh_hosts: Mutex<HashMap<u64, Arc<SshHost>>>,
+    /// Wakes the instances loop: a fleet was applied or deleted.
+    pub instances_wake: Notify,
 }
 
 #[derive(Clone)]
@@ -91,9 +96,38 @@ impl Daemon {
         Ok((run, out))
     }
 
-    /// The host an instance lives on. Only the local machine for now.
-    pub fn host_for(&self, _instance_id: Option<u64>) -> Host {
-        self.local.clone()
+    /// The host an instance lives on: an SSH host for instances of SSH fleets, else this machine.
+    pub fn host_for(&self, instance_id: Option<u64>) -> Host {
+        let Some(id) = instance_id else {
+            return self.local.clone();
+        };
+        if let Some(h) = self.ssh_hosts.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Host::Ssh(h.clone());
+        }
+        match self.store.get_instance(id) {
+            Ok(Some(inst)) => match inst.ssh {
+                Some(ep) => {
+                    let host = Arc::new(SshHost::new(ep, inst.host_key, inst.host_root));
+                    self.ssh_hosts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id)
+                        .or_insert(host)
+                        .clone()
+                        .into()
+                }
+                None => self.local.clone(),
+            },
+            _ => self.local.clone(),
+        }
+    }
+
+    /// Forgets an SSH host's connection object (fleet deleted, host key changed).
+    pub fn forget_host(&self, instance_id: u64) -> Option<Arc<SshHost>> {
+        self.ssh_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&instance_id)
     }
 
     /// Marks a runner as alive; false when one already runs for this submission.

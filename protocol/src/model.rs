@@ -343,6 +343,50 @@ pub struct Instance {
     pub created_at: Timestamp,
     /// The last error seen while reaching or provisioning this machine.
     pub error: Option<String>,
+    /// How to reach a host of an SSH fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshEndpoint>,
+    /// The host key seen at first contact (OpenSSH format); a different key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// Where the supervisor and jobs live on the host (SSH hosts; learned at provisioning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_root: Option<String>,
+    /// Since when the host has not answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Timestamp>,
+}
+
+/// Where and as whom to connect over SSH (a fleet's `ssh_config` resolved for one host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshEndpoint {
+    pub hostname: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_jump: Option<Box<SshEndpoint>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_ip: Option<String>,
+}
+
+impl SshEndpoint {
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.user, self.hostname, self.port)
+    }
+}
+
+/// A user of the daemon (identified by uid), with the SSH key pair the daemon made for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub name: String,
+    pub admin: bool,
+    pub ssh_public_key: String,
+    /// Only ever sent to the user it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_private_key: Option<String>,
+    pub created_at: Timestamp,
 }
 
 /// A set of machines that runs can be placed on.

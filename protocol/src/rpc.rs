@@ -31,6 +31,11 @@ pub mod methods {
     pub const DAEMON_STATUS: &str = "daemon.status";
     pub const DAEMON_STOP: &str = "daemon.stop";
     pub const METRICS_GET: &str = "metrics.get";
+    pub const FLEET_APPLY: &str = "fleet.apply";
+    pub const FLEET_GET: &str = "fleet.get";
+    pub const FLEET_DELETE: &str = "fleet.delete";
+    pub const USER_ME: &str = "user.me";
+    pub const USER_REFRESH_SSH_KEY: &str = "user.refresh_ssh_key";
     /// Notification methods of streams.
     pub const LOGS_CHUNK: &str = "logs.chunk";
     pub const EVENT: &str = "event";
@@ -431,4 +436,24 @@ pub struct GpuSeries {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MetricsResult {
     pub series: Vec<GpuSeries>,
+}
+
+/// Params of `fleet.apply`: a fleet file's YAML text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetApplyParams {
+    pub configuration: String,
+    #[serde(default)]
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetNameParams {
+    pub name: String,
+}
+
+/// Params of `user.refresh_ssh_key`: one's own key, or (admins) another user's by uid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RefreshKeyParams {
+    #[serde(default)]
+    pub uid: Option<u32>,
 }

@@ -2,6 +2,8 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod sshd;
+
 use flotilla_protocol::client::Client;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -164,6 +166,12 @@ impl TestDaemon {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Writes the daemon's `config.yml` (before it starts).
+    pub fn write_daemon_config(&self, yaml: &str) {
+        std::fs::create_dir_all(&self.data_dir).expect("data dir");
+        std::fs::write(self.data_dir.join("config.yml"), yaml).expect("config.yml");
     }
 
     /// Writes a configuration file into the test dir.

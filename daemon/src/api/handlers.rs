@@ -7,7 +7,7 @@ use crate::state::Daemon;
 use crate::store::StoreError;
 use flotilla_protocol::model::{Fleet, Instance, InstanceStatus, Run};
 use flotilla_protocol::rpc::{
-    codes, methods, ConfigErrorData, DaemonStatus, EventList, EventsParams, JobPlan, LogTarget,
+    codes, methods, ConfigErrorData, FleetApplyParams, FleetNameParams, RefreshKeyParams, DaemonStatus, EventList, EventsParams, JobPlan, LogTarget,
     LogsReadParams, LogsReadResult, LogChunk, OfferList, OfferQuery, Request, Response,
     RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
     PROTOCOL_VERSION,
@@ -64,6 +64,36 @@ pub async fn dispatch(
             .map(|fs| fs.into_iter().flat_map(|f| f.instances).collect::<Vec<_>>())
             .and_then(json),
         methods::OFFER_LIST => offer_list(d, decode(method, params)),
+        methods::FLEET_APPLY => match decode::<FleetApplyParams>(method, params) {
+            Ok(p) => crate::fleets::apply(d, caller, &p).await.map_err(run_error).and_then(json),
+            Err(e) => Err(e),
+        },
+        methods::FLEET_GET => match decode::<FleetNameParams>(method, params) {
+            Ok(p) => fleet_list(d).and_then(|fs| {
+                fs.into_iter().find(|f| f.name == p.name).ok_or_else(|| {
+                    RpcError::new(
+                        codes::NOT_FOUND,
+                        format!("fleet {} not found; `flotilla fleet list` lists the fleets", p.name),
+                    )
+                })
+            })
+            .and_then(json),
+            Err(e) => Err(e),
+        },
+        methods::FLEET_DELETE => match decode::<FleetNameParams>(method, params) {
+            Ok(p) => crate::fleets::delete(d, caller, &p.name)
+                .await
+                .map_err(run_error)
+                .map(|_| serde_json::json!({"deleted": p.name})),
+            Err(e) => Err(e),
+        },
+        methods::USER_ME => crate::users::ensure(d, caller)
+            .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
+            .and_then(json),
+        methods::USER_REFRESH_SSH_KEY => match decode::<RefreshKeyParams>(method, params) {
+            Ok(p) => refresh_key(d, caller, p),
+            Err(e) => Err(e),
+        },
         methods::DAEMON_STATUS => daemon_status(d),
         methods::DAEMON_STOP => {
             if caller.admin {
@@ -305,4 +335,27 @@ fn daemon_status(d: &Daemon) -> Reply {
         fleets: fleets.len(),
         instances: fleets.iter().map(|f| f.instances.len()).sum(),
     })
+}
+
+fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
+    let uid = p.uid.unwrap_or(caller.uid);
+    if uid != caller.uid && !caller.admin {
+        return Err(RpcError::new(
+            codes::FORBIDDEN,
+            "only an admin can refresh another user's key",
+        ));
+    }
+    if uid == caller.uid {
+        crate::users::ensure(d, caller)
+            .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))?;
+    }
+    let user = crate::users::refresh(d, uid)
+        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))?
+        .ok_or_else(|| RpcError::new(codes::NOT_FOUND, format!("no user with uid {uid}")))?;
+    let mut user = user;
+    if uid != caller.uid {
+        // The private key goes to its owner alone.
+        user.ssh_private_key = None;
+    }
+    json(user)
 }

@@ -1,15 +1,17 @@
-//! Reaching machines: the local machine through child processes, with the supervisor verbs on top.
-//!
-//! Every host action is a supervisor verb run through [`Host::exec`], so jobs on the local
-//! machine and on SSH hosts take the same path.
+//! Reaching machines: the local machine through child processes, SSH hosts through one russh
+//! connection each; every host action is a supervisor verb run through [`Host::exec`].
 
 pub mod inventory;
+pub mod ssh;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::oneshot;
 
 /// The supervisor script, embedded at build time.
 pub const SUPERVISOR_SCRIPT: &str = include_str!("../../../assets/supervisor.sh");
@@ -42,6 +44,23 @@ pub enum HostError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot reach {host}: {message}")]
+    Unreachable { host: String, message: String },
+    #[error("cannot log in to {host}: {message}")]
+    Auth { host: String, message: String },
+    #[error("host key of {host} changed: expected {expected}, got {got}; if the host was reinstalled, delete and re-apply the fleet")]
+    HostKeyChanged {
+        host: String,
+        expected: String,
+        got: String,
+    },
+}
+
+impl HostError {
+    /// The connection itself failed (as opposed to a verb failing on a reachable host).
+    pub fn is_connection(&self) -> bool {
+        matches!(self, HostError::Unreachable { .. } | HostError::Spawn { .. })
+    }
 }
 
 /// This machine: supervisor verbs run as local child processes.
@@ -66,25 +85,79 @@ impl LocalHost {
             std::fs::write(&tmp, SUPERVISOR_SCRIPT).map_err(install_err)?;
             std::fs::rename(&tmp, &supervisor).map_err(install_err)?;
         }
-        Ok(LocalHost { root: root.to_path_buf(), supervisor })
+        Ok(LocalHost {
+            root: root.to_path_buf(),
+            supervisor,
+        })
     }
 }
 
 /// A machine the daemon can run supervisor verbs on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Host {
     Local(LocalHost),
+    Ssh(Arc<ssh::SshHost>),
 }
 
-/// A running supervisor verb.
+type Reader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// A running supervisor verb: its output streams and, at the end, its exit code.
+/// Dropping it kills the process (or closes the channel).
 pub struct Exec {
-    pub child: Child,
+    pub stdout: Reader,
+    pub stderr: Reader,
+    exit: oneshot::Receiver<Option<i32>>,
+    _kill: oneshot::Sender<()>,
+}
+
+impl Exec {
+    pub fn new(
+        stdout: Reader,
+        stderr: Reader,
+        exit: oneshot::Receiver<Option<i32>>,
+        kill: oneshot::Sender<()>,
+    ) -> Exec {
+        Exec {
+            stdout,
+            stderr,
+            exit,
+            _kill: kill,
+        }
+    }
+
+    /// Waits for the end: the exit code (`None` when killed or the connection broke).
+    pub async fn wait(self) -> Option<i32> {
+        let Exec { exit, _kill, .. } = self;
+        let code = exit.await.ok().flatten();
+        drop(_kill);
+        code
+    }
+
+    /// Reads everything and waits: (stdout, stderr, exit code).
+    pub async fn collect(mut self) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (a, b) = tokio::join!(
+            self.stdout.read_to_end(&mut out),
+            self.stderr.read_to_end(&mut err)
+        );
+        let _ = (a, b);
+        let code = self.wait().await;
+        (out, err, code)
+    }
+}
+
+impl From<Arc<ssh::SshHost>> for Host {
+    fn from(h: Arc<ssh::SshHost>) -> Host {
+        Host::Ssh(h)
+    }
 }
 
 impl Host {
     pub fn label(&self) -> String {
         match self {
             Host::Local(_) => "the local machine".to_string(),
+            Host::Ssh(s) => s.label(),
         }
     }
 
@@ -97,59 +170,92 @@ impl Host {
                 .join(submission_id.to_string())
                 .display()
                 .to_string(),
+            Host::Ssh(s) => format!("{}/jobs/{submission_id}", s.root()),
         }
     }
 
-    /// Starts `supervisor VERB ARGS...` with piped stdout and stderr; `stdin` is written and closed.
+    /// Starts `supervisor VERB ARGS...`; `stdin` is written and closed.
     pub async fn exec(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Exec, HostError> {
         match self {
-            Host::Local(l) => {
-                let mut cmd = Command::new("sh");
-                cmd.arg(&l.supervisor)
-                    .args(args)
-                    .env("FLOTILLA_ROOT", &l.root)
-                    .stdin(if stdin.is_some() {
-                        Stdio::piped()
-                    } else {
-                        Stdio::null()
-                    })
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .kill_on_drop(true);
-                let mut child = cmd.spawn().map_err(|source| HostError::Spawn {
-                    host: self.label(),
-                    source,
-                })?;
-                if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-                    w.write_all(data).await.map_err(|source| HostError::Spawn {
-                        host: self.label(),
-                        source,
-                    })?;
-                    drop(w);
-                }
-                Ok(Exec { child })
-            }
+            Host::Local(l) => exec_local(self.label(), l, args, stdin).await,
+            Host::Ssh(s) => s.exec_supervisor(args, stdin).await,
         }
     }
 
     /// Runs a verb to its end and returns its stdout; a non-zero exit is an error with its stderr.
     pub async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, HostError> {
         let exec = self.exec(args, stdin).await?;
-        let out = exec
-            .child
-            .wait_with_output()
-            .await
-            .map_err(|source| HostError::Spawn {
-                host: self.label(),
-                source,
-            })?;
-        if !out.status.success() {
+        let (out, err, code) = exec.collect().await;
+        if code != Some(0) {
+            let message = String::from_utf8_lossy(&err).trim().to_string();
+            if code.is_none() {
+                return Err(HostError::Unreachable {
+                    host: self.label(),
+                    message: if message.is_empty() {
+                        "the connection closed before the command ended".into()
+                    } else {
+                        message
+                    },
+                });
+            }
             return Err(HostError::Verb {
                 host: self.label(),
                 verb: args.first().unwrap_or(&"").to_string(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                message,
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+async fn exec_local(
+    label: String,
+    l: &LocalHost,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<Exec, HostError> {
+    let mut cmd = Command::new("sh");
+    cmd.arg(&l.supervisor)
+        .args(args)
+        .env("FLOTILLA_ROOT", &l.root)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let spawn_err = |source| HostError::Spawn {
+        host: label.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(data).await.map_err(spawn_err)?;
+        drop(w);
+    }
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(spawn_err(std::io::Error::other("no pipes to the supervisor")));
+    };
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => {
+                let _ = exit_tx.send(status.ok().and_then(|s| s.code()));
+            }
+            _ = kill_rx => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let _ = exit_tx.send(None);
+            }
+        }
+    });
+    Ok(Exec::new(Box::pin(stdout), Box::pin(stderr), exit_rx, kill_tx))
+}
+
+/// Single-quotes a value for POSIX sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -71,40 +71,36 @@ pub async fn follow(
 ) -> Result<FollowEnd, HostError> {
     let off = offset.to_string();
     let mut exec = host.exec(&["follow", job_dir, &off], None).await?;
-    let mut stdout = exec.child.stdout.take();
-    let mut stderr = exec.child.stderr.take();
+    let mut stderr = std::mem::replace(&mut exec.stderr, Box::pin(tokio::io::empty()));
     let err_task = tokio::spawn(async move {
         let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut s).await;
-        }
+        let _ = stderr.read_to_string(&mut s).await;
         s
     });
     let mut buf = vec![0u8; 256 * 1024];
     let mut read_error = None;
-    if let Some(out) = stdout.as_mut() {
-        loop {
-            match read_some(out, &mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = on_bytes(&buf[..n]) {
-                        let _ = exec.child.start_kill();
-                        read_error = Some(format!("cannot store the log: {e}"));
-                        break;
-                    }
-                }
-                Err(e) => {
-                    read_error = Some(e.to_string());
+    loop {
+        match read_some(&mut exec.stdout, &mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = on_bytes(&buf[..n]) {
+                    read_error = Some(format!("cannot store the log: {e}"));
                     break;
                 }
             }
+            Err(e) => {
+                read_error = Some(e.to_string());
+                break;
+            }
         }
     }
-    let status = exec.child.wait().await;
-    let stderr = err_task.await.unwrap_or_default();
     if let Some(e) = read_error {
+        drop(exec); // kills the follow
+        err_task.abort();
         return Ok(FollowEnd::Broken(e));
     }
+    let status = exec.wait().await;
+    let stderr = err_task.await.unwrap_or_default();
     for line in stderr.lines().rev() {
         if let Some(code) = line.strip_prefix("exit_code=") {
             if let Ok(c) = code.trim().parse() {
@@ -117,7 +113,7 @@ pub async fn follow(
     }
     Ok(FollowEnd::Broken(format!(
         "follow ended without an exit code ({}): {}",
-        status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+        status.map(|s| format!("status {s}")).unwrap_or_else(|| "connection lost".into()),
         stderr.trim()
     )))
 }

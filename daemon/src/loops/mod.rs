@@ -1,5 +1,6 @@
 //! The background loops: scheduling of submitted jobs, one runner per job on a host, and timers.
 
+pub mod instances;
 pub mod runner;
 pub mod scheduling;
 pub mod timers;
@@ -20,5 +21,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(scheduling::run(d.clone())),
         tokio::spawn(timers::run(d.clone())),
+        tokio::spawn(instances::run(d.clone())),
     ]
 }

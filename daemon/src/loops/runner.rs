@@ -99,7 +99,15 @@ async fn start(d: &Daemon, host: &Host, run: &Run, job: &Job, job_dir: &str) -> 
             "running in a Docker image ({image}) is not supported yet; remove `image` to run on the host"
         ));
     }
-    let script = job_script(run, job)?;
+    let fleet_env = job
+        .current
+        .fleet
+        .as_deref()
+        .and_then(|f| d.store.get_fleet(f).ok().flatten())
+        .and_then(|f| f.configuration)
+        .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
+        .unwrap_or_default();
+    let script = job_script(run, job, &fleet_env)?;
     let workdir = match &common.working_dir {
         Some(w) if w.starts_with('/') => w.clone(),
         Some(w) => format!("{job_dir}/work/{w}"),
@@ -154,7 +162,7 @@ async fn follow_to_end(
                 if sleep_or_shutdown(d, backoff).await {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -179,7 +187,23 @@ async fn follow_to_end(
         if sleep_or_shutdown(d, backoff).await {
             return Ok(());
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Ended elsewhere meanwhile (its host stayed unreachable past the grace, say).
+        let ended = d
+            .store
+            .get_run(run_id)
+            .ok()
+            .flatten()
+            .and_then(|r| {
+                r.jobs
+                    .iter()
+                    .find(|j| j.replica_num == replica && j.job_num == job_num)
+                    .map(|j| j.current.id != sub_id || j.current.status.is_finished())
+            })
+            .unwrap_or(true);
+        if ended {
+            return Ok(());
+        }
     };
     let now = Timestamp::now();
     let stop_duration = d
@@ -237,7 +261,11 @@ pub fn sh_quote(s: &str) -> String {
 }
 
 /// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
-pub fn job_script(run: &Run, job: &Job) -> Result<String, String> {
+pub fn job_script(
+    run: &Run,
+    job: &Job,
+    fleet_env: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
     let common = run.configuration.common();
     let env = common
         .env
@@ -258,7 +286,7 @@ pub fn job_script(run: &Run, job: &Job) -> Result<String, String> {
     export("DSTACK_NODES_IPS", "127.0.0.1");
     let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();
     export("CUDA_VISIBLE_DEVICES", &visible.join(","));
-    for (k, v) in &env {
+    for (k, v) in fleet_env.iter().chain(env.iter()) {
         if !is_env_name(k) {
             return Err(format!("env: {k:?} is not a valid variable name"));
         }

@@ -112,7 +112,10 @@ pub async fn schedule_once(d: &Daemon) -> Result<(), StoreError> {
         let Some(&sub_id) = subs.get(&key) else {
             continue;
         };
-        let host = d.host_for(None);
+        let host = match &decision {
+            Decision::Place(p) => d.host_for(Some(p.instance_id)),
+            _ => d.local.clone(),
+        };
         let (_, placed) = d.update_run(key.run_id, |run| {
             let Some(job) = run
                 .jobs

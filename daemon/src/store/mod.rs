@@ -4,7 +4,7 @@
 //! is told about is followed by [`Store::flush`] before the reply. Status changes of runs, jobs
 //! and instances are turned into events here, in the same transaction as the change.
 
-use flotilla_protocol::model::{Event, Fleet, Instance, Job, Run};
+use flotilla_protocol::model::{Event, Fleet, Instance, Job, Run, User};
 use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,6 +56,7 @@ pub struct Store {
     instances: sled::Tree,
     events: sled::Tree,
     log_offsets: sled::Tree,
+    users: sled::Tree,
     /// Serialises read-modify-write cycles so that two writers never lose each other's change.
     write_lock: Mutex<()>,
     /// Unfinished runs with their jobs, decoded: what the loops and the default listing read.
@@ -113,6 +114,7 @@ impl Store {
             instances: t("instances")?,
             events: t("events")?,
             log_offsets: t("log_offsets")?,
+            users: t("users")?,
             db,
             write_lock: Mutex::new(()),
             active: RwLock::new(BTreeMap::new()),
@@ -502,6 +504,58 @@ impl Store {
         }
         self.instances.insert(be(inst.id), encode(inst))?;
         self.append_events_locked(drafts)
+    }
+
+    /// Removes an instance record (its host is released, not touched).
+    pub fn delete_instance(&self, inst: &Instance, reason: &str) -> Result<Vec<Event>> {
+        let _g = self.lock();
+        self.instances.remove(be(inst.id))?;
+        self.append_events_locked(vec![EventDraft {
+            kind: "instance",
+            resource: format!("{}/{}", inst.fleet, inst.name),
+            old_status: Some(inst.status.to_string()),
+            new_status: Some("terminated".into()),
+            reason: Some(reason.to_string()),
+            message: None,
+        }])
+    }
+
+    /// Removes a fleet record (its instances first, with [`Store::delete_instance`]).
+    pub fn delete_fleet(&self, name: &str) -> Result<Vec<Event>> {
+        let _g = self.lock();
+        self.fleets.remove(name.as_bytes())?;
+        self.append_events_locked(vec![EventDraft {
+            kind: "fleet",
+            resource: name.to_string(),
+            old_status: Some("active".into()),
+            new_status: Some("terminated".into()),
+            reason: Some("deleted".into()),
+            message: None,
+        }])
+    }
+
+    // ---- users ----
+
+    pub fn get_user(&self, uid: u32) -> Result<Option<User>> {
+        match self.users.get(uid.to_be_bytes())? {
+            Some(v) => Ok(Some(decode("users", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_user(&self, user: &User) -> Result<()> {
+        self.users.insert(user.uid.to_be_bytes(), encode(user))?;
+        Ok(())
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>> {
+        self.users
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("users", &v)
+            })
+            .collect()
     }
 
     // ---- events ----

@@ -44,9 +44,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    if let flotilla_protocol::config::Configuration::Fleet(_) = &config {
+        return super::fleet::apply(target, &file_name, text, args.yes).await;
+    }
     let Some(run_config) = config.as_run() else {
         return Err(anyhow!(
-            "{file_name} is a {} configuration; only tasks, services and dev environments can be applied yet",
+            "{file_name} is a {} configuration; only tasks, services, dev environments and fleets can be applied yet",
             config.type_name()
         ));
     };

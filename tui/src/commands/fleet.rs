@@ -3,8 +3,9 @@
 use super::print_json;
 use crate::connect::{connect_or_start, Target};
 use crate::table::{ago, price, print_table};
-use flotilla_protocol::model::{fmt_gb, Fleet};
-use flotilla_protocol::rpc::methods;
+use super::confirm;
+use flotilla_protocol::model::{fmt_gb, Fleet, InstanceStatus};
+use flotilla_protocol::rpc::{methods, FleetApplyParams, FleetNameParams};
 use flotilla_protocol::Timestamp;
 use std::process::ExitCode;
 
@@ -16,19 +17,110 @@ pub enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One fleet: its instances, errors and host keys
+    Get {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a fleet: abort its jobs and release its hosts
+    Delete {
+        name: String,
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
 }
 
 pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode> {
-    let FleetCommand::List { json } = cmd;
     let client = connect_or_start(target).await?;
-    let fleets: Vec<Fleet> = client.call(methods::FLEET_LIST, serde_json::json!({})).await?;
-    if json {
-        print_json(&fleets)?;
-        return Ok(ExitCode::SUCCESS);
+    let fleets: Vec<Fleet> = match cmd {
+        FleetCommand::List { json } => {
+            let fleets: Vec<Fleet> = client.call(methods::FLEET_LIST, serde_json::json!({})).await?;
+            if json {
+                print_json(&fleets)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            fleets
+        }
+        FleetCommand::Get { name, json } => {
+            let fleet: Fleet = client.call(methods::FLEET_GET, FleetNameParams { name }).await?;
+            if json {
+                print_json(&fleet)?;
+            } else {
+                print_fleets(std::slice::from_ref(&fleet));
+                for i in &fleet.instances {
+                    if let Some(ep) = &i.ssh {
+                        println!("\n{} ({})", i.name, ep.label());
+                        println!("  host key  {}", i.host_key.as_deref().unwrap_or("(not seen yet)"));
+                        if let Some(e) = &i.error {
+                            println!("  error     {e}");
+                        }
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        FleetCommand::Delete { name, yes } => {
+            if !yes && !confirm(&format!("Delete the fleet {name} (its jobs are aborted)?"))? {
+                println!("Cancelled.");
+                return Ok(ExitCode::FAILURE);
+            }
+            let _: serde_json::Value = client
+                .call(methods::FLEET_DELETE, FleetNameParams { name: name.clone() })
+                .await?;
+            println!("Deleted fleet {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print_fleets(&fleets);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flotilla apply -f fleet.yml`: create or update the fleet, then wait for its hosts.
+pub async fn apply(target: &Target, file: &str, text: String, yes: bool) -> anyhow::Result<ExitCode> {
+    let client = connect_or_start(target).await?;
+    if !yes && !confirm(&format!("Apply the fleet configuration {file}?"))? {
+        println!("Cancelled.");
+        return Ok(ExitCode::FAILURE);
     }
+    let mut fleet: Fleet = client
+        .call(
+            methods::FLEET_APPLY,
+            FleetApplyParams {
+                configuration: text,
+                file_name: Some(file.to_string()),
+            },
+        )
+        .await?;
+    eprintln!("Provisioning fleet {}...", fleet.name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting = fleet.instances.iter().any(|i| {
+            matches!(i.status, InstanceStatus::Pending | InstanceStatus::Provisioning) && i.error.is_none()
+        });
+        if !waiting || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        fleet = client
+            .call(methods::FLEET_GET, FleetNameParams { name: fleet.name.clone() })
+            .await?;
+    }
+    print_fleets(std::slice::from_ref(&fleet));
+    let mut ok = true;
+    for i in &fleet.instances {
+        if let Some(e) = &i.error {
+            ok = false;
+            eprintln!("{}: {e}", i.name);
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_fleets(fleets: &[Fleet]) {
     let now = Timestamp::now();
     let mut rows = Vec::new();
-    for f in &fleets {
+    for f in fleets {
         rows.push(vec![
             f.name.clone(),
             f.instances.len().to_string(),
@@ -46,6 +138,8 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
             };
             let status = if i.unreachable {
                 "unreachable".to_string()
+            } else if i.error.is_some() && i.status != InstanceStatus::Idle && i.status != InstanceStatus::Busy {
+                format!("{} (error)", i.status)
             } else if i.total_blocks > 1 && i.busy_blocks > 0 {
                 format!("{}/{} busy", i.busy_blocks, i.total_blocks)
             } else {
@@ -67,5 +161,4 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
         &["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"],
         &rows,
     );
-    Ok(ExitCode::SUCCESS)
 }

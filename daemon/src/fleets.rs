@@ -1,0 +1,277 @@
+//! Applying and deleting SSH fleets: a fleet file's hosts become instances that the instances loop provisions.
+
+use crate::api::Caller;
+use crate::lifecycle::request_job_stop;
+use crate::loops::timers::carry_out_stops;
+use crate::runs::RunError;
+use crate::state::Daemon;
+use flotilla_protocol::config::{
+    parse_configuration, Blocks, Configuration, FleetConfig, SshConfig, SshProxyJump,
+};
+use flotilla_protocol::model::{
+    Fleet, FleetStatus, Instance, InstanceResources, InstanceStatus, JobTerminationReason,
+    SshEndpoint,
+};
+use flotilla_protocol::rpc::FleetApplyParams;
+use flotilla_protocol::Timestamp;
+
+/// The fleet's hosts, resolved: per-host values over the fleet's `ssh_config` defaults.
+pub fn endpoints(ssh: &SshConfig, default_user: &str) -> Vec<SshEndpoint> {
+    let jump = |j: &SshProxyJump, user: &str, identity: &Option<String>| SshEndpoint {
+        hostname: j.hostname.clone(),
+        port: j.port.unwrap_or(22),
+        user: j.user.clone().unwrap_or_else(|| user.to_string()),
+        identity_file: j.identity_file.clone().or_else(|| identity.clone()),
+        proxy_jump: None,
+        internal_ip: None,
+    };
+    ssh.hosts
+        .iter()
+        .map(|h| {
+            let user = h
+                .user
+                .clone()
+                .or_else(|| ssh.user.clone())
+                .unwrap_or_else(|| default_user.to_string());
+            let identity = h.identity_file.clone().or_else(|| ssh.identity_file.clone());
+            let proxy = h
+                .proxy_jump
+                .as_ref()
+                .or(ssh.proxy_jump.as_ref())
+                .map(|j| Box::new(jump(j, &user, &identity)));
+            SshEndpoint {
+                hostname: h.hostname.clone(),
+                port: h.port.or(ssh.port).unwrap_or(22),
+                user,
+                identity_file: identity,
+                proxy_jump: proxy,
+                internal_ip: h.internal_ip.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The `blocks` of host `i` of a fleet: the host's own, else the fleet's.
+pub fn host_blocks(cfg: &FleetConfig, hostname: &str) -> Blocks {
+    cfg.ssh_config
+        .as_ref()
+        .and_then(|s| s.hosts.iter().find(|h| h.hostname == hostname))
+        .and_then(|h| h.blocks)
+        .unwrap_or(cfg.blocks)
+}
+
+/// How many blocks a host with these resources gets: `auto` = one per GPU (per CPU without GPUs).
+pub fn block_count(blocks: Blocks, res: &InstanceResources) -> Result<u32, String> {
+    match blocks {
+        Blocks::Auto => Ok(if res.gpus.is_empty() {
+            res.cpus.max(1)
+        } else {
+            res.gpus.len() as u32
+        }),
+        Blocks::Count(0) => Err("blocks must be at least 1".into()),
+        Blocks::Count(n) => {
+            let g = res.gpus.len() as u32;
+            if g > 0 && g % n != 0 {
+                Err(format!("blocks: {n} does not divide the host's {g} GPUs"))
+            } else if g == 0 && n > res.cpus.max(1) {
+                Err(format!("blocks: {n} is more than the host's {} CPUs", res.cpus))
+            } else {
+                Ok(n)
+            }
+        }
+    }
+}
+
+fn same_host(i: &Instance, ep: &SshEndpoint) -> bool {
+    i.ssh
+        .as_ref()
+        .is_some_and(|e| e.hostname == ep.hostname && e.port == ep.port)
+}
+
+/// Creates or updates a fleet from a fleet file: new hosts become pending instances, hosts no
+/// longer listed are released (refused while they run jobs).
+pub async fn apply(d: &Daemon, caller: &Caller, params: &FleetApplyParams) -> Result<Fleet, RunError> {
+    let file = params.file_name.clone().unwrap_or_else(|| "fleet".into());
+    let cfg = match parse_configuration(&file, &params.configuration).map_err(RunError::Config)? {
+        Configuration::Fleet(f) => f,
+        other => {
+            return Err(RunError::Invalid(format!(
+                "{file} is a {} configuration; fleet.apply takes a fleet",
+                other.type_name()
+            )))
+        }
+    };
+    let Some(ssh) = &cfg.ssh_config else {
+        return Err(RunError::Invalid(format!(
+            "{file}: a fleet without ssh_config needs a cloud backend, and none is configured yet; list your machines under ssh_config.hosts"
+        )));
+    };
+    if ssh.hosts.is_empty() {
+        return Err(RunError::Invalid(format!("{file}: ssh_config.hosts is empty")));
+    }
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => format!("fleet-{}", d.store.next_id()?),
+    };
+    if name == crate::LOCAL_FLEET {
+        return Err(RunError::Conflict(format!(
+            "the fleet name {name} is reserved for this machine; choose another name"
+        )));
+    }
+    let now = Timestamp::now();
+    let eps = endpoints(ssh, &caller.user);
+    let existing = d.store.get_fleet(&name)?;
+    let mut fleet = match existing {
+        Some(f) => {
+            if f.user != caller.user && !caller.admin {
+                return Err(RunError::Forbidden(format!(
+                    "fleet {name} belongs to {}; only its owner or an admin can change it",
+                    f.user
+                )));
+            }
+            f
+        }
+        None => Fleet {
+            id: d.store.next_id()?,
+            name: name.clone(),
+            status: FleetStatus::Active,
+            user: caller.user.clone(),
+            created_at: now,
+            configuration: None,
+            instances: Vec::new(),
+        },
+    };
+    // Hosts no longer listed: release them, unless they run jobs.
+    let busy = busy_instances(d);
+    for old in &fleet.instances {
+        if !eps.iter().any(|ep| same_host(old, ep)) && busy.contains(&old.id) {
+            return Err(RunError::Conflict(format!(
+                "host {} of fleet {name} runs jobs; stop them before removing it from the fleet",
+                old.ssh.as_ref().map(|e| e.hostname.as_str()).unwrap_or(&old.name)
+            )));
+        }
+    }
+    for old in fleet.instances.clone() {
+        if !eps.iter().any(|ep| same_host(&old, ep)) {
+            let ev = d.store.delete_instance(&old, "removed from the fleet")?;
+            d.publish(ev);
+            if let Some(h) = d.forget_host(old.id) {
+                h.disconnect().await;
+            }
+        }
+    }
+    let mut next_num = fleet
+        .instances
+        .iter()
+        .map(|i| i.instance_num + 1)
+        .max()
+        .unwrap_or(0);
+    for ep in &eps {
+        if let Some(old) = fleet.instances.iter().find(|i| same_host(i, ep)) {
+            // Same host: keep its key and state; take new login settings.
+            if old.ssh.as_ref() != Some(ep) {
+                let mut inst = old.clone();
+                inst.ssh = Some(ep.clone());
+                inst.status = InstanceStatus::Pending;
+                d.forget_host(inst.id);
+                d.publish(d.store.put_instance(&inst)?);
+            }
+            continue;
+        }
+        let inst = Instance {
+            id: d.store.next_id()?,
+            name: format!("{name}-{next_num}"),
+            fleet: name.clone(),
+            instance_num: next_num,
+            status: InstanceStatus::Pending,
+            unreachable: false,
+            termination_reason: None,
+            backend: "ssh".into(),
+            region: "ssh".into(),
+            hostname: Some(ep.hostname.clone()),
+            price: 0.0,
+            resources: InstanceResources {
+                cpus: 0,
+                cpu_arch: flotilla_protocol::config::CpuArch::X86,
+                memory_gb: 0.0,
+                disk_gb: None,
+                gpus: Vec::new(),
+            },
+            total_blocks: 1,
+            busy_blocks: 0,
+            created_at: now,
+            error: None,
+            ssh: Some(ep.clone()),
+            host_key: None,
+            host_root: None,
+            unreachable_since: None,
+        };
+        next_num += 1;
+        d.publish(d.store.put_instance(&inst)?);
+    }
+    fleet.configuration = Some(cfg.clone());
+    fleet.status = FleetStatus::Active;
+    d.store.put_fleet(&fleet)?;
+    d.store.flush().await?;
+    d.instances_wake.notify_one();
+    Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
+}
+
+/// Instances that hold jobs now.
+fn busy_instances(d: &Daemon) -> std::collections::HashSet<u64> {
+    d.store
+        .active_runs()
+        .iter()
+        .flat_map(|r| r.jobs.iter())
+        .filter(|j| !j.current.status.is_finished())
+        .filter_map(|j| j.current.instance_id)
+        .collect()
+}
+
+/// Deletes a fleet: its jobs are aborted, its hosts released (nothing on them is removed but
+/// the connection), its records removed.
+pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunError> {
+    if name == crate::LOCAL_FLEET {
+        return Err(RunError::Conflict(format!(
+            "the fleet {name} is this machine and cannot be deleted"
+        )));
+    }
+    let fleet = d.store.get_fleet(name)?.ok_or_else(|| {
+        RunError::NotFound(format!("fleet {name} not found; `flotilla fleet list` lists the fleets"))
+    })?;
+    if fleet.user != caller.user && !caller.admin {
+        return Err(RunError::Forbidden(format!(
+            "fleet {name} belongs to {}; only its owner or an admin can delete it",
+            fleet.user
+        )));
+    }
+    let ids: Vec<u64> = fleet.instances.iter().map(|i| i.id).collect();
+    let now = Timestamp::now();
+    for run in d.store.active_runs() {
+        let on_fleet = run
+            .jobs
+            .iter()
+            .any(|j| !j.current.status.is_finished() && j.current.instance_id.is_some_and(|i| ids.contains(&i)));
+        if !on_fleet {
+            continue;
+        }
+        d.update_run(run.id, |run| {
+            for job in run.jobs.iter_mut() {
+                if job.current.instance_id.is_some_and(|i| ids.contains(&i)) {
+                    request_job_stop(job, JobTerminationReason::TerminatedByServer, true, None, now);
+                }
+            }
+        })?;
+        d.store.flush().await?;
+        carry_out_stops(d, run.id).await;
+    }
+    for inst in &fleet.instances {
+        d.publish(d.store.delete_instance(inst, "terminated_by_user")?);
+        if let Some(h) = d.forget_host(inst.id) {
+            h.disconnect().await;
+        }
+    }
+    d.publish(d.store.delete_fleet(name)?);
+    d.store.flush().await?;
+    Ok(())
+}

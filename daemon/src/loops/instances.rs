@@ -1,0 +1,276 @@
+//! The instances loop: provisions the hosts of SSH fleets (connect, supervisor, inventory, blocks),
+//! pings them over their connection, and fails the jobs of a host unreachable past the grace.
+
+use crate::fleets::{block_count, host_blocks};
+use crate::hosts::{Host, HostError};
+use crate::lifecycle::finish;
+use crate::state::Daemon;
+use flotilla_protocol::model::{Instance, InstanceStatus, JobStatus, JobTerminationReason};
+use flotilla_protocol::Timestamp;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+#[derive(Default)]
+struct LoopState {
+    /// Instances with a provisioning or health task in flight.
+    busy: HashSet<u64>,
+    /// Next provisioning attempt and the backoff after it.
+    retry: HashMap<u64, (Instant, Duration)>,
+    last_check: HashMap<u64, Instant>,
+    /// How many user keys each host was given.
+    keys_sent: HashMap<u64, usize>,
+}
+
+type Shared = Arc<Mutex<LoopState>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, LoopState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub async fn run(d: Daemon) {
+    let st: Shared = Arc::default();
+    loop {
+        tick(&d, &st);
+        tokio::select! {
+            _ = d.shutdown.cancelled() => break,
+            _ = d.instances_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+fn tick(d: &Daemon, st: &Shared) {
+    let instances = match d.store.list_instances() {
+        Ok(i) => i,
+        Err(e) => {
+            warn!("instances loop: {e}");
+            return;
+        }
+    };
+    let now = Instant::now();
+    let interval = Duration::from_secs(d.config.health_interval_secs);
+    let users = crate::users::public_keys(d).len();
+    for inst in instances.into_iter().filter(|i| i.ssh.is_some()) {
+        let mut s = lock(st);
+        if s.busy.contains(&inst.id) {
+            continue;
+        }
+        let task = match inst.status {
+            InstanceStatus::Pending | InstanceStatus::Provisioning => {
+                if s.retry.get(&inst.id).is_some_and(|(at, _)| *at > now) {
+                    continue;
+                }
+                Task::Provision
+            }
+            InstanceStatus::Idle | InstanceStatus::Busy => {
+                let due = s.last_check.get(&inst.id).is_none_or(|t| now.duration_since(*t) >= interval);
+                let keys_due = s.keys_sent.get(&inst.id).is_some_and(|n| *n != users);
+                if !due && !keys_due {
+                    continue;
+                }
+                s.last_check.insert(inst.id, now);
+                Task::Health
+            }
+            _ => continue,
+        };
+        s.busy.insert(inst.id);
+        drop(s);
+        let (d, st) = (d.clone(), st.clone());
+        // Each task removes its instance from `busy` when it ends.
+        tokio::spawn(async move {
+            match task {
+                Task::Provision => provision(&d, &st, inst).await,
+                Task::Health => health(&d, &st, inst).await,
+            }
+        });
+    }
+}
+
+enum Task {
+    Provision,
+    Health,
+}
+
+fn ssh_host(d: &Daemon, id: u64) -> Option<Arc<crate::hosts::ssh::SshHost>> {
+    match d.host_for(Some(id)) {
+        Host::Ssh(h) => Some(h),
+        Host::Local(_) => None,
+    }
+}
+
+async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
+    let id = inst.id;
+    let Some(host) = ssh_host(d, id) else {
+        lock(st).busy.remove(&id);
+        return;
+    };
+    if inst.status == InstanceStatus::Pending {
+        inst.status = InstanceStatus::Provisioning;
+        if let Ok(ev) = d.store.put_instance(&inst) {
+            d.publish(ev);
+        }
+    }
+    let result = host.prepare().await;
+    // The fleet may have been deleted meanwhile.
+    let Ok(Some(current)) = d.store.get_instance(id) else {
+        lock(st).busy.remove(&id);
+        return;
+    };
+    let mut inst = current;
+    match result {
+        Ok(p) => {
+            let res = p.inventory.resources();
+            let fleet_cfg = d
+                .store
+                .get_fleet(&inst.fleet)
+                .ok()
+                .flatten()
+                .and_then(|f| f.configuration);
+            let blocks = fleet_cfg
+                .as_ref()
+                .map(|c| host_blocks(c, inst.hostname.as_deref().unwrap_or_default()))
+                .unwrap_or_default();
+            match block_count(blocks, &res) {
+                Ok(n) => {
+                    inst.total_blocks = n;
+                    inst.status = InstanceStatus::Idle;
+                    inst.error = None;
+                }
+                Err(e) => {
+                    inst.status = InstanceStatus::Failed;
+                    inst.error = Some(e);
+                }
+            }
+            inst.resources = res;
+            inst.host_key = p.host_key;
+            inst.host_root = Some(p.root);
+            inst.unreachable = false;
+            inst.unreachable_since = None;
+            let keys = crate::users::public_keys(d);
+            if !keys.is_empty() {
+                match host.authorize_keys(&keys).await {
+                    Ok(()) => {
+                        lock(st).keys_sent.insert(id, keys.len());
+                    }
+                    Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
+                }
+            } else {
+                lock(st).keys_sent.insert(id, 0);
+            }
+            info!(host = %host.label(), status = %inst.status, "host provisioned");
+            lock(st).retry.remove(&id);
+        }
+        Err(e) => {
+            let (status, backoff) = match &e {
+                HostError::HostKeyChanged { .. } => (InstanceStatus::Failed, Duration::from_secs(60)),
+                _ => {
+                    let prev = lock(st).retry.get(&id).map(|(_, b)| *b).unwrap_or(Duration::from_secs(1));
+                    (InstanceStatus::Pending, (prev * 2).min(Duration::from_secs(60)))
+                }
+            };
+            warn!(host = %host.label(), "provisioning failed: {e}; next try in {}s", backoff.as_secs());
+            inst.status = status;
+            inst.error = Some(e.to_string());
+            lock(st).retry.insert(id, (Instant::now() + backoff, backoff));
+        }
+    }
+    if let Ok(ev) = d.store.put_instance(&inst) {
+        d.publish(ev);
+    }
+    let _ = d.store.flush().await;
+    d.wake.notify_one();
+    lock(st).busy.remove(&id);
+}
+
+async fn health(d: &Daemon, st: &Shared, inst: Instance) {
+    let id = inst.id;
+    let Some(host) = ssh_host(d, id) else {
+        lock(st).busy.remove(&id);
+        return;
+    };
+    let timeout = Duration::from_secs(d.config.health_interval_secs.max(3));
+    let result = match tokio::time::timeout(timeout, host.ping()).await {
+        Ok(r) => r,
+        Err(_) => Err(HostError::Unreachable {
+            host: host.label(),
+            message: format!("no answer within {}s", timeout.as_secs()),
+        }),
+    };
+    let Ok(Some(mut inst)) = d.store.get_instance(id) else {
+        lock(st).busy.remove(&id);
+        return;
+    };
+    let now = Timestamp::now();
+    match result {
+        Ok(()) => {
+            if inst.unreachable {
+                info!(host = %host.label(), "host reachable again");
+                inst.unreachable = false;
+                inst.unreachable_since = None;
+                inst.error = None;
+                if let Ok(ev) = d.store.put_instance(&inst) {
+                    d.publish(ev);
+                }
+                d.wake.notify_one();
+            }
+            let keys = crate::users::public_keys(d);
+            if lock(st).keys_sent.get(&id) != Some(&keys.len()) && host.authorize_keys(&keys).await.is_ok() {
+                lock(st).keys_sent.insert(id, keys.len());
+            }
+        }
+        Err(e) => {
+            if let HostError::HostKeyChanged { .. } = e {
+                inst.status = InstanceStatus::Failed;
+            }
+            if !inst.unreachable {
+                warn!(host = %host.label(), "host unreachable: {e}");
+                inst.unreachable = true;
+                inst.unreachable_since = Some(now);
+            }
+            inst.error = Some(e.to_string());
+            if let Ok(ev) = d.store.put_instance(&inst) {
+                d.publish(ev);
+            }
+            host.disconnect().await;
+            let since = inst.unreachable_since.unwrap_or(now);
+            if since.secs_until(now) >= d.config.unreachable_grace_secs {
+                fail_jobs_on(d, &inst, since.secs_until(now)).await;
+            }
+        }
+    }
+    let _ = d.store.flush().await;
+    lock(st).busy.remove(&id);
+}
+
+/// Fails every job still on an instance that stayed unreachable past the grace.
+async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
+    let now = Timestamp::now();
+    for run in d.store.active_runs() {
+        let affected = run.jobs.iter().any(|j| {
+            j.current.instance_id == Some(inst.id) && !j.current.status.is_finished()
+        });
+        if !affected {
+            continue;
+        }
+        let message = format!("{} unreachable for {secs}s", inst.name);
+        let r = d.update_run(run.id, |run| {
+            for job in run.jobs.iter_mut() {
+                let sub = &mut job.current;
+                if sub.instance_id == Some(inst.id) && !sub.status.is_finished() {
+                    finish(
+                        sub,
+                        JobStatus::Failed,
+                        Some(JobTerminationReason::InstanceUnreachable),
+                        Some(message.clone()),
+                        now,
+                    );
+                }
+            }
+        });
+        if let Err(e) = r {
+            warn!("cannot fail the jobs of {}: {e}", inst.name);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Users and their SSH key pairs: made by the daemon at a user's first contact, refreshable (dstack 0.19.33).
+
+use crate::api::Caller;
+use crate::store::StoreError;
+use crate::state::Daemon;
+use flotilla_protocol::model::User;
+use flotilla_protocol::Timestamp;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::PrivateKey;
+use std::io::Read;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("cannot make an SSH key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A fresh ed25519 key pair: (OpenSSH public key, OpenSSH private key).
+pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| UserError::Key(format!("reading /dev/urandom: {e}")))?;
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| UserError::Key(e.to_string()))?
+        .to_string();
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| UserError::Key(e.to_string()))?;
+    Ok((public, private))
+}
+
+/// The caller's user record, made (with a key pair) at first contact.
+pub fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
+    if let Some(u) = d.store.get_user(caller.uid)? {
+        return Ok(u);
+    }
+    let (public, private) = generate_key_pair(&format!("flotilla:{}", caller.user))?;
+    let user = User {
+        uid: caller.uid,
+        name: caller.user.clone(),
+        admin: caller.admin,
+        ssh_public_key: public,
+        ssh_private_key: Some(private),
+        created_at: Timestamp::now(),
+    };
+    d.store.put_user(&user)?;
+    d.instances_wake.notify_one();
+    Ok(user)
+}
+
+/// Replaces a user's key pair.
+pub fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
+    let Some(mut user) = d.store.get_user(uid)? else {
+        return Ok(None);
+    };
+    let (public, private) = generate_key_pair(&format!("flotilla:{}", user.name))?;
+    user.ssh_public_key = public;
+    user.ssh_private_key = Some(private);
+    d.store.put_user(&user)?;
+    d.instances_wake.notify_one();
+    Ok(Some(user))
+}
+
+/// Every user's public key (what hosts must accept).
+pub fn public_keys(d: &Daemon) -> Vec<String> {
+    d.store
+        .list_users()
+        .map(|us| us.into_iter().map(|u| u.ssh_public_key).collect())
+        .unwrap_or_default()
+}

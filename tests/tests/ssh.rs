@@ -1,0 +1,260 @@
+//! SSH fleets against real OpenSSH servers on loopback: apply, list, delete, jobs on hosts,
+//! blocks, unreachable hosts and their grace, changed host keys, proxy_jump, users' keys.
+
+use flotilla_e2e::sshd::{ssh_keygen, ClientKey, TestHost, TWO_H100};
+use flotilla_e2e::{stderr, stdout, TestDaemon};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn fleet_yaml(name: &str, key: &ClientKey, hosts: &[&TestHost], extra: &str) -> String {
+    let mut s = format!(
+        "type: fleet\nname: {name}\n{extra}ssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n",
+        key.path.display()
+    );
+    for h in hosts {
+        s.push_str(&format!("    - hostname: {}\n      port: {}\n", h.ip, h.port));
+    }
+    s
+}
+
+fn apply_fleet(d: &TestDaemon, yaml: &str) -> std::process::Output {
+    let p = d.write_config("fleet.yml", yaml);
+    d.cli(&["apply", "-f", p.to_str().unwrap(), "-y"])
+}
+
+fn fleet(d: &TestDaemon, name: &str) -> Value {
+    let fleets = d.cli_json(&["fleet", "list"]);
+    fleets
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_instance(d: &TestDaemon, fleet_name: &str, idx: usize, what: impl Fn(&Value) -> bool, label: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = fleet(d, fleet_name);
+        let inst = f["instances"][idx].clone();
+        if what(&inst) {
+            return inst;
+        }
+        assert!(Instant::now() < deadline, "instance {idx} of {fleet_name} never {label}: {inst}\n{}", d.daemon_output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Any number of H100s (a whole host of a `blocks: 1` fleet).
+const SMALL: &str = "resources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100}\n";
+/// Exactly one H100 (one block of a `blocks: auto` host).
+const ONE_GPU: &str = "resources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100:1}\n";
+
+#[test]
+fn fleet_apply_inventory_job_and_delete() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let gpu_host = TestHost::start(11, &key, Some(TWO_H100));
+    let cpu_host = TestHost::start(12, &key, None);
+    let out = apply_fleet(&d, &fleet_yaml("gpus", &key, &[&gpu_host, &cpu_host], "env:\n  FLEET_VAR: from-fleet\n"));
+    assert!(out.status.success(), "{}\n{}\n{}", stdout(&out), stderr(&out), d.daemon_output());
+
+    let f = fleet(&d, "gpus");
+    assert_eq!(f["status"], "active");
+    let a = &f["instances"][0];
+    assert_eq!(a["status"], "idle", "{a}");
+    assert_eq!(a["unreachable"], false);
+    assert_eq!(a["total_blocks"], 1);
+    let gpus = a["resources"]["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert_eq!(gpus[0]["name"], "H100");
+    assert_eq!(gpus[0]["memory_gb"], 79.6);
+    let b = &f["instances"][1];
+    assert_eq!(b["status"], "idle");
+    assert_eq!(b["resources"]["gpus"].as_array().unwrap().len(), 0);
+    assert!(b["resources"]["cpus"].as_u64().unwrap() >= 1);
+    // the host key was learned and is shown by `fleet get`
+    let got = d.cli(&["fleet", "get", "gpus"]);
+    let host_pub = std::fs::read_to_string(gpu_host.dir.path().join("host_key.pub")).unwrap();
+    let host_key_b64 = host_pub.split_whitespace().nth(1).unwrap();
+    assert!(stdout(&got).contains(host_key_b64), "{}", stdout(&got));
+
+    // a job that needs an H100 runs on the GPU host, in its home, with the fleet's env
+    let name = d.apply_detached(
+        "ongpu",
+        &format!("type: task\nname: ongpu\n{SMALL}commands:\n  - echo \"home=$HOME gpus=$CUDA_VISIBLE_DEVICES var=$FLEET_VAR\"\n  - pwd\n"),
+    );
+    let run = d.wait_status(&name, &["done", "failed"], Duration::from_secs(30));
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["jobs"][0]["instance"], "gpus-0");
+    let log = String::from_utf8(d.logs(&name)).unwrap();
+    let home = gpu_host.home();
+    assert!(log.starts_with(&format!("home={} gpus=0,1 var=from-fleet\n", home.display())), "{log}");
+    assert!(log.contains(&format!("{}/.flotilla/jobs/", home.display())), "{log}");
+
+    let out = d.cli(&["fleet", "delete", "gpus", "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fleet(&d, "gpus").is_null());
+}
+
+#[test]
+fn blocks_share_a_two_gpu_host_and_the_third_job_waits() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(13, &key, Some(TWO_H100));
+    let out = apply_fleet(&d, &fleet_yaml("box", &key, &[&host], "blocks: auto\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fleet(&d, "box")["instances"][0]["total_blocks"], 2);
+    let marker = d.dir.path().join("go");
+    let task = |n: &str| {
+        format!(
+            "type: task\nname: {n}\n{ONE_GPU}commands:\n  - echo \"gpu=$CUDA_VISIBLE_DEVICES\"\n  - while [ ! -f {} ]; do sleep 0.1; done\n",
+            marker.display()
+        )
+    };
+    let a = d.apply_detached("job-a", &task("job-a"));
+    let b = d.apply_detached("job-b", &task("job-b"));
+    d.wait_status(&a, &["running"], Duration::from_secs(20));
+    d.wait_status(&b, &["running"], Duration::from_secs(20));
+    let c = d.apply_detached("job-c", &task("job-c"));
+    // the third waits, and says why
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = d.run_json(&c);
+        if let Some(reason) = run["jobs"][0]["waiting_reason"].as_str() {
+            assert!(reason.contains("box/box-0 2/2 busy"), "{reason}");
+            assert_eq!(run["status"], "submitted");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting reason: {run}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ga = d.run_json(&a)["jobs"][0]["gpus"].clone();
+    let gb = d.run_json(&b)["jobs"][0]["gpus"].clone();
+    assert_ne!(ga, gb, "two jobs got the same GPU");
+    assert_eq!(fleet(&d, "box")["instances"][0]["busy_blocks"], 2);
+    std::fs::write(&marker, "").unwrap();
+    for n in [&a, &b, &c] {
+        let r = d.wait_status(n, &["done"], Duration::from_secs(30));
+        assert_eq!(r["jobs"][0]["exit_code"], 0);
+    }
+    let logs: Vec<String> = [&a, &b].iter().map(|n| String::from_utf8(d.logs(n)).unwrap()).collect();
+    let mut seen: Vec<&str> = logs.iter().map(|l| l.lines().next().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, vec!["gpu=0", "gpu=1"]);
+}
+
+#[test]
+fn an_unreachable_host_fails_its_job_after_the_grace() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("health_interval_secs: 1\nunreachable_grace_secs: 3\n");
+    let mut d = d;
+    d.spawn();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let mut host = TestHost::start(14, &key, Some(TWO_H100));
+    assert!(apply_fleet(&d, &fleet_yaml("flaky", &key, &[&host], "")).status.success());
+    let name = d.apply_detached("sleeper", &format!("type: task\nname: sleeper\n{SMALL}commands:\n  - echo up\n  - sleep 120\n"));
+    d.wait_status(&name, &["running"], Duration::from_secs(20));
+    let t0 = Instant::now();
+    host.stop();
+    wait_instance(&d, "flaky", 0, |i| i["unreachable"] == true, "unreachable");
+    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?} to notice", t0.elapsed());
+    let run = d.wait_status(&name, &["failed"], Duration::from_secs(30));
+    assert_eq!(run["jobs"][0]["termination_reason"], "instance_unreachable");
+}
+
+#[test]
+fn a_host_back_within_the_grace_keeps_its_job_and_loses_no_log() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("health_interval_secs: 1\nunreachable_grace_secs: 60\n");
+    let mut d = d;
+    d.spawn();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let mut host = TestHost::start(15, &key, Some(TWO_H100));
+    assert!(apply_fleet(&d, &fleet_yaml("back", &key, &[&host], "")).status.success());
+    let name = d.apply_detached(
+        "steady",
+        &format!("type: task\nname: steady\n{SMALL}commands:\n  - for i in $(seq 1 40); do echo \"tick $i\"; sleep 0.1; done\n"),
+    );
+    d.wait_status(&name, &["running"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    host.stop();
+    wait_instance(&d, "back", 0, |i| i["unreachable"] == true, "unreachable");
+    host.restart();
+    wait_instance(&d, "back", 0, |i| i["unreachable"] == false, "reachable again");
+    let run = d.wait_status(&name, &["done"], Duration::from_secs(30));
+    assert_eq!(run["jobs"][0]["exit_code"], 0);
+    let want: String = (1..=40).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(String::from_utf8(d.logs(&name)).unwrap(), want);
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("health_interval_secs: 1\n");
+    let mut d = d;
+    d.spawn();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let mut host = TestHost::start(16, &key, None);
+    assert!(apply_fleet(&d, &fleet_yaml("keyed", &key, &[&host], "")).status.success());
+    host.stop();
+    host.new_host_key();
+    host.restart();
+    let inst = wait_instance(&d, "keyed", 0, |i| i["status"] == "failed", "failed");
+    let err = inst["error"].as_str().unwrap_or_default();
+    assert!(err.contains("host key") && err.contains("changed"), "{err}");
+}
+
+#[test]
+fn proxy_jump_reaches_a_host_through_another() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let jump = TestHost::start(17, &key, None);
+    let target = TestHost::start(18, &key, Some(TWO_H100));
+    let yaml = format!(
+        "type: fleet\nname: behind\nssh_config:\n  user: root\n  identity_file: {k}\n  proxy_jump:\n    hostname: {ji}\n    port: {jp}\n  hosts:\n    - hostname: {ti}\n      port: {tp}\n",
+        k = key.path.display(),
+        ji = jump.ip,
+        jp = jump.port,
+        ti = target.ip,
+        tp = target.port
+    );
+    let out = apply_fleet(&d, &yaml);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.daemon_output());
+    assert_eq!(fleet(&d, "behind")["instances"][0]["resources"]["gpus"].as_array().unwrap().len(), 2);
+    let log = jump.log();
+    assert!(
+        log.contains(&format!("port {}", target.port)) || log.contains(&format!("{}:{}", target.ip, target.port)) || log.contains(&format!("{} port {}", target.ip, target.port)),
+        "the jump host never forwarded to the target:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_get_a_key_pair_that_reaches_their_hosts() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(19, &key, None);
+    let client = d.client().await;
+    let me: Value = client.call("user.me", serde_json::json!({})).await.expect("user.me");
+    let public = me["ssh_public_key"].as_str().unwrap().to_string();
+    assert!(public.starts_with("ssh-ed25519 "));
+    let private = me["ssh_private_key"].as_str().unwrap().to_string();
+    assert!(private.contains("OPENSSH PRIVATE KEY"));
+    let out = apply_fleet(&d, &fleet_yaml("mine", &key, &[&host], ""));
+    assert!(out.status.success());
+    let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap_or_default();
+    assert!(ak.contains(public.split_whitespace().nth(1).unwrap()), "{ak}");
+    // the user's own ssh reaches the host with that key
+    let kp = d.dir.path().join("user_key");
+    std::fs::write(&kp, &private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ssh = std::process::Command::new("ssh")
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-i"])
+        .arg(&kp)
+        .args(["-p", &host.port.to_string(), &format!("root@{}", host.ip), "echo reached"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ssh.stdout).trim(), "reached", "{}", String::from_utf8_lossy(&ssh.stderr));
+    // a refresh gives a new key
+    let again: Value = client.call("user.refresh_ssh_key", serde_json::json!({})).await.expect("refresh");
+    assert_ne!(again["ssh_public_key"].as_str().unwrap(), public);
+}
