@@ -184,6 +184,7 @@ pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmis
         finished_at: None,
         waiting_reason: None,
         job_dir: None,
+        retry_at: None,
         stop: None,
     }
 }

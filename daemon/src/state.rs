@@ -70,12 +70,17 @@ impl Daemon {
                 .map(|j| j.current.id)
                 .collect();
             let out = f(run);
+            let store = &self.store;
+            crate::lifecycle::resubmit_failed(run, &running, now, self.config.retry_delay_scale, || {
+                store.next_id().ok()
+            });
             derive_run_status(run, now);
             let ended: Vec<u64> = run
                 .jobs
                 .iter()
-                .filter(|j| j.current.status.is_finished() && running.contains(&j.current.id))
-                .map(|j| j.current.id)
+                .flat_map(|j| j.previous_submissions.iter().chain([&j.current]))
+                .filter(|s| s.status.is_finished() && running.contains(&s.id))
+                .map(|s| s.id)
                 .collect();
             (out, ended)
         })?;

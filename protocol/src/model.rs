@@ -266,6 +266,9 @@ pub struct JobSubmission {
     /// Where the job lives on its host (pid, log, exit code files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_dir: Option<String>,
+    /// A resubmission after a retryable failure waits until then (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
     /// Set when a stop was asked: when, whether it is an abort, and when SIGKILL follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopRequest>,

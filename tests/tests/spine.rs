@@ -226,3 +226,48 @@ fn invalid_configurations_are_refused_before_submission() {
     // nothing was started for a file that does not validate
     assert!(!d.socket.exists());
 }
+
+#[test]
+fn retry_resubmits_a_failed_job_until_the_retry_duration_runs_out() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("retry_delay_scale: 0.1\n");
+    let mut d = d;
+    d.spawn();
+    let name = d.apply_detached(
+        "flaky",
+        "type: task\nname: flaky\nretry:\n  on_events: [error]\n  duration: 2s\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - echo attempt\n  - exit 1\n",
+    );
+    // while it waits for the backoff, the run is pending
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = d.run_json(&name);
+        if run["status"] == "pending" {
+            assert_eq!(run["jobs"][0]["status"], "submitted");
+            assert!(run["jobs"][0]["retry_at"].is_string(), "{run}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never pending: {run}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = d.wait_status(&name, &["failed"], Duration::from_secs(30));
+    assert_eq!(run["termination_reason"], "retry_limit_exceeded", "{run}");
+    let job = &run["jobs"][0];
+    let previous = job["previous_submissions"].as_array().unwrap();
+    assert!(!previous.is_empty(), "{run}");
+    assert_eq!(previous[0]["termination_reason"], "container_exited_with_error");
+    assert_eq!(previous[0]["exit_code"], 1);
+    assert_eq!(job["submission_num"].as_u64().unwrap() as usize, previous.len());
+}
+
+#[test]
+fn a_job_that_fits_no_instance_fails_with_no_capacity() {
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "huge",
+        "type: task\nname: huge\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100:8}\ncommands:\n  - echo never\n",
+    );
+    let run = d.wait_status(&name, &["failed"], Duration::from_secs(10));
+    assert_eq!(run["jobs"][0]["termination_reason"], "failed_to_start_due_to_no_capacity");
+    let msg = run["jobs"][0]["termination_message"].as_str().unwrap();
+    assert!(msg.starts_with("no offers"), "{msg}");
+}

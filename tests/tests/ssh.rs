@@ -258,3 +258,29 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     let again: Value = client.call("user.refresh_ssh_key", serde_json::json!({})).await.expect("refresh");
     assert_ne!(again["ssh_public_key"].as_str().unwrap(), public);
 }
+
+#[test]
+fn retry_resubmits_a_job_of_an_unreachable_host_to_the_other_host() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("health_interval_secs: 1\nunreachable_grace_secs: 2\nretry_delay_scale: 0.1\n");
+    let mut d = d;
+    d.spawn();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let mut hosts = vec![TestHost::start(20, &key, Some(TWO_H100)), TestHost::start(21, &key, Some(TWO_H100))];
+    assert!(apply_fleet(&d, &fleet_yaml("pair", &key, &[&hosts[0], &hosts[1]], "")).status.success());
+    let name = d.apply_detached(
+        "mover",
+        &format!("type: task\nname: mover\nretry:\n  on_events: [interruption]\n  duration: 1h\n{SMALL}commands:\n  - echo \"on $HOME\"\n  - sleep 4\n"),
+    );
+    let run = d.wait_status(&name, &["running"], Duration::from_secs(20));
+    let first = run["jobs"][0]["instance"].as_str().unwrap().to_string();
+    let idx = if first == "pair-0" { 0 } else { 1 };
+    hosts[idx].stop();
+    let run = d.wait_status(&name, &["done"], Duration::from_secs(60));
+    let job = &run["jobs"][0];
+    assert_ne!(job["instance"].as_str().unwrap(), first, "{run}");
+    assert_eq!(job["submission_num"], 1);
+    assert_eq!(job["previous_submissions"][0]["termination_reason"], "instance_unreachable");
+    let log = String::from_utf8(d.logs(&name)).unwrap();
+    assert_eq!(log, format!("on {}\n", hosts[1 - idx].home().display()));
+}

@@ -14,14 +14,24 @@ use tracing::warn;
 
 pub async fn run(d: Daemon) {
     loop {
-        if let Err(e) = schedule_once(&d).await {
-            warn!("scheduling pass failed: {e}");
+        let next_due = match schedule_once(&d).await {
+            Ok(due) => due,
+            Err(e) => {
+                warn!("scheduling pass failed: {e}");
+                None
+            }
+        };
+        // Submissions and freed blocks wake the loop at once; the timer is for retry backoffs
+        // (and a slow safety net).
+        let mut sleep = Duration::from_secs(5);
+        if let Some(due) = next_due {
+            let ms = due.millis().saturating_sub(Timestamp::now().millis());
+            sleep = sleep.min(Duration::from_millis(ms.max(10)));
         }
         tokio::select! {
             _ = d.shutdown.cancelled() => break,
             _ = d.wake.notified() => {}
-            // Timers only (a job whose fleet changed, say); submissions wake the loop at once.
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
     }
 }
@@ -70,14 +80,21 @@ pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, Stor
         .collect())
 }
 
-pub async fn schedule_once(d: &Daemon) -> Result<(), StoreError> {
+/// One pass; returns when the next retry backoff ends, if any job waits for one.
+pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> {
     let runs = d.store.active_runs();
+    let now = Timestamp::now();
+    let mut next_due: Option<Timestamp> = None;
     let mut pending = Vec::new();
     let mut subs: HashMap<JobKey, u64> = HashMap::new();
     for run in runs.iter().filter(|r| !r.status.is_finished()) {
         let common = run.configuration.common();
         for job in &run.jobs {
             if job.current.status != JobStatus::Submitted || job.current.stop.is_some() {
+                continue;
+            }
+            if let Some(at) = job.current.retry_at.filter(|t| *t > now) {
+                next_due = Some(next_due.map_or(at, |n| n.min(at)));
                 continue;
             }
             let key = JobKey {
@@ -98,10 +115,9 @@ pub async fn schedule_once(d: &Daemon) -> Result<(), StoreError> {
         }
     }
     if pending.is_empty() {
-        return Ok(());
+        return Ok(next_due);
     }
     let fleets = fleet_views(d, &runs)?;
-    let now = Timestamp::now();
     let decisions = scheduler::schedule(&pending, &fleets, now);
     let mut started = Vec::new();
     for decision in decisions {
@@ -169,5 +185,5 @@ pub async fn schedule_once(d: &Daemon) -> Result<(), StoreError> {
     for (key, sub_id) in started {
         runner::spawn(d, key.run_id, key.replica_num, key.job_num, sub_id);
     }
-    Ok(())
+    Ok(next_due)
 }
