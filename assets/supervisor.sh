@@ -4,7 +4,7 @@
 #   sh supervisor.sh VERB ARGS...
 # Verbs:
 #   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker,
-#                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=...` line per GPU
+#                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=NAME, MEMORY_MB` line per GPU
 #   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
 #                                   under SHELL (`default`: bash when present, else sh);
 #                                   prints its pid; idempotent (an existing job is left alone)
@@ -37,7 +37,11 @@ inventory() {
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
   fi
   if command -v amd-smi >/dev/null 2>&1; then
-    amd-smi static --asic --vram --csv 2>/dev/null | sed 's/^/amd=/'
+    # `MARKET_NAME: AMD Instinct MI300X` under ASIC, then `SIZE: 196592 MB` under VRAM, per GPU
+    amd-smi static --asic --vram 2>/dev/null | awk -F': *' '
+      /^ *MARKET_NAME:/ { name = $2 }
+      /^ *VRAM:/ { vram = 1 }
+      /^ *SIZE:/ && vram && name != "" { s = $2; sub(/ *MB$/, "", s); print "amd=" name ", " s; name = ""; vram = 0 }'
   fi
 }
 

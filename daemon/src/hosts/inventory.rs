@@ -35,7 +35,6 @@ pub fn parse_inventory(text: &str) -> Inventory {
         docker: false,
         gpus: Vec::new(),
     };
-    let mut amd_header: Option<Vec<String>> = None;
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -60,19 +59,13 @@ pub fn parse_inventory(text: &str) -> Inventory {
             }
             "docker" => inv.docker = value == "1",
             "nvidia" => {
-                if let Some(g) = parse_nvidia_smi_line(value) {
+                if let Some(g) = parse_smi_line(value, GpuVendor::Nvidia) {
                     inv.gpus.push(g);
                 }
             }
             "amd" => {
-                let cols: Vec<String> = value.split(',').map(|c| c.trim().to_string()).collect();
-                match &amd_header {
-                    None => amd_header = Some(cols),
-                    Some(h) => {
-                        if let Some(g) = parse_amd_smi_row(h, &cols) {
-                            inv.gpus.push(g);
-                        }
-                    }
+                if let Some(g) = parse_smi_line(value, GpuVendor::Amd) {
+                    inv.gpus.push(g);
                 }
             }
             _ => {}
@@ -81,39 +74,22 @@ pub fn parse_inventory(text: &str) -> Inventory {
     inv
 }
 
-/// One line of `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits`,
-/// e.g. `NVIDIA H100 80GB HBM3, 81559`.
-pub fn parse_nvidia_smi_line(line: &str) -> Option<Gpu> {
+/// One GPU as `NAME, MEMORY_MIB`: a line of `nvidia-smi --query-gpu=name,memory.total
+/// --format=csv,noheader,nounits` (`NVIDIA H100 80GB HBM3, 81559`), or the supervisor's summary
+/// of `amd-smi static --asic --vram` (`AMD Instinct MI300X, 196592`).
+pub fn parse_smi_line(line: &str, vendor: GpuVendor) -> Option<Gpu> {
     let (name, mem) = line.rsplit_once(',')?;
-    let mib: f64 = mem.trim().trim_end_matches("MiB").trim().parse().ok()?;
-    Some(Gpu {
-        name: normalize_gpu_name(name.trim()),
-        memory_gb: mib_to_gb(mib),
-        vendor: GpuVendor::Nvidia,
-    })
-}
-
-/// A row of `amd-smi static --asic --vram --csv`, read by its header's column names.
-pub fn parse_amd_smi_row(header: &[String], row: &[String]) -> Option<Gpu> {
-    let col = |names: &[&str]| {
-        header
-            .iter()
-            .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
-            .and_then(|i| row.get(i))
-    };
-    let name = col(&["market_name", "asic_market_name"])?;
-    let size = col(&["size", "vram_size"])?;
-    let mib: f64 = size
+    let mib: f64 = mem
         .trim()
-        .trim_end_matches("MB")
         .trim_end_matches("MiB")
+        .trim_end_matches("MB")
         .trim()
         .parse()
         .ok()?;
     Some(Gpu {
-        name: normalize_gpu_name(name),
+        name: normalize_gpu_name(name.trim()),
         memory_gb: mib_to_gb(mib),
-        vendor: GpuVendor::Amd,
+        vendor,
     })
 }
 
@@ -202,6 +178,44 @@ mod tests {
         assert_eq!(inv.gpus.len(), 2);
         assert_eq!(inv.gpus[0].name, "H100");
         assert_eq!(inv.gpus[0].memory_gb, 79.6);
+    }
+
+    /// The real supervisor script reading fake `amd-smi` / `nvidia-smi` that print real output.
+    fn inventory_with(tool: &str, output: &str) -> Inventory {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join(tool);
+        std::fs::write(&bin, format!("#!/bin/sh\ncat <<'EOF'\n{output}EOF\n")).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let script = dir.path().join("supervisor.sh");
+        std::fs::write(&script, crate::hosts::SUPERVISOR_SCRIPT).expect("script");
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .arg("inventory")
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .env("FLOTILLA_ROOT", dir.path())
+            .output()
+            .expect("run supervisor");
+        parse_inventory(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    #[test]
+    fn parses_amd_smi_static_output() {
+        let out = "GPU: 0\n    ASIC:\n        MARKET_NAME: AMD Instinct MI300X\n        VENDOR_ID: 0x1002\n        DEVICE_ID: 0x74a1\n        NUM_COMPUTE_UNITS: 304\n        TARGET_GRAPHICS_VERSION: gfx942\n    VRAM:\n        TYPE: HBM\n        VENDOR: N/A\n        SIZE: 196592 MB\n        BIT_WIDTH: 8192\n\nGPU: 1\n    ASIC:\n        MARKET_NAME: AMD Instinct MI300X\n        VENDOR_ID: 0x1002\n    VRAM:\n        TYPE: HBM\n        SIZE: 196592 MB\n";
+        let inv = inventory_with("amd-smi", out);
+        assert_eq!(inv.gpus.len(), 2, "{inv:?}");
+        assert_eq!(inv.gpus[0].name, "MI300X");
+        assert_eq!(inv.gpus[0].vendor, GpuVendor::Amd);
+        assert_eq!(inv.gpus[0].memory_gb, 192.0);
+        assert!(inv.cpus >= 1);
+    }
+
+    #[test]
+    fn parses_nvidia_smi_output_through_the_supervisor() {
+        let inv = inventory_with("nvidia-smi", "NVIDIA A100-SXM4-80GB, 81920\nNVIDIA A100-SXM4-80GB, 81920\nNVIDIA A100-SXM4-80GB, 81920\nNVIDIA A100-SXM4-80GB, 81920\n");
+        assert_eq!(inv.gpus.len(), 4);
+        assert_eq!(inv.gpus[3].name, "A100");
+        assert_eq!(inv.gpus[3].memory_gb, 80.0);
     }
 
     #[test]
