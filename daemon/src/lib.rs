@@ -67,6 +67,7 @@ async fn serve(
         publish_lock: Mutex::new(()),
         ssh_hosts: Mutex::new(Default::default()),
         instances_wake: tokio::sync::Notify::new(),
+        metrics: Default::default(),
         config,
     }));
     ensure_local_fleet(&d).await?;

@@ -284,3 +284,29 @@ fn retry_resubmits_a_job_of_an_unreachable_host_to_the_other_host() {
     let log = String::from_utf8(d.logs(&name)).unwrap();
     assert_eq!(log, format!("on {}\n", hosts[1 - idx].home().display()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_metrics_are_sampled_while_jobs_run() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(22, &key, Some(TWO_H100));
+    assert!(apply_fleet(&d, &fleet_yaml("watched", &key, &[&host], "")).status.success());
+    let name = d.apply_detached("busy", &format!("type: task\nname: busy\n{SMALL}commands:\n  - sleep 30\n"));
+    d.wait_status(&name, &["running"], Duration::from_secs(20));
+    let client = d.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let series = loop {
+        let m: Value = client.call("metrics.get", serde_json::json!({"run": name})).await.expect("metrics.get");
+        let s = m["series"].as_array().cloned().unwrap_or_default();
+        if s.len() == 2 && s.iter().all(|x| !x["samples"].as_array().unwrap().is_empty()) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no samples: {m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(series[0]["instance"], "watched/watched-0");
+    let sample = &series[0]["samples"][0];
+    assert_eq!(sample["util_percent"], 37.0);
+    assert_eq!(sample["memory_used_gb"], 20.0);
+    let _ = d.cli(&["stop", &name, "-x", "-y"]);
+}

@@ -7,7 +7,7 @@ use crate::state::Daemon;
 use crate::store::StoreError;
 use flotilla_protocol::model::{Fleet, Instance, InstanceStatus, Run};
 use flotilla_protocol::rpc::{
-    codes, methods, ConfigErrorData, FleetApplyParams, FleetNameParams, RefreshKeyParams, DaemonStatus, EventList, EventsParams, JobPlan, LogTarget,
+    codes, methods, ConfigErrorData, FleetApplyParams, FleetNameParams, MetricsParams, MetricsResult, RefreshKeyParams, DaemonStatus, EventList, EventsParams, JobPlan, LogTarget,
     LogsReadParams, LogsReadResult, LogChunk, OfferList, OfferQuery, Request, Response,
     RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
     PROTOCOL_VERSION,
@@ -85,6 +85,10 @@ pub async fn dispatch(
                 .await
                 .map_err(run_error)
                 .map(|_| serde_json::json!({"deleted": p.name})),
+            Err(e) => Err(e),
+        },
+        methods::METRICS_GET => match decode::<MetricsParams>(method, params) {
+            Ok(p) => metrics_get(d, p),
             Err(e) => Err(e),
         },
         methods::USER_ME => crate::users::ensure(d, caller)
@@ -358,4 +362,28 @@ fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
         user.ssh_private_key = None;
     }
     json(user)
+}
+
+fn metrics_get(d: &Daemon, p: MetricsParams) -> Reply {
+    let window = p.window_secs.unwrap_or(crate::loops::metrics::WINDOW_SECS).min(crate::loops::metrics::WINDOW_SECS);
+    let instance = match (&p.instance, &p.run) {
+        (Some(i), _) => Some(i.clone()),
+        (None, Some(run)) => {
+            let run = runs::find_run(d, run).map_err(run_error)?;
+            run.jobs
+                .first()
+                .and_then(|j| Some(format!("{}/{}", j.current.fleet.as_ref()?, j.current.instance.as_ref()?)))
+        }
+        (None, None) => None,
+    };
+    let mut series = d.metrics.get(instance.as_deref(), window, Timestamp::now());
+    // A run sees the GPUs its first job holds.
+    if let Some(run) = &p.run {
+        if let Ok(r) = runs::find_run(d, run) {
+            if let Some(j) = r.jobs.first() {
+                series.retain(|s| j.current.gpus.contains(&s.gpu));
+            }
+        }
+    }
+    json(MetricsResult { series })
 }

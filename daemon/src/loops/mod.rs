@@ -1,6 +1,7 @@
 //! The background loops: scheduling of submitted jobs, one runner per job on a host, and timers.
 
 pub mod instances;
+pub mod metrics;
 pub mod runner;
 pub mod scheduling;
 pub mod timers;
@@ -22,5 +23,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(scheduling::run(d.clone())),
         tokio::spawn(timers::run(d.clone())),
         tokio::spawn(instances::run(d.clone())),
+        tokio::spawn(metrics::run(d.clone())),
     ]
 }
