@@ -6,7 +6,9 @@ use flotilla_daemon::store::Store;
 use flotilla_protocol::client::{Client, StreamItem};
 use flotilla_protocol::config::parse_configuration;
 use flotilla_protocol::model::{Job, Run, RunStatus, RunTerminationReason};
-use flotilla_protocol::rpc::{methods, EventsParams, LogTarget, LogsFollowParams, RunApplyParams, RunListParams};
+use flotilla_protocol::rpc::{
+    methods, EventsParams, LogTarget, LogsFollowParams, RunApplyParams, RunListParams,
+};
 use flotilla_protocol::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +16,16 @@ use std::time::{Duration, Instant};
 
 fn flotillad() -> PathBuf {
     let exe = std::env::current_exe().expect("bench path");
-    let p = exe.parent().and_then(Path::parent).expect("target dir").join("flotillad");
-    assert!(p.exists(), "{} missing: cargo build --release --bins first", p.display());
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("flotillad");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --release --bins first",
+        p.display()
+    );
     p
 }
 
@@ -38,7 +48,10 @@ fn start(dir: &Path) -> Daemon {
         .expect("spawn flotillad");
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "flotillad did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "flotillad did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     Daemon { child, socket }
@@ -65,12 +78,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-const TASK: &str = "type: task\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - sleep 0.2\n";
+const TASK: &str =
+    "type: task\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - sleep 0.2\n";
 
 fn seed_runs(data: &Path, n: u64) {
     std::fs::create_dir_all(data).expect("data dir");
     let store = Store::open(&data.join("state")).expect("store");
-    let cfg = parse_configuration("bench.yml", TASK).expect("config").as_run().expect("run");
+    let cfg = parse_configuration("bench.yml", TASK)
+        .expect("config")
+        .as_run()
+        .expect("run");
     for i in 0..n {
         let now = Timestamp::now();
         let mut sub = flotilla_daemon::runs::new_submission(store.next_id().expect("id"), 0, now);
@@ -105,7 +122,10 @@ fn seed_runs(data: &Path, n: u64) {
 }
 
 fn futures_flush(store: &Store) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(store.flush()).expect("flush");
 }
 
@@ -115,7 +135,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let tmp = tempfile::Builder::new().prefix("flb").tempdir_in("/tmp").expect("tmp");
+    let tmp = tempfile::Builder::new()
+        .prefix("flb")
+        .tempdir_in("/tmp")
+        .expect("tmp");
     seed_runs(&tmp.path().join("data"), 1000);
     let d = start(tmp.path());
     rt.block_on(async {

@@ -33,7 +33,10 @@ pub fn endpoints(ssh: &SshConfig, default_user: &str) -> Vec<SshEndpoint> {
                 .clone()
                 .or_else(|| ssh.user.clone())
                 .unwrap_or_else(|| default_user.to_string());
-            let identity = h.identity_file.clone().or_else(|| ssh.identity_file.clone());
+            let identity = h
+                .identity_file
+                .clone()
+                .or_else(|| ssh.identity_file.clone());
             let proxy = h
                 .proxy_jump
                 .as_ref()
@@ -71,10 +74,13 @@ pub fn block_count(blocks: Blocks, res: &InstanceResources) -> Result<u32, Strin
         Blocks::Count(0) => Err("blocks must be at least 1".into()),
         Blocks::Count(n) => {
             let g = res.gpus.len() as u32;
-            if g > 0 && g % n != 0 {
+            if g > 0 && !g.is_multiple_of(n) {
                 Err(format!("blocks: {n} does not divide the host's {g} GPUs"))
             } else if g == 0 && n > res.cpus.max(1) {
-                Err(format!("blocks: {n} is more than the host's {} CPUs", res.cpus))
+                Err(format!(
+                    "blocks: {n} is more than the host's {} CPUs",
+                    res.cpus
+                ))
             } else {
                 Ok(n)
             }
@@ -90,7 +96,11 @@ fn same_host(i: &Instance, ep: &SshEndpoint) -> bool {
 
 /// Creates or updates a fleet from a fleet file: new hosts become pending instances, hosts no
 /// longer listed are released (refused while they run jobs).
-pub async fn apply(d: &Daemon, caller: &Caller, params: &FleetApplyParams) -> Result<Fleet, RunError> {
+pub async fn apply(
+    d: &Daemon,
+    caller: &Caller,
+    params: &FleetApplyParams,
+) -> Result<Fleet, RunError> {
     let file = params.file_name.clone().unwrap_or_else(|| "fleet".into());
     let cfg = match parse_configuration(&file, &params.configuration).map_err(RunError::Config)? {
         Configuration::Fleet(f) => f,
@@ -107,7 +117,9 @@ pub async fn apply(d: &Daemon, caller: &Caller, params: &FleetApplyParams) -> Re
         )));
     };
     if ssh.hosts.is_empty() {
-        return Err(RunError::Invalid(format!("{file}: ssh_config.hosts is empty")));
+        return Err(RunError::Invalid(format!(
+            "{file}: ssh_config.hosts is empty"
+        )));
     }
     let name = match &cfg.name {
         Some(n) => n.clone(),
@@ -147,7 +159,10 @@ pub async fn apply(d: &Daemon, caller: &Caller, params: &FleetApplyParams) -> Re
         if !eps.iter().any(|ep| same_host(old, ep)) && busy.contains(&old.id) {
             return Err(RunError::Conflict(format!(
                 "host {} of fleet {name} runs jobs; stop them before removing it from the fleet",
-                old.ssh.as_ref().map(|e| e.hostname.as_str()).unwrap_or(&old.name)
+                old.ssh
+                    .as_ref()
+                    .map(|e| e.hostname.as_str())
+                    .unwrap_or(&old.name)
             )));
         }
     }
@@ -237,7 +252,9 @@ pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunEr
         )));
     }
     let fleet = d.store.get_fleet(name)?.ok_or_else(|| {
-        RunError::NotFound(format!("fleet {name} not found; `flotilla fleet list` lists the fleets"))
+        RunError::NotFound(format!(
+            "fleet {name} not found; `flotilla fleet list` lists the fleets"
+        ))
     })?;
     if fleet.user != caller.user && !caller.admin {
         return Err(RunError::Forbidden(format!(
@@ -248,17 +265,23 @@ pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunEr
     let ids: Vec<u64> = fleet.instances.iter().map(|i| i.id).collect();
     let now = Timestamp::now();
     for run in d.store.active_runs() {
-        let on_fleet = run
-            .jobs
-            .iter()
-            .any(|j| !j.current.status.is_finished() && j.current.instance_id.is_some_and(|i| ids.contains(&i)));
+        let on_fleet = run.jobs.iter().any(|j| {
+            !j.current.status.is_finished()
+                && j.current.instance_id.is_some_and(|i| ids.contains(&i))
+        });
         if !on_fleet {
             continue;
         }
         d.update_run(run.id, |run| {
             for job in run.jobs.iter_mut() {
                 if job.current.instance_id.is_some_and(|i| ids.contains(&i)) {
-                    request_job_stop(job, JobTerminationReason::TerminatedByServer, true, None, now);
+                    request_job_stop(
+                        job,
+                        JobTerminationReason::TerminatedByServer,
+                        true,
+                        None,
+                        now,
+                    );
                 }
             }
         })?;

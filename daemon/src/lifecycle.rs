@@ -1,10 +1,10 @@
 //! Pure lifecycle rules: a run's status from its jobs (SPEC section 4), and how a job's process ended.
 
+use flotilla_protocol::config::RetryEvent;
 use flotilla_protocol::model::{
     Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
     StopRequest,
 };
-use flotilla_protocol::config::RetryEvent;
 use flotilla_protocol::Timestamp;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -70,9 +70,9 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
         return;
     }
     let any = |s: &[JobStatus]| jobs.iter().any(|j| s.contains(&j.current.status));
-    let retrying = jobs
-        .iter()
-        .any(|j| j.current.status == JobStatus::Submitted && j.current.retry_at.is_some_and(|t| t > now));
+    let retrying = jobs.iter().any(|j| {
+        j.current.status == JobStatus::Submitted && j.current.retry_at.is_some_and(|t| t > now)
+    });
     run.status = if any(&[JobStatus::Running]) {
         RunStatus::Running
     } else if any(&[JobStatus::Provisioning, JobStatus::Pulling]) {
@@ -134,10 +134,7 @@ pub fn resubmit_failed(
         let started = *run.retry_window_started_at.get_or_insert(now);
         if started.plus_secs(retry.duration) < now {
             run.termination_reason = Some(RunTerminationReason::RetryLimitExceeded);
-            run.status_message = Some(format!(
-                "retry duration of {}s exceeded",
-                retry.duration
-            ));
+            run.status_message = Some(format!("retry duration of {}s exceeded", retry.duration));
             return;
         }
         let Some(id) = next_id() else { return };
@@ -228,7 +225,13 @@ pub fn finish(
 pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timestamp) {
     sub.exit_code = exit;
     if let Some(stop) = sub.stop.clone() {
-        finish(sub, final_status(stop.reason, stop.abort), Some(stop.reason), None, now);
+        finish(
+            sub,
+            final_status(stop.reason, stop.abort),
+            Some(stop.reason),
+            None,
+            now,
+        );
         return;
     }
     match exit {

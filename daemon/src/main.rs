@@ -59,9 +59,10 @@ fn main() -> std::process::ExitCode {
 fn spawn_signal_handler(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::warn!("cannot install signal handlers");
             return;
         };
@@ -96,7 +97,10 @@ fn init_tracing(data_dir: &std::path::Path) -> Option<tracing_appender::non_bloc
                 .with_ansi(false)
                 .with_writer(writer)
                 .with_filter(filter());
-            tracing_subscriber::registry().with(stderr).with(file).init();
+            tracing_subscriber::registry()
+                .with(stderr)
+                .with(file)
+                .init();
             Some(guard)
         }
         Err(e) => {

@@ -11,7 +11,11 @@ pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, RpcError> {
     let group_by = parse_group_by(&q.group_by).map_err(invalid)?;
     let limit = q.max_offers.unwrap_or(crate::catalog::DEFAULT_MAX_OFFERS);
     // Grouping looks at every match; a plain listing needs only the cheapest `limit`.
-    req.limit = if group_by.is_empty() { Some(limit) } else { None };
+    req.limit = if group_by.is_empty() {
+        Some(limit)
+    } else {
+        None
+    };
     let (backend_offers, backend_total) = d.catalog.query(&req);
     let runs = d.store.active_runs();
     let fleets = crate::loops::scheduling::fleet_views(d, &runs).map_err(store_error)?;

@@ -38,7 +38,10 @@ pub struct RunRequest {
 }
 
 pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, RunError> {
-    let file = params.file_name.clone().unwrap_or_else(|| "configuration".into());
+    let file = params
+        .file_name
+        .clone()
+        .unwrap_or_else(|| "configuration".into());
     let config = parse_configuration(&file, &params.configuration).map_err(RunError::Config)?;
     let Some(configuration) = config.as_run() else {
         return Err(RunError::Invalid(format!(
@@ -93,8 +96,8 @@ const ADJECTIVES: &[&str] = &[
     "merry", "nice", "proud", "silly", "witty", "zesty", "bold", "crisp", "deft", "keen",
 ];
 const ANIMALS: &[&str] = &[
-    "fox", "otter", "panda", "lynx", "owl", "seal", "wolf", "yak", "hare", "crab", "moth",
-    "newt", "orca", "puma", "swan", "toad", "wren", "bison", "koala", "lemur",
+    "fox", "otter", "panda", "lynx", "owl", "seal", "wolf", "yak", "hare", "crab", "moth", "newt",
+    "orca", "puma", "swan", "toad", "wren", "bison", "koala", "lemur",
 ];
 
 /// A free `adjective-animal-N` name.
@@ -114,7 +117,10 @@ pub fn generate_name(d: &Daemon, seed: u64) -> Result<String, StoreError> {
 pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, RunError> {
     let id = d.store.next_id()?;
     let name = if req.name_generated {
-        generate_name(d, id.wrapping_mul(2_654_435_761) ^ Timestamp::now().millis())?
+        generate_name(
+            d,
+            id.wrapping_mul(2_654_435_761) ^ Timestamp::now().millis(),
+        )?
     } else {
         req.name.clone()
     };
@@ -191,7 +197,9 @@ pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmis
 
 pub fn find_run(d: &Daemon, name: &str) -> Result<Run, RunError> {
     d.store.run_by_name(name)?.ok_or_else(|| {
-        RunError::NotFound(format!("run {name} not found; `flotilla ps -a` lists the runs"))
+        RunError::NotFound(format!(
+            "run {name} not found; `flotilla ps -a` lists the runs"
+        ))
     })
 }
 

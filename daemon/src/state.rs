@@ -2,13 +2,13 @@
 
 use crate::catalog::CatalogService;
 use crate::config::DaemonConfig;
+use crate::hosts::ssh::SshHost;
 use crate::hosts::Host;
 use crate::lifecycle::derive_run_status;
 use crate::logs::LogHub;
 use crate::store::{Store, StoreError};
 use flotilla_protocol::model::{Event, Run};
 use flotilla_protocol::Timestamp;
-use crate::hosts::ssh::SshHost;
 use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -73,9 +73,13 @@ impl Daemon {
                 .collect();
             let out = f(run);
             let store = &self.store;
-            crate::lifecycle::resubmit_failed(run, &running, now, self.config.retry_delay_scale, || {
-                store.next_id().ok()
-            });
+            crate::lifecycle::resubmit_failed(
+                run,
+                &running,
+                now,
+                self.config.retry_delay_scale,
+                || store.next_id().ok(),
+            );
             derive_run_status(run, now);
             let ended: Vec<u64> = run
                 .jobs
@@ -108,7 +112,12 @@ impl Daemon {
         let Some(id) = instance_id else {
             return self.local.clone();
         };
-        if let Some(h) = self.ssh_hosts.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(h) = self
+            .ssh_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             return Host::Ssh(h.clone());
         }
         match self.store.get_instance(id) {

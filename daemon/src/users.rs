@@ -1,8 +1,8 @@
 //! Users and their SSH key pairs: made by the daemon at a user's first contact, refreshable (dstack 0.19.33).
 
 use crate::api::Caller;
-use crate::store::StoreError;
 use crate::state::Daemon;
+use crate::store::StoreError;
 use flotilla_protocol::model::User;
 use flotilla_protocol::Timestamp;
 use russh::keys::ssh_key::private::Ed25519Keypair;

@@ -2,8 +2,8 @@
 
 use crate::framing::{write_line, FrameError, LineReader};
 use crate::rpc::{
-    methods, HelloParams, HelloResult, Request, Response, RpcError, ServerMessage,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    methods, HelloParams, HelloResult, Request, Response, RpcError, ServerMessage, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -180,7 +180,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn read_loop(mut reader: LineReader<BufReader<tokio::net::unix::OwnedReadHalf>>, routes: Routes) {
+async fn read_loop(
+    mut reader: LineReader<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    routes: Routes,
+) {
     loop {
         let line = match reader.next_line().await {
             Ok(Some(l)) => l,

@@ -24,7 +24,9 @@ fn main() {
         .expect("runtime");
     let keydir = tempfile::tempdir().expect("tmp");
     let key = ssh_keygen(&keydir.path().join("id"));
-    let hosts: Vec<TestHost> = (30..80u8).map(|o| TestHost::start(o, &key, Some(TWO_H100))).collect();
+    let hosts: Vec<TestHost> = (30..80u8)
+        .map(|o| TestHost::start(o, &key, Some(TWO_H100)))
+        .collect();
     let endpoint = |h: &TestHost| SshEndpoint {
         hostname: h.ip.clone(),
         port: h.port,

@@ -126,7 +126,11 @@ impl TestHost {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -181,7 +185,11 @@ fn descendants(root: u32) -> Vec<u32> {
             let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
                 continue;
             };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
                 parent.push((pid, ppid));
             }
         }

@@ -73,7 +73,7 @@ fn malformed_lines_and_unknown_methods_get_errors_and_the_connection_stays_usabl
     assert_eq!(r["error"]["code"], -32602, "{r}");
     // still usable
     let r = c.call(json!({"jsonrpc":"2.0","id":8,"method":"daemon.status","params":{}}));
-    assert_eq!(r["result"]["pid"].as_u64().is_some(), true, "{r}");
+    assert!(r["result"]["pid"].as_u64().is_some(), "{r}");
 }
 
 #[test]
@@ -107,7 +107,12 @@ async fn two_clients_follow_the_same_log() {
             .subscribe(
                 methods::LOGS_FOLLOW,
                 LogsFollowParams {
-                    target: LogTarget { run: name, replica: 0, job: 0, submission: None },
+                    target: LogTarget {
+                        run: name,
+                        replica: 0,
+                        job: 0,
+                        submission: None,
+                    },
                     offset: 0,
                 },
             )
@@ -130,7 +135,10 @@ async fn two_clients_follow_the_same_log() {
         }
         (bytes, end)
     };
-    let (a, b) = tokio::join!(follow(d.client().await, name.clone()), follow(d.client().await, name.clone()));
+    let (a, b) = tokio::join!(
+        follow(d.client().await, name.clone()),
+        follow(d.client().await, name.clone())
+    );
     let mut want = String::new();
     for i in 1..=2000 {
         want.push_str(&format!("héllo {i}\n"));

@@ -11,13 +11,22 @@ fn example_runs_end_to_end_and_starts_the_daemon_on_demand() {
     let example = repo_root().join("assets/examples/hello.dstack.yml");
     let out = d.cli(&["apply", "-f", example.to_str().unwrap(), "-y"]);
     let (so, se) = (stdout(&out), stderr(&out));
-    assert!(out.status.success(), "apply failed:\n{so}\n{se}\n{}", d.daemon_output());
+    assert!(
+        out.status.success(),
+        "apply failed:\n{so}\n{se}\n{}",
+        d.daemon_output()
+    );
     // the plan shows the local instance as the offer
     assert!(so.contains("local-0"), "{so}");
     assert!(so.contains("Shown 1 of 1 offers"), "{so}");
     // then the job's output, live
-    let logs_at = so.find("Hello from flotilla").expect("greeting in the output");
-    assert!(so[logs_at..].contains("run hello, node 0 of 1\nstep 1\nstep 2\nstep 3\ndone\n"), "{so}");
+    let logs_at = so
+        .find("Hello from flotilla")
+        .expect("greeting in the output");
+    assert!(
+        so[logs_at..].contains("run hello, node 0 of 1\nstep 1\nstep 2\nstep 3\ndone\n"),
+        "{so}"
+    );
     assert!(se.contains("Run hello done"), "{se}");
 
     let run = d.run_json("hello");
@@ -51,11 +60,17 @@ fn example_runs_end_to_end_and_starts_the_daemon_on_demand() {
     let status = d.cli(&["daemon", "status"]);
     let s = stdout(&status);
     assert!(status.status.success());
-    assert!(s.contains(d.socket.to_str().unwrap()) && s.contains("runs       1 (0 active)"), "{s}");
+    assert!(
+        s.contains(d.socket.to_str().unwrap()) && s.contains("runs       1 (0 active)"),
+        "{s}"
+    );
 }
 
 fn flotilla_daemon_user() -> String {
-    let out = std::process::Command::new("id").arg("-un").output().expect("id");
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -69,13 +84,25 @@ fn logs_are_byte_exact_for_50_mb_and_a_last_line_without_newline() {
     );
     let name = d.apply_detached("big", &cfg);
     // a follower from the start sees the same bytes as a reader at the end
-    let follow = d.cli_command(&["logs", &name, "-f"]).output().expect("follow");
+    let follow = d
+        .cli_command(&["logs", &name, "-f"])
+        .output()
+        .expect("follow");
     d.wait_status(&name, &["done"], Duration::from_secs(120));
     let want = std::fs::read(&expected).expect("expected bytes");
     assert_eq!(want.len(), 52_428_800 + 25);
     let got = d.logs(&name);
-    assert!(got == want, "logs differ: got {} bytes, want {}", got.len(), want.len());
-    assert!(follow.stdout == want, "followed logs differ: {} bytes", follow.stdout.len());
+    assert!(
+        got == want,
+        "logs differ: got {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
+    assert!(
+        follow.stdout == want,
+        "followed logs differ: {} bytes",
+        follow.stdout.len()
+    );
 }
 
 #[test]
@@ -88,13 +115,19 @@ fn a_non_zero_exit_fails_the_run_with_the_exit_code() {
     let out = d.cli(&["apply", "-f", p.to_str().unwrap(), "-y"]);
     assert!(!out.status.success());
     let se = stderr(&out);
-    assert!(se.contains("failed") && se.contains("job_failed") && se.contains("exit code 3"), "{se}");
+    assert!(
+        se.contains("failed") && se.contains("job_failed") && se.contains("exit code 3"),
+        "{se}"
+    );
     assert!(stdout(&out).contains("before\n") && !stdout(&out).contains("never"));
     let run = d.run_json("fails");
     assert_eq!(run["status"], "failed");
     assert_eq!(run["termination_reason"], "job_failed");
     assert_eq!(run["jobs"][0]["status"], "failed");
-    assert_eq!(run["jobs"][0]["termination_reason"], "container_exited_with_error");
+    assert_eq!(
+        run["jobs"][0]["termination_reason"],
+        "container_exited_with_error"
+    );
     assert_eq!(run["jobs"][0]["exit_code"], 3);
 }
 
@@ -104,7 +137,10 @@ const IGNORER: &str = "type: task\nname: NAME\nresources: {cpu: 1.., memory: 1GB
 fn wait_log(d: &TestDaemon, name: &str, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !String::from_utf8_lossy(&d.logs(name)).contains(needle) {
-        assert!(Instant::now() < deadline, "{needle:?} never appeared in {name}'s log");
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in {name}'s log"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -113,7 +149,10 @@ fn wait_log(d: &TestDaemon, name: &str, needle: &str) {
 fn stop_is_graceful_and_abort_kills_at_once() {
     let d = TestDaemon::start();
     // graceful: the job gets SIGTERM and exits by itself
-    let name = d.apply_detached("graceful", &TRAPPER.replace("NAME", "graceful").replace("STOP", "5m"));
+    let name = d.apply_detached(
+        "graceful",
+        &TRAPPER.replace("NAME", "graceful").replace("STOP", "5m"),
+    );
     wait_log(&d, &name, "ready");
     let out = d.cli(&["stop", &name, "-y"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -124,16 +163,25 @@ fn stop_is_graceful_and_abort_kills_at_once() {
     assert!(String::from_utf8_lossy(&d.logs(&name)).contains("got TERM"));
 
     // a job that ignores SIGTERM is killed when stop_duration runs out
-    let name = d.apply_detached("stubborn", &IGNORER.replace("NAME", "stubborn").replace("STOP", "1s"));
+    let name = d.apply_detached(
+        "stubborn",
+        &IGNORER.replace("NAME", "stubborn").replace("STOP", "1s"),
+    );
     wait_log(&d, &name, "ready");
     let t0 = Instant::now();
     assert!(d.cli(&["stop", &name, "-y"]).status.success());
     let run = d.wait_status(&name, &["terminated"], Duration::from_secs(20));
-    assert!(t0.elapsed() >= Duration::from_millis(900), "killed before the grace ran out");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "killed before the grace ran out"
+    );
     assert_eq!(run["jobs"][0]["exit_code"], 137);
 
     // abort: SIGKILL at once, whatever stop_duration says
-    let name = d.apply_detached("aborted", &IGNORER.replace("NAME", "aborted").replace("STOP", "5m"));
+    let name = d.apply_detached(
+        "aborted",
+        &IGNORER.replace("NAME", "aborted").replace("STOP", "5m"),
+    );
     wait_log(&d, &name, "ready");
     assert!(d.cli(&["stop", &name, "-x", "-y"]).status.success());
     let run = d.wait_status(&name, &["terminated"], Duration::from_secs(10));
@@ -149,10 +197,17 @@ fn max_duration_ends_the_run() {
         "long",
         "type: task\nname: long\nmax_duration: 2s\nstop_duration: 1s\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - sleep 60\n",
     );
-    let run = d.wait_status(&name, &["terminated", "failed", "done"], Duration::from_secs(20));
+    let run = d.wait_status(
+        &name,
+        &["terminated", "failed", "done"],
+        Duration::from_secs(20),
+    );
     assert_eq!(run["status"], "terminated");
     assert_eq!(run["termination_reason"], "max_duration_exceeded");
-    assert_eq!(run["jobs"][0]["termination_reason"], "max_duration_exceeded");
+    assert_eq!(
+        run["jobs"][0]["termination_reason"],
+        "max_duration_exceeded"
+    );
 }
 
 #[test]
@@ -167,18 +222,29 @@ fn kill_9_of_the_daemon_mid_output_loses_and_repeats_nothing() {
     );
     wait_log(&d, &name, "line 500\n");
     d.kill9();
-    assert!(d.socket.exists(), "a killed daemon leaves its socket behind");
+    assert!(
+        d.socket.exists(),
+        "a killed daemon leaves its socket behind"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     d.spawn(); // replaces the stale socket
     let run = d.wait_status(&name, &["done"], Duration::from_secs(60));
     assert_eq!(run["jobs"][0]["exit_code"], 0);
     let want: String = (1..=4000).map(|i| format!("line {i}\n")).collect();
     let got = String::from_utf8(d.logs(&name)).expect("utf-8 log");
-    assert!(got == want, "log differs after restart: {} bytes vs {}", got.len(), want.len());
+    assert!(
+        got == want,
+        "log differs after restart: {} bytes vs {}",
+        got.len(),
+        want.len()
+    );
 
     let q = d.wait_status(&quick, &["failed"], Duration::from_secs(20));
     assert_eq!(q["jobs"][0]["exit_code"], 5);
-    assert_eq!(q["jobs"][0]["termination_reason"], "container_exited_with_error");
+    assert_eq!(
+        q["jobs"][0]["termination_reason"],
+        "container_exited_with_error"
+    );
 }
 
 #[test]
@@ -186,12 +252,19 @@ fn socket_is_private_and_a_second_daemon_is_refused() {
     let d = TestDaemon::start();
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
-    let dir_mode = std::fs::metadata(d.socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(d.socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "socket dir mode {dir_mode:o}");
     let second = d.daemon_command().output().expect("second daemon");
     assert!(!second.status.success());
     let msg = stderr(&second);
-    assert!(msg.contains("another flotillad is already serving"), "{msg}");
+    assert!(
+        msg.contains("another flotillad is already serving"),
+        "{msg}"
+    );
     // the first one is unharmed
     assert!(d.cli(&["daemon", "status"]).status.success());
 }
@@ -205,7 +278,11 @@ fn sigterm_drains_and_leaves_jobs_running() {
     );
     wait_log(&d, &name, "start");
     let status = d.terminate().expect("daemon exit status");
-    assert!(status.success(), "daemon exit {status:?}:\n{}", d.daemon_output());
+    assert!(
+        status.success(),
+        "daemon exit {status:?}:\n{}",
+        d.daemon_output()
+    );
     assert!(!d.socket.exists(), "socket removed on shutdown");
     d.spawn();
     let run = d.wait_status(&name, &["done"], Duration::from_secs(20));
@@ -216,7 +293,10 @@ fn sigterm_drains_and_leaves_jobs_running() {
 #[test]
 fn invalid_configurations_are_refused_before_submission() {
     let d = TestDaemon::new();
-    let p = d.write_config("bad.yml", "type: task\ncomands:\n  - echo hi\nresources:\n  gpu: A100:0GB\n");
+    let p = d.write_config(
+        "bad.yml",
+        "type: task\ncomands:\n  - echo hi\nresources:\n  gpu: A100:0GB\n",
+    );
     let out = d.cli(&["apply", "-f", p.to_str().unwrap(), "-y"]);
     assert!(!out.status.success());
     let se = stderr(&out);
@@ -254,9 +334,15 @@ fn retry_resubmits_a_failed_job_until_the_retry_duration_runs_out() {
     let job = &run["jobs"][0];
     let previous = job["previous_submissions"].as_array().unwrap();
     assert!(!previous.is_empty(), "{run}");
-    assert_eq!(previous[0]["termination_reason"], "container_exited_with_error");
+    assert_eq!(
+        previous[0]["termination_reason"],
+        "container_exited_with_error"
+    );
     assert_eq!(previous[0]["exit_code"], 1);
-    assert_eq!(job["submission_num"].as_u64().unwrap() as usize, previous.len());
+    assert_eq!(
+        job["submission_num"].as_u64().unwrap() as usize,
+        previous.len()
+    );
 }
 
 #[test]
@@ -267,7 +353,10 @@ fn a_job_that_fits_no_instance_fails_with_no_capacity() {
         "type: task\nname: huge\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100:8}\ncommands:\n  - echo never\n",
     );
     let run = d.wait_status(&name, &["failed"], Duration::from_secs(10));
-    assert_eq!(run["jobs"][0]["termination_reason"], "failed_to_start_due_to_no_capacity");
+    assert_eq!(
+        run["jobs"][0]["termination_reason"],
+        "failed_to_start_due_to_no_capacity"
+    );
     let msg = run["jobs"][0]["termination_message"].as_str().unwrap();
     assert!(msg.starts_with("no offers"), "{msg}");
 }

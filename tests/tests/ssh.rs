@@ -12,7 +12,10 @@ fn fleet_yaml(name: &str, key: &ClientKey, hosts: &[&TestHost], extra: &str) -> 
         key.path.display()
     );
     for h in hosts {
-        s.push_str(&format!("    - hostname: {}\n      port: {}\n", h.ip, h.port));
+        s.push_str(&format!(
+            "    - hostname: {}\n      port: {}\n",
+            h.ip, h.port
+        ));
     }
     s
 }
@@ -30,7 +33,13 @@ fn fleet(d: &TestDaemon, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn wait_instance(d: &TestDaemon, fleet_name: &str, idx: usize, what: impl Fn(&Value) -> bool, label: &str) -> Value {
+fn wait_instance(
+    d: &TestDaemon,
+    fleet_name: &str,
+    idx: usize,
+    what: impl Fn(&Value) -> bool,
+    label: &str,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let f = fleet(d, fleet_name);
@@ -38,7 +47,11 @@ fn wait_instance(d: &TestDaemon, fleet_name: &str, idx: usize, what: impl Fn(&Va
         if what(&inst) {
             return inst;
         }
-        assert!(Instant::now() < deadline, "instance {idx} of {fleet_name} never {label}: {inst}\n{}", d.daemon_output());
+        assert!(
+            Instant::now() < deadline,
+            "instance {idx} of {fleet_name} never {label}: {inst}\n{}",
+            d.daemon_output()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -54,8 +67,22 @@ fn fleet_apply_inventory_job_and_delete() {
     let key = ssh_keygen(&d.dir.path().join("id"));
     let gpu_host = TestHost::start(11, &key, Some(TWO_H100));
     let cpu_host = TestHost::start(12, &key, None);
-    let out = apply_fleet(&d, &fleet_yaml("gpus", &key, &[&gpu_host, &cpu_host], "env:\n  FLEET_VAR: from-fleet\n"));
-    assert!(out.status.success(), "{}\n{}\n{}", stdout(&out), stderr(&out), d.daemon_output());
+    let out = apply_fleet(
+        &d,
+        &fleet_yaml(
+            "gpus",
+            &key,
+            &[&gpu_host, &cpu_host],
+            "env:\n  FLEET_VAR: from-fleet\n",
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        d.daemon_output()
+    );
 
     let f = fleet(&d, "gpus");
     assert_eq!(f["status"], "active");
@@ -87,8 +114,17 @@ fn fleet_apply_inventory_job_and_delete() {
     assert_eq!(run["jobs"][0]["instance"], "gpus-0");
     let log = String::from_utf8(d.logs(&name)).unwrap();
     let home = gpu_host.home();
-    assert!(log.starts_with(&format!("home={} gpus=0,1 var=from-fleet\n", home.display())), "{log}");
-    assert!(log.contains(&format!("{}/.flotilla/jobs/", home.display())), "{log}");
+    assert!(
+        log.starts_with(&format!(
+            "home={} gpus=0,1 var=from-fleet\n",
+            home.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{}/.flotilla/jobs/", home.display())),
+        "{log}"
+    );
 
     let out = d.cli(&["fleet", "delete", "gpus", "-y"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -136,7 +172,10 @@ fn blocks_share_a_two_gpu_host_and_the_third_job_waits() {
         let r = d.wait_status(n, &["done"], Duration::from_secs(30));
         assert_eq!(r["jobs"][0]["exit_code"], 0);
     }
-    let logs: Vec<String> = [&a, &b].iter().map(|n| String::from_utf8(d.logs(n)).unwrap()).collect();
+    let logs: Vec<String> = [&a, &b]
+        .iter()
+        .map(|n| String::from_utf8(d.logs(n)).unwrap())
+        .collect();
     let mut seen: Vec<&str> = logs.iter().map(|l| l.lines().next().unwrap()).collect();
     seen.sort();
     assert_eq!(seen, vec!["gpu=0", "gpu=1"]);
@@ -150,13 +189,22 @@ fn an_unreachable_host_fails_its_job_after_the_grace() {
     d.spawn();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let mut host = TestHost::start(14, &key, Some(TWO_H100));
-    assert!(apply_fleet(&d, &fleet_yaml("flaky", &key, &[&host], "")).status.success());
-    let name = d.apply_detached("sleeper", &format!("type: task\nname: sleeper\n{SMALL}commands:\n  - echo up\n  - sleep 120\n"));
+    assert!(apply_fleet(&d, &fleet_yaml("flaky", &key, &[&host], ""))
+        .status
+        .success());
+    let name = d.apply_detached(
+        "sleeper",
+        &format!("type: task\nname: sleeper\n{SMALL}commands:\n  - echo up\n  - sleep 120\n"),
+    );
     d.wait_status(&name, &["running"], Duration::from_secs(20));
     let t0 = Instant::now();
     host.stop();
     wait_instance(&d, "flaky", 0, |i| i["unreachable"] == true, "unreachable");
-    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?} to notice", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?} to notice",
+        t0.elapsed()
+    );
     let run = d.wait_status(&name, &["failed"], Duration::from_secs(30));
     assert_eq!(run["jobs"][0]["termination_reason"], "instance_unreachable");
 }
@@ -169,7 +217,9 @@ fn a_host_back_within_the_grace_keeps_its_job_and_loses_no_log() {
     d.spawn();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let mut host = TestHost::start(15, &key, Some(TWO_H100));
-    assert!(apply_fleet(&d, &fleet_yaml("back", &key, &[&host], "")).status.success());
+    assert!(apply_fleet(&d, &fleet_yaml("back", &key, &[&host], ""))
+        .status
+        .success());
     let name = d.apply_detached(
         "steady",
         &format!("type: task\nname: steady\n{SMALL}commands:\n  - for i in $(seq 1 40); do echo \"tick $i\"; sleep 0.1; done\n"),
@@ -179,7 +229,13 @@ fn a_host_back_within_the_grace_keeps_its_job_and_loses_no_log() {
     host.stop();
     wait_instance(&d, "back", 0, |i| i["unreachable"] == true, "unreachable");
     host.restart();
-    wait_instance(&d, "back", 0, |i| i["unreachable"] == false, "reachable again");
+    wait_instance(
+        &d,
+        "back",
+        0,
+        |i| i["unreachable"] == false,
+        "reachable again",
+    );
     let run = d.wait_status(&name, &["done"], Duration::from_secs(30));
     assert_eq!(run["jobs"][0]["exit_code"], 0);
     let want: String = (1..=40).map(|i| format!("tick {i}\n")).collect();
@@ -194,7 +250,9 @@ fn a_changed_host_key_is_refused() {
     d.spawn();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let mut host = TestHost::start(16, &key, None);
-    assert!(apply_fleet(&d, &fleet_yaml("keyed", &key, &[&host], "")).status.success());
+    assert!(apply_fleet(&d, &fleet_yaml("keyed", &key, &[&host], ""))
+        .status
+        .success());
     host.stop();
     host.new_host_key();
     host.restart();
@@ -218,11 +276,24 @@ fn proxy_jump_reaches_a_host_through_another() {
         tp = target.port
     );
     let out = apply_fleet(&d, &yaml);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), d.daemon_output());
-    assert_eq!(fleet(&d, "behind")["instances"][0]["resources"]["gpus"].as_array().unwrap().len(), 2);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        d.daemon_output()
+    );
+    assert_eq!(
+        fleet(&d, "behind")["instances"][0]["resources"]["gpus"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let log = jump.log();
     assert!(
-        log.contains(&format!("port {}", target.port)) || log.contains(&format!("{}:{}", target.ip, target.port)) || log.contains(&format!("{} port {}", target.ip, target.port)),
+        log.contains(&format!("port {}", target.port))
+            || log.contains(&format!("{}:{}", target.ip, target.port))
+            || log.contains(&format!("{} port {}", target.ip, target.port)),
         "the jump host never forwarded to the target:\n{log}"
     );
 }
@@ -233,7 +304,10 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(19, &key, None);
     let client = d.client().await;
-    let me: Value = client.call("user.me", serde_json::json!({})).await.expect("user.me");
+    let me: Value = client
+        .call("user.me", serde_json::json!({}))
+        .await
+        .expect("user.me");
     let public = me["ssh_public_key"].as_str().unwrap().to_string();
     assert!(public.starts_with("ssh-ed25519 "));
     let private = me["ssh_private_key"].as_str().unwrap().to_string();
@@ -241,33 +315,66 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     let out = apply_fleet(&d, &fleet_yaml("mine", &key, &[&host], ""));
     assert!(out.status.success());
     let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap_or_default();
-    assert!(ak.contains(public.split_whitespace().nth(1).unwrap()), "{ak}");
+    assert!(
+        ak.contains(public.split_whitespace().nth(1).unwrap()),
+        "{ak}"
+    );
     // the user's own ssh reaches the host with that key
     let kp = d.dir.path().join("user_key");
     std::fs::write(&kp, &private).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&kp, std::fs::Permissions::from_mode(0o600)).unwrap();
     let ssh = std::process::Command::new("ssh")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-i"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
         .arg(&kp)
-        .args(["-p", &host.port.to_string(), &format!("root@{}", host.ip), "echo reached"])
+        .args([
+            "-p",
+            &host.port.to_string(),
+            &format!("root@{}", host.ip),
+            "echo reached",
+        ])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&ssh.stdout).trim(), "reached", "{}", String::from_utf8_lossy(&ssh.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&ssh.stdout).trim(),
+        "reached",
+        "{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
     // a refresh gives a new key
-    let again: Value = client.call("user.refresh_ssh_key", serde_json::json!({})).await.expect("refresh");
+    let again: Value = client
+        .call("user.refresh_ssh_key", serde_json::json!({}))
+        .await
+        .expect("refresh");
     assert_ne!(again["ssh_public_key"].as_str().unwrap(), public);
 }
 
 #[test]
 fn retry_resubmits_a_job_of_an_unreachable_host_to_the_other_host() {
     let d = TestDaemon::new();
-    d.write_daemon_config("health_interval_secs: 1\nunreachable_grace_secs: 2\nretry_delay_scale: 0.1\n");
+    d.write_daemon_config(
+        "health_interval_secs: 1\nunreachable_grace_secs: 2\nretry_delay_scale: 0.1\n",
+    );
     let mut d = d;
     d.spawn();
     let key = ssh_keygen(&d.dir.path().join("id"));
-    let mut hosts = vec![TestHost::start(20, &key, Some(TWO_H100)), TestHost::start(21, &key, Some(TWO_H100))];
-    assert!(apply_fleet(&d, &fleet_yaml("pair", &key, &[&hosts[0], &hosts[1]], "")).status.success());
+    let mut hosts = [
+        TestHost::start(20, &key, Some(TWO_H100)),
+        TestHost::start(21, &key, Some(TWO_H100)),
+    ];
+    assert!(
+        apply_fleet(&d, &fleet_yaml("pair", &key, &[&hosts[0], &hosts[1]], ""))
+            .status
+            .success()
+    );
     let name = d.apply_detached(
         "mover",
         &format!("type: task\nname: mover\nretry:\n  on_events: [interruption]\n  duration: 1h\n{SMALL}commands:\n  - echo \"on $HOME\"\n  - sleep 4\n"),
@@ -280,7 +387,10 @@ fn retry_resubmits_a_job_of_an_unreachable_host_to_the_other_host() {
     let job = &run["jobs"][0];
     assert_ne!(job["instance"].as_str().unwrap(), first, "{run}");
     assert_eq!(job["submission_num"], 1);
-    assert_eq!(job["previous_submissions"][0]["termination_reason"], "instance_unreachable");
+    assert_eq!(
+        job["previous_submissions"][0]["termination_reason"],
+        "instance_unreachable"
+    );
     let log = String::from_utf8(d.logs(&name)).unwrap();
     assert_eq!(log, format!("on {}\n", hosts[1 - idx].home().display()));
 }
@@ -290,15 +400,26 @@ async fn gpu_metrics_are_sampled_while_jobs_run() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(22, &key, Some(TWO_H100));
-    assert!(apply_fleet(&d, &fleet_yaml("watched", &key, &[&host], "")).status.success());
-    let name = d.apply_detached("busy", &format!("type: task\nname: busy\n{SMALL}commands:\n  - sleep 30\n"));
+    assert!(apply_fleet(&d, &fleet_yaml("watched", &key, &[&host], ""))
+        .status
+        .success());
+    let name = d.apply_detached(
+        "busy",
+        &format!("type: task\nname: busy\n{SMALL}commands:\n  - sleep 30\n"),
+    );
     d.wait_status(&name, &["running"], Duration::from_secs(20));
     let client = d.client().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let series = loop {
-        let m: Value = client.call("metrics.get", serde_json::json!({"run": name})).await.expect("metrics.get");
+        let m: Value = client
+            .call("metrics.get", serde_json::json!({"run": name}))
+            .await
+            .expect("metrics.get");
         let s = m["series"].as_array().cloned().unwrap_or_default();
-        if s.len() == 2 && s.iter().all(|x| !x["samples"].as_array().unwrap().is_empty()) {
+        if s.len() == 2
+            && s.iter()
+                .all(|x| !x["samples"].as_array().unwrap().is_empty())
+        {
             break s;
         }
         assert!(Instant::now() < deadline, "no samples: {m}");

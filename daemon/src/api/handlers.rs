@@ -7,10 +7,10 @@ use crate::state::Daemon;
 use crate::store::StoreError;
 use flotilla_protocol::model::{Fleet, Instance, InstanceStatus, Run};
 use flotilla_protocol::rpc::{
-    codes, methods, ConfigErrorData, FleetApplyParams, FleetNameParams, MetricsParams, MetricsResult, RefreshKeyParams, DaemonStatus, EventList, EventsParams, JobPlan, LogTarget,
-    LogsReadParams, LogsReadResult, LogChunk, OfferList, OfferQuery, Request, Response,
-    RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
-    PROTOCOL_VERSION,
+    codes, methods, ConfigErrorData, DaemonStatus, EventList, EventsParams, FleetApplyParams,
+    FleetNameParams, JobPlan, LogChunk, LogTarget, LogsReadParams, LogsReadResult, MetricsParams,
+    MetricsResult, OfferList, OfferQuery, RefreshKeyParams, Request, Response, RpcError,
+    RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams, PROTOCOL_VERSION,
 };
 use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,10 @@ pub async fn dispatch(
     out: &Outbox,
 ) -> Option<Response> {
     let method = req.method.as_str();
-    let params = req.params.clone().unwrap_or(Value::Object(Default::default()));
+    let params = req
+        .params
+        .clone()
+        .unwrap_or(Value::Object(Default::default()));
     let result = match method {
         methods::RUN_PLAN => run_plan(d, caller, decode(method, params)).await,
         methods::RUN_APPLY => run_apply(d, caller, decode(method, params)).await,
@@ -122,8 +125,12 @@ pub async fn dispatch(
 }
 
 fn decode<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params)
-        .map_err(|e| RpcError::new(codes::INVALID_PARAMS, format!("{method}: invalid params: {e}")))
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("{method}: invalid params: {e}"),
+        )
+    })
 }
 
 fn json<T: Serialize>(v: T) -> Reply {
@@ -162,9 +169,10 @@ async fn run_plan(d: &Daemon, caller: &Caller, params: Result<RunApplyParams, Rp
     }
     crate::catalog::sort_offers(&mut offers);
     let total = offers.len();
-    let max_price = offers.iter().map(|o| o.price).fold(None, |m: Option<f64>, p| {
-        Some(m.map_or(p, |m| m.max(p)))
-    });
+    let max_price = offers
+        .iter()
+        .map(|o| o.price)
+        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
     offers.truncate(50);
     let current = if req.name_generated {
         None
@@ -215,7 +223,12 @@ fn run_list(d: &Daemon, params: Result<RunListParams, RpcError>) -> Reply {
     // Unfinished runs, newest first, or else the last run.
     let active = d.store.active_runs();
     if active.is_empty() {
-        let last: Vec<Run> = d.store.last_run().map_err(store_error)?.into_iter().collect();
+        let last: Vec<Run> = d
+            .store
+            .last_run()
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
         return json(last);
     }
     json(active.iter().rev().map(|r| &**r).collect::<Vec<&Run>>())
@@ -246,7 +259,10 @@ fn submission_id(run: &Run, target: &LogTarget) -> Result<(u64, bool), RpcError>
             .ok_or_else(|| {
                 RpcError::new(
                     codes::NOT_FOUND,
-                    format!("job {}/{} of {} has no submission {n}", target.replica, target.job, run.name),
+                    format!(
+                        "job {}/{} of {} has no submission {n}",
+                        target.replica, target.job, run.name
+                    ),
                 )
             }),
     }
@@ -365,14 +381,21 @@ fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
 }
 
 fn metrics_get(d: &Daemon, p: MetricsParams) -> Reply {
-    let window = p.window_secs.unwrap_or(crate::loops::metrics::WINDOW_SECS).min(crate::loops::metrics::WINDOW_SECS);
+    let window = p
+        .window_secs
+        .unwrap_or(crate::loops::metrics::WINDOW_SECS)
+        .min(crate::loops::metrics::WINDOW_SECS);
     let instance = match (&p.instance, &p.run) {
         (Some(i), _) => Some(i.clone()),
         (None, Some(run)) => {
             let run = runs::find_run(d, run).map_err(run_error)?;
-            run.jobs
-                .first()
-                .and_then(|j| Some(format!("{}/{}", j.current.fleet.as_ref()?, j.current.instance.as_ref()?)))
+            run.jobs.first().and_then(|j| {
+                Some(format!(
+                    "{}/{}",
+                    j.current.fleet.as_ref()?,
+                    j.current.instance.as_ref()?
+                ))
+            })
         }
         (None, None) => None,
     };

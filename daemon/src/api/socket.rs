@@ -93,9 +93,7 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
             return Err(fail("listen on"));
         }
         let listener = std::os::unix::net::UnixListener::from_raw_fd(fd);
-        listener
-            .set_nonblocking(true)
-            .map_err(sys("configure"))?;
+        listener.set_nonblocking(true).map_err(sys("configure"))?;
         Ok(listener)
     }
 }

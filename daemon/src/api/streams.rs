@@ -6,8 +6,7 @@ use crate::logs::utf8_boundary;
 use crate::state::Daemon;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
-    codes, methods, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams, Notification,
-    RpcError,
+    codes, methods, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams, Notification, RpcError,
 };
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -47,13 +46,16 @@ pub async fn logs_follow(
     loop {
         let state = *rx.borrow_and_update();
         let complete = state.complete || finished;
-        let size = if finished { d.logs.size(sub) } else { state.size };
+        let size = if finished {
+            d.logs.size(sub)
+        } else {
+            state.size
+        };
         while offset < size {
             let want = ((size - offset) as usize).min(CHUNK);
-            let mut bytes = d
-                .logs
-                .read(sub, offset, want)
-                .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("cannot read the log: {e}")))?;
+            let mut bytes = d.logs.read(sub, offset, want).map_err(|e| {
+                RpcError::new(codes::INTERNAL_ERROR, format!("cannot read the log: {e}"))
+            })?;
             if bytes.is_empty() {
                 break;
             }
@@ -67,7 +69,11 @@ pub async fn logs_follow(
             }
             let chunk = LogChunk::from_bytes(offset, &bytes);
             let body = serde_json::to_value(chunk).unwrap_or(Value::Null);
-            if out.send(notification(methods::LOGS_CHUNK, id, body)).await.is_err() {
+            if out
+                .send(notification(methods::LOGS_CHUNK, id, body))
+                .await
+                .is_err()
+            {
                 return Ok(Value::Null); // the client is gone
             }
             offset += bytes.len() as u64;
@@ -93,7 +99,9 @@ pub async fn logs_follow(
         .find(|j| j.replica_num == p.target.replica && j.job_num == p.target.job);
     let end = LogsFollowEnd {
         next_offset: offset,
-        job_status: job.map(|j| j.current.status.to_string()).unwrap_or_default(),
+        job_status: job
+            .map(|j| j.current.status.to_string())
+            .unwrap_or_default(),
         exit_code: job.and_then(|j| j.current.exit_code),
         termination_reason: job.and_then(|j| j.current.termination_reason.map(|r| r.to_string())),
     };
@@ -112,13 +120,7 @@ pub async fn events_watch(
         Some(s) => s,
         None => d.store.last_event_seq().map_err(store_error)?,
     };
-    let send = |e: &Event| {
-        notification(
-            methods::EVENT,
-            id,
-            serde_json::json!({ "event": e }),
-        )
-    };
+    let send = |e: &Event| notification(methods::EVENT, id, serde_json::json!({ "event": e }));
     // Replay what the caller missed.
     loop {
         let missed = d.store.events_since(last, 1000).map_err(store_error)?;

@@ -103,8 +103,24 @@ fn mib_to_gb(mib: f64) -> f64 {
 /// `AMD Instinct MI300X` -> `MI300X`.
 pub fn normalize_gpu_name(raw: &str) -> String {
     const DROP: &[&str] = &[
-        "NVIDIA", "AMD", "TESLA", "GEFORCE", "INSTINCT", "RADEON", "QUADRO", "PCIE", "SXM",
-        "SXM2", "SXM4", "SXM5", "HBM2", "HBM2E", "HBM3", "HBM3E", "GENERATION", "OAM",
+        "NVIDIA",
+        "AMD",
+        "TESLA",
+        "GEFORCE",
+        "INSTINCT",
+        "RADEON",
+        "QUADRO",
+        "PCIE",
+        "SXM",
+        "SXM2",
+        "SXM4",
+        "SXM5",
+        "HBM2",
+        "HBM2E",
+        "HBM3",
+        "HBM3E",
+        "GENERATION",
+        "OAM",
     ];
     let mut tokens: Vec<String> = Vec::new();
     for word in raw.split_whitespace() {

@@ -59,7 +59,10 @@ pub enum HostError {
 impl HostError {
     /// The connection itself failed (as opposed to a verb failing on a reachable host).
     pub fn is_connection(&self) -> bool {
-        matches!(self, HostError::Unreachable { .. } | HostError::Spawn { .. })
+        matches!(
+            self,
+            HostError::Unreachable { .. } | HostError::Spawn { .. }
+        )
     }
 }
 
@@ -236,7 +239,9 @@ async fn exec_local(
         drop(w);
     }
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(spawn_err(std::io::Error::other("no pipes to the supervisor")));
+        return Err(spawn_err(std::io::Error::other(
+            "no pipes to the supervisor",
+        )));
     };
     let (exit_tx, exit_rx) = oneshot::channel();
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -252,7 +257,12 @@ async fn exec_local(
             }
         }
     });
-    Ok(Exec::new(Box::pin(stdout), Box::pin(stderr), exit_rx, kill_tx))
+    Ok(Exec::new(
+        Box::pin(stdout),
+        Box::pin(stderr),
+        exit_rx,
+        kill_tx,
+    ))
 }
 
 /// Single-quotes a value for POSIX sh.

@@ -22,7 +22,10 @@ struct KeyCheck {
 impl client::Handler for KeyCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let text = key_text(key);
         let ok = self.expected.as_ref().is_none_or(|e| e == &text);
         *lock(&self.seen) = Some(text);
@@ -143,7 +146,12 @@ impl SshHost {
                 let (jh, seen) = handshake(jump, tcp, expected).await?;
                 *lock(&self.jump_key) = Some(seen);
                 let channel = jh
-                    .channel_open_direct_tcpip(target.hostname.clone(), u32::from(target.port), "127.0.0.1", 0)
+                    .channel_open_direct_tcpip(
+                        target.hostname.clone(),
+                        u32::from(target.port),
+                        "127.0.0.1",
+                        0,
+                    )
                     .await
                     .map_err(|e| HostError::Unreachable {
                         host: target.label(),
@@ -177,7 +185,10 @@ impl SshHost {
         };
         channel.exec(true, command).await.map_err(unreachable)?;
         if let Some(data) = stdin {
-            channel.data_bytes(data.to_vec()).await.map_err(unreachable)?;
+            channel
+                .data_bytes(data.to_vec())
+                .await
+                .map_err(unreachable)?;
         }
         channel.eof().await.map_err(unreachable)?;
         let (mut out_w, out_r) = tokio::io::duplex(256 * 1024);
@@ -211,10 +222,19 @@ impl SshHost {
             drop(err_w);
             let _ = exit_tx.send(code);
         });
-        Ok(Exec::new(Box::pin(out_r), Box::pin(err_r), exit_rx, kill_tx))
+        Ok(Exec::new(
+            Box::pin(out_r),
+            Box::pin(err_r),
+            exit_rx,
+            kill_tx,
+        ))
     }
 
-    pub async fn exec_supervisor(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Exec, HostError> {
+    pub async fn exec_supervisor(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Exec, HostError> {
         let root = self.root();
         let mut cmd = format!(
             "FLOTILLA_ROOT={r} sh {r}/supervisor-{}.sh",
@@ -236,7 +256,9 @@ impl SshHost {
              if [ -f \"$f\" ]; then cat >/dev/null; else cat > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"; fi; \
              echo \"root=$r\"; FLOTILLA_ROOT=\"$r\" sh \"$f\" inventory"
         );
-        let exec = self.exec_raw(&script, Some(SUPERVISOR_SCRIPT.as_bytes())).await?;
+        let exec = self
+            .exec_raw(&script, Some(SUPERVISOR_SCRIPT.as_bytes()))
+            .await?;
         let (out, err, code) = exec.collect().await;
         if code != Some(0) {
             return Err(HostError::Verb {
@@ -268,7 +290,11 @@ impl SshHost {
         let script = "set -e; umask 077; mkdir -p \"$HOME/.ssh\"; a=\"$HOME/.ssh/authorized_keys\"; touch \"$a\"; \
                       while IFS= read -r k; do [ -n \"$k\" ] || continue; grep -qxF \"$k\" \"$a\" || printf '%s\\n' \"$k\" >> \"$a\"; done";
         let input = keys.join("\n") + "\n";
-        let (_, err, code) = self.exec_raw(script, Some(input.as_bytes())).await?.collect().await;
+        let (_, err, code) = self
+            .exec_raw(script, Some(input.as_bytes()))
+            .await?
+            .collect()
+            .await;
         if code != Some(0) {
             return Err(HostError::Verb {
                 host: self.label(),
@@ -375,17 +401,27 @@ async fn authenticate(h: &mut Handle<KeyCheck>, ep: &SshEndpoint) -> Result<(), 
             .map_err(|e| auth_err(format!("cannot load identity_file {path}: {e}")))?;
         let hash = h.best_supported_rsa_hash().await.ok().flatten().flatten();
         let r = h
-            .authenticate_publickey(ep.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(
+                ep.user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
             .await
             .map_err(|e| auth_err(e.to_string()))?;
         if r.success() {
             return Ok(());
         }
-        return Err(auth_err(format!("the key {path} was refused for {}", ep.user)));
+        return Err(auth_err(format!(
+            "the key {path} was refused for {}",
+            ep.user
+        )));
     }
     let mut agent = russh::keys::agent::client::AgentClient::connect_env()
         .await
-        .map_err(|e| auth_err(format!("no identity_file and no SSH agent ({e}); set identity_file in ssh_config")))?;
+        .map_err(|e| {
+            auth_err(format!(
+                "no identity_file and no SSH agent ({e}); set identity_file in ssh_config"
+            ))
+        })?;
     let identities = agent
         .request_identities()
         .await
@@ -396,11 +432,17 @@ async fn authenticate(h: &mut Handle<KeyCheck>, ep: &SshEndpoint) -> Result<(), 
             _ => continue,
         };
         let hash = h.best_supported_rsa_hash().await.ok().flatten().flatten();
-        if let Ok(r) = h.authenticate_publickey_with(ep.user.clone(), key, hash, &mut agent).await {
+        if let Ok(r) = h
+            .authenticate_publickey_with(ep.user.clone(), key, hash, &mut agent)
+            .await
+        {
             if r.success() {
                 return Ok(());
             }
         }
     }
-    Err(auth_err(format!("no key of the SSH agent was accepted for {}", ep.user)))
+    Err(auth_err(format!(
+        "no key of the SSH agent was accepted for {}",
+        ep.user
+    )))
 }

@@ -50,16 +50,23 @@ pub async fn start(
 pub async fn status(host: &Host, job_dir: &str) -> Result<ProcessStatus, HostError> {
     let out = host.run(&["status", job_dir], None).await?;
     let mut words = out.split_whitespace();
-    Ok(match (words.next(), words.next().and_then(|w| w.parse::<i64>().ok())) {
-        (Some("running"), Some(pid)) => ProcessStatus::Running(pid as u32),
-        (Some("exited"), Some(code)) => ProcessStatus::Exited(code as i32),
-        (Some("lost"), _) => ProcessStatus::Lost,
-        _ => ProcessStatus::Absent,
-    })
+    Ok(
+        match (
+            words.next(),
+            words.next().and_then(|w| w.parse::<i64>().ok()),
+        ) {
+            (Some("running"), Some(pid)) => ProcessStatus::Running(pid as u32),
+            (Some("exited"), Some(code)) => ProcessStatus::Exited(code as i32),
+            (Some("lost"), _) => ProcessStatus::Lost,
+            _ => ProcessStatus::Absent,
+        },
+    )
 }
 
 pub async fn signal(host: &Host, job_dir: &str, signal: &str) -> Result<(), HostError> {
-    host.run(&["signal", job_dir, signal], None).await.map(|_| ())
+    host.run(&["signal", job_dir, signal], None)
+        .await
+        .map(|_| ())
 }
 
 /// Streams a job's log from `offset`: `on_bytes` gets every chunk in order, then the end.
@@ -113,7 +120,9 @@ pub async fn follow(
     }
     Ok(FollowEnd::Broken(format!(
         "follow ended without an exit code ({}): {}",
-        status.map(|s| format!("status {s}")).unwrap_or_else(|| "connection lost".into()),
+        status
+            .map(|s| format!("status {s}"))
+            .unwrap_or_else(|| "connection lost".into()),
         stderr.trim()
     )))
 }

@@ -65,7 +65,10 @@ fn tick(d: &Daemon, st: &Shared) {
                 Task::Provision
             }
             InstanceStatus::Idle | InstanceStatus::Busy => {
-                let due = s.last_check.get(&inst.id).is_none_or(|t| now.duration_since(*t) >= interval);
+                let due = s
+                    .last_check
+                    .get(&inst.id)
+                    .is_none_or(|t| now.duration_since(*t) >= interval);
                 let keys_due = s.keys_sent.get(&inst.id).is_some_and(|n| *n != users);
                 if !due && !keys_due {
                     continue;
@@ -164,16 +167,27 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
         }
         Err(e) => {
             let (status, backoff) = match &e {
-                HostError::HostKeyChanged { .. } => (InstanceStatus::Failed, Duration::from_secs(60)),
+                HostError::HostKeyChanged { .. } => {
+                    (InstanceStatus::Failed, Duration::from_secs(60))
+                }
                 _ => {
-                    let prev = lock(st).retry.get(&id).map(|(_, b)| *b).unwrap_or(Duration::from_secs(1));
-                    (InstanceStatus::Pending, (prev * 2).min(Duration::from_secs(60)))
+                    let prev = lock(st)
+                        .retry
+                        .get(&id)
+                        .map(|(_, b)| *b)
+                        .unwrap_or(Duration::from_secs(1));
+                    (
+                        InstanceStatus::Pending,
+                        (prev * 2).min(Duration::from_secs(60)),
+                    )
                 }
             };
             warn!(host = %host.label(), "provisioning failed: {e}; next try in {}s", backoff.as_secs());
             inst.status = status;
             inst.error = Some(e.to_string());
-            lock(st).retry.insert(id, (Instant::now() + backoff, backoff));
+            lock(st)
+                .retry
+                .insert(id, (Instant::now() + backoff, backoff));
         }
     }
     if let Ok(ev) = d.store.put_instance(&inst) {
@@ -216,7 +230,9 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
                 d.wake.notify_one();
             }
             let keys = crate::users::public_keys(d);
-            if lock(st).keys_sent.get(&id) != Some(&keys.len()) && host.authorize_keys(&keys).await.is_ok() {
+            if lock(st).keys_sent.get(&id) != Some(&keys.len())
+                && host.authorize_keys(&keys).await.is_ok()
+            {
                 lock(st).keys_sent.insert(id, keys.len());
             }
         }
@@ -248,9 +264,10 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
 async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
     let now = Timestamp::now();
     for run in d.store.active_runs() {
-        let affected = run.jobs.iter().any(|j| {
-            j.current.instance_id == Some(inst.id) && !j.current.status.is_finished()
-        });
+        let affected = run
+            .jobs
+            .iter()
+            .any(|j| j.current.instance_id == Some(inst.id) && !j.current.status.is_finished());
         if !affected {
             continue;
         }

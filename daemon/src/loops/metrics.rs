@@ -41,7 +41,11 @@ impl MetricsStore {
             .map(|((inst, gpu), q)| GpuSeries {
                 instance: inst.clone(),
                 gpu: *gpu,
-                samples: q.iter().filter(|x| x.time.millis() >= cutoff).cloned().collect(),
+                samples: q
+                    .iter()
+                    .filter(|x| x.time.millis() >= cutoff)
+                    .cloned()
+                    .collect(),
             })
             .collect();
         out.sort_by(|a, b| a.instance.cmp(&b.instance).then(a.gpu.cmp(&b.gpu)));
@@ -84,7 +88,8 @@ async fn sample_all(d: &Daemon) {
     };
     for inst in fleets.iter().flat_map(|f| f.instances.iter()) {
         // Only while jobs run there, and only where there are GPUs to watch.
-        if inst.status != InstanceStatus::Busy || inst.resources.gpus.is_empty() || inst.unreachable {
+        if inst.status != InstanceStatus::Busy || inst.resources.gpus.is_empty() || inst.unreachable
+        {
             continue;
         }
         let host = d.host_for(Some(inst.id));
@@ -122,7 +127,11 @@ mod tests {
         m.record("f/i", 0, GpuSample { time: later, ..s });
         let got = m.get(Some("f/i"), WINDOW_SECS, later);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].samples.len(), 1, "the sample older than an hour is gone");
+        assert_eq!(
+            got[0].samples.len(),
+            1,
+            "the sample older than an hour is gone"
+        );
         assert!(m.get(Some("other"), WINDOW_SECS, later).is_empty());
     }
 }

@@ -48,7 +48,13 @@ pub fn find_job(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
         .find(|j| j.replica_num == replica && j.job_num == job_num)
 }
 
-async fn drive(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) -> Result<(), String> {
+async fn drive(
+    d: &Daemon,
+    run_id: u64,
+    replica: u32,
+    job_num: u32,
+    sub_id: u64,
+) -> Result<(), String> {
     let run = d
         .store
         .get_run(run_id)
@@ -69,22 +75,40 @@ async fn drive(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64)
         .clone()
         .unwrap_or_else(|| host.job_dir(sub_id));
 
-    if job.current.status == JobStatus::Provisioning && !start(d, &host, &run, job, &job_dir).await? {
+    if job.current.status == JobStatus::Provisioning
+        && !start(d, &host, &run, job, &job_dir).await?
+    {
         return Ok(());
     }
     follow_to_end(d, &host, run_id, replica, job_num, sub_id, &job_dir).await
 }
 
 /// Starts the job on its host; false when it was stopped before it started.
-async fn start(d: &Daemon, host: &Host, run: &Run, job: &Job, job_dir: &str) -> Result<bool, String> {
+async fn start(
+    d: &Daemon,
+    host: &Host,
+    run: &Run,
+    job: &Job,
+    job_dir: &str,
+) -> Result<bool, String> {
     let sub_id = job.current.id;
     if job.current.stop.is_some() {
         // Stopped before it started: nothing runs on the host.
         d.update_run(run.id, |run| {
             if let Some(j) = find_job(run, job.replica_num, job.job_num) {
                 if let Some(stop) = j.current.stop.clone() {
-                    let status = if stop.abort { JobStatus::Aborted } else { JobStatus::Terminated };
-                    finish(&mut j.current, status, Some(stop.reason), None, Timestamp::now());
+                    let status = if stop.abort {
+                        JobStatus::Aborted
+                    } else {
+                        JobStatus::Terminated
+                    };
+                    finish(
+                        &mut j.current,
+                        status,
+                        Some(stop.reason),
+                        None,
+                        Timestamp::now(),
+                    );
                 }
             }
         })
@@ -281,7 +305,10 @@ pub fn job_script(
     export("DSTACK_NODE_RANK", &job.job_num.to_string());
     export("DSTACK_NODES_NUM", &nodes.to_string());
     export("DSTACK_GPUS_PER_NODE", &gpus_per_node.to_string());
-    export("DSTACK_GPUS_NUM", &(gpus_per_node * nodes as usize).to_string());
+    export(
+        "DSTACK_GPUS_NUM",
+        &(gpus_per_node * nodes as usize).to_string(),
+    );
     export("DSTACK_MASTER_NODE_IP", "127.0.0.1");
     export("DSTACK_NODES_IPS", "127.0.0.1");
     let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();

@@ -59,9 +59,10 @@ async fn tick(d: &Daemon) {
             let _ = d.store.flush().await;
         }
         let pending_signal = run.jobs.iter().any(|j| {
-            j.current.stop.as_ref().is_some_and(|s| {
-                !s.signalled || (!s.killed && s.kill_at.is_some_and(|k| k <= now))
-            })
+            j.current
+                .stop
+                .as_ref()
+                .is_some_and(|s| !s.signalled || (!s.killed && s.kill_at.is_some_and(|k| k <= now)))
         });
         if needs_stop || pending_signal {
             carry_out_stops(d, run.id).await;

@@ -68,7 +68,10 @@ pub struct Placement {
 pub enum Decision {
     Place(Placement),
     /// Something in a fleet could take the job once it is free.
-    Wait { key: JobKey, reason: String },
+    Wait {
+        key: JobKey,
+        reason: String,
+    },
     Fail {
         key: JobKey,
         reason: JobTerminationReason,
@@ -88,9 +91,8 @@ impl InstanceSlot {
     /// The smallest number of blocks whose share of this instance satisfies `req`,
     /// looking at `available` blocks.
     pub fn blocks_for(&self, req: &ResourcesSpec, available: u32) -> Option<u32> {
-        (1..=available).find(|&n| {
-            resources_match(req, &self.resources.share(n, self.total_blocks.max(1)))
-        })
+        (1..=available)
+            .find(|&n| resources_match(req, &self.resources.share(n, self.total_blocks.max(1))))
     }
 }
 
@@ -115,7 +117,11 @@ fn place_job(job: &PendingJob, fleets: &mut [FleetView]) -> Decision {
     let candidates: Vec<usize> = fleets
         .iter()
         .enumerate()
-        .filter(|(_, f)| job.fleets.as_ref().is_none_or(|names| names.contains(&f.name)))
+        .filter(|(_, f)| {
+            job.fleets
+                .as_ref()
+                .is_none_or(|names| names.contains(&f.name))
+        })
         .map(|(i, _)| i)
         .collect();
     if candidates.is_empty() {
@@ -205,7 +211,11 @@ fn place_job(job: &PendingJob, fleets: &mut [FleetView]) -> Decision {
 
 /// Offers from instances already in fleets: each usable instance whose share fits `req`,
 /// `idle` when that many blocks are free now, `busy` otherwise (SPEC section 3).
-pub fn pool_offers(fleets: &[FleetView], req: &ResourcesSpec, only: Option<&[String]>) -> Vec<Offer> {
+pub fn pool_offers(
+    fleets: &[FleetView],
+    req: &ResourcesSpec,
+    only: Option<&[String]>,
+) -> Vec<Offer> {
     let mut out = Vec::new();
     for f in fleets {
         if only.is_some_and(|names| !names.contains(&f.name)) {

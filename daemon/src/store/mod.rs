@@ -152,7 +152,9 @@ impl Store {
     /// The most recently submitted run.
     pub fn last_run(&self) -> Result<Option<Run>> {
         match self.runs.last()? {
-            Some((k, _)) => self.get_run(u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))),
+            Some((k, _)) => {
+                self.get_run(u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])))
+            }
             None => Ok(None),
         }
     }
