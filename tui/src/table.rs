@@ -81,7 +81,11 @@ fn range_gb(r: &Range<f64>) -> String {
 
 /// `cpu=8 mem=64GB disk=100GB gpu=A100:80GB:1` for exact specs, ranges for requirements.
 pub fn resources(r: &ResourcesSpec) -> String {
-    let mut s = format!("cpu={} mem={}", range_u32(&r.cpu.count), range_gb(&r.memory));
+    let mut s = format!(
+        "cpu={} mem={}",
+        range_u32(&r.cpu.count),
+        range_gb(&r.memory)
+    );
     if r.disk.size.min.is_some() || r.disk.size.max.is_some() {
         s.push_str(&format!(" disk={}", range_gb(&r.disk.size)));
     }

@@ -34,8 +34,8 @@ pub struct Args {
 
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let file_name = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {file_name}"))?;
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {file_name}"))?;
     // Every error in the file, with line and column, before anything is sent.
     let config = match parse_configuration(&file_name, &text) {
         Ok(c) => c,
@@ -67,7 +67,11 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     };
     let client = connect_or_start(target).await?;
     let plan: RunPlan = client.call(methods::RUN_PLAN, &params).await?;
-    print_plan(&plan, &file_name, &resources(&run_config.common().resources));
+    print_plan(
+        &plan,
+        &file_name,
+        &resources(&run_config.common().resources),
+    );
     if !args.yes {
         let what = if plan.run_name.is_empty() {
             "Submit a new run?".to_string()
@@ -119,7 +123,14 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
         })
         .collect();
     print_table(
-        &["#", "BACKEND", "RESOURCES", "INSTANCE TYPE", "PRICE", "AVAILABILITY"],
+        &[
+            "#",
+            "BACKEND",
+            "RESOURCES",
+            "INSTANCE TYPE",
+            "PRICE",
+            "AVAILABILITY",
+        ],
         &rows,
     );
     println!(
@@ -195,9 +206,6 @@ fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode
         eprintln!("Run {} done", run.name);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "Run {} {} ({reason}{exit}){message}",
-        run.name, run.status
-    );
+    eprintln!("Run {} {} ({reason}{exit}){message}", run.name, run.status);
     Ok(ExitCode::FAILURE)
 }

@@ -23,11 +23,17 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
     match cmd {
         DaemonCommand::Start => {
             if connect(target).await.is_ok() {
-                println!("flotillad is already running on {}", target.socket.display());
+                println!(
+                    "flotillad is already running on {}",
+                    target.socket.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let pid = start_daemon(target).await?;
-            println!("flotillad started (pid {pid}) on {}", target.socket.display());
+            println!(
+                "flotillad started (pid {pid}) on {}",
+                target.socket.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         DaemonCommand::Stop => {
@@ -35,7 +41,9 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
                 println!("flotillad is not running on {}", target.socket.display());
                 return Ok(ExitCode::SUCCESS);
             };
-            let _: serde_json::Value = client.call(methods::DAEMON_STOP, serde_json::json!({})).await?;
+            let _: serde_json::Value = client
+                .call(methods::DAEMON_STOP, serde_json::json!({}))
+                .await?;
             let deadline = Instant::now() + Duration::from_secs(15);
             while target.socket.exists() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -51,7 +59,9 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
                     return Ok(ExitCode::from(3));
                 }
             };
-            let s: DaemonStatus = client.call(methods::DAEMON_STATUS, serde_json::json!({})).await?;
+            let s: DaemonStatus = client
+                .call(methods::DAEMON_STATUS, serde_json::json!({}))
+                .await?;
             if json {
                 print_json(&s)?;
             } else {

@@ -1,9 +1,9 @@
 //! `flotilla fleet list [--json]`: fleets with an instance row each.
 
+use super::confirm;
 use super::print_json;
 use crate::connect::{connect_or_start, Target};
 use crate::table::{ago, price, print_table};
-use super::confirm;
 use flotilla_protocol::model::{fmt_gb, Fleet, InstanceStatus};
 use flotilla_protocol::rpc::{methods, FleetApplyParams, FleetNameParams};
 use flotilla_protocol::Timestamp;
@@ -35,7 +35,9 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
     let client = connect_or_start(target).await?;
     let fleets: Vec<Fleet> = match cmd {
         FleetCommand::List { json } => {
-            let fleets: Vec<Fleet> = client.call(methods::FLEET_LIST, serde_json::json!({})).await?;
+            let fleets: Vec<Fleet> = client
+                .call(methods::FLEET_LIST, serde_json::json!({}))
+                .await?;
             if json {
                 print_json(&fleets)?;
                 return Ok(ExitCode::SUCCESS);
@@ -43,7 +45,9 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
             fleets
         }
         FleetCommand::Get { name, json } => {
-            let fleet: Fleet = client.call(methods::FLEET_GET, FleetNameParams { name }).await?;
+            let fleet: Fleet = client
+                .call(methods::FLEET_GET, FleetNameParams { name })
+                .await?;
             if json {
                 print_json(&fleet)?;
             } else {
@@ -51,7 +55,10 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
                 for i in &fleet.instances {
                     if let Some(ep) = &i.ssh {
                         println!("\n{} ({})", i.name, ep.label());
-                        println!("  host key  {}", i.host_key.as_deref().unwrap_or("(not seen yet)"));
+                        println!(
+                            "  host key  {}",
+                            i.host_key.as_deref().unwrap_or("(not seen yet)")
+                        );
                         if let Some(e) = &i.error {
                             println!("  error     {e}");
                         }
@@ -66,7 +73,10 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::FAILURE);
             }
             let _: serde_json::Value = client
-                .call(methods::FLEET_DELETE, FleetNameParams { name: name.clone() })
+                .call(
+                    methods::FLEET_DELETE,
+                    FleetNameParams { name: name.clone() },
+                )
                 .await?;
             println!("Deleted fleet {name}");
             return Ok(ExitCode::SUCCESS);
@@ -77,7 +87,12 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
 }
 
 /// `flotilla apply -f fleet.yml`: create or update the fleet, then wait for its hosts.
-pub async fn apply(target: &Target, file: &str, text: String, yes: bool) -> anyhow::Result<ExitCode> {
+pub async fn apply(
+    target: &Target,
+    file: &str,
+    text: String,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
     let client = connect_or_start(target).await?;
     if !yes && !confirm(&format!("Apply the fleet configuration {file}?"))? {
         println!("Cancelled.");
@@ -96,14 +111,22 @@ pub async fn apply(target: &Target, file: &str, text: String, yes: bool) -> anyh
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let waiting = fleet.instances.iter().any(|i| {
-            matches!(i.status, InstanceStatus::Pending | InstanceStatus::Provisioning) && i.error.is_none()
+            matches!(
+                i.status,
+                InstanceStatus::Pending | InstanceStatus::Provisioning
+            ) && i.error.is_none()
         });
         if !waiting || std::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         fleet = client
-            .call(methods::FLEET_GET, FleetNameParams { name: fleet.name.clone() })
+            .call(
+                methods::FLEET_GET,
+                FleetNameParams {
+                    name: fleet.name.clone(),
+                },
+            )
             .await?;
     }
     print_fleets(std::slice::from_ref(&fleet));
@@ -114,7 +137,11 @@ pub async fn apply(target: &Target, file: &str, text: String, yes: bool) -> anyh
             eprintln!("{}: {e}", i.name);
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_fleets(fleets: &[Fleet]) {
@@ -133,12 +160,20 @@ fn print_fleets(fleets: &[Fleet]) {
         ]);
         for i in &f.instances {
             let gpu = match i.resources.gpus.first() {
-                Some(g) => format!("{}:{}GB:{}", g.name, fmt_gb(g.memory_gb), i.resources.gpus.len()),
+                Some(g) => format!(
+                    "{}:{}GB:{}",
+                    g.name,
+                    fmt_gb(g.memory_gb),
+                    i.resources.gpus.len()
+                ),
                 None => "-".into(),
             };
             let status = if i.unreachable {
                 "unreachable".to_string()
-            } else if i.error.is_some() && i.status != InstanceStatus::Idle && i.status != InstanceStatus::Busy {
+            } else if i.error.is_some()
+                && i.status != InstanceStatus::Idle
+                && i.status != InstanceStatus::Busy
+            {
                 format!("{} (error)", i.status)
             } else if i.total_blocks > 1 && i.busy_blocks > 0 {
                 format!("{}/{} busy", i.busy_blocks, i.total_blocks)
@@ -158,7 +193,9 @@ fn print_fleets(fleets: &[Fleet]) {
         }
     }
     print_table(
-        &["NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED"],
+        &[
+            "NAME", "NODES", "GPU", "SPOT", "BACKEND", "PRICE", "STATUS", "CREATED",
+        ],
         &rows,
     );
 }

@@ -111,7 +111,14 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     print_table(
-        &["#", "BACKEND", "RESOURCES", "INSTANCE TYPE", "PRICE", "AVAILABILITY"],
+        &[
+            "#",
+            "BACKEND",
+            "RESOURCES",
+            "INSTANCE TYPE",
+            "PRICE",
+            "AVAILABILITY",
+        ],
         &rows,
     );
     let max = list.offers.iter().map(|o| o.price).fold(0.0, f64::max);

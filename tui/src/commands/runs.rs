@@ -7,8 +7,7 @@ use crate::table::{ago, price, print_table};
 use anyhow::anyhow;
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
-    methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams,
-    RunStopParams,
+    methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams, RunStopParams,
 };
 use flotilla_protocol::Timestamp;
 use std::io::Write;
@@ -84,7 +83,11 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
         rows.push(vec![
             r.name.clone(),
             backend,
-            if gpus == 0 { "-".into() } else { gpus.to_string() },
+            if gpus == 0 {
+                "-".into()
+            } else {
+                gpus.to_string()
+            },
             price(0.0),
             r.status.to_string(),
             ago(r.submitted_at, now),
@@ -112,7 +115,15 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print_table(
-        &["NAME", "BACKEND", "GPU", "PRICE", "STATUS", "SUBMITTED", "ERROR"],
+        &[
+            "NAME",
+            "BACKEND",
+            "GPU",
+            "PRICE",
+            "STATUS",
+            "SUBMITTED",
+            "ERROR",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -202,7 +213,12 @@ pub async fn delete(target: &Target, args: DeleteArgs) -> anyhow::Result<ExitCod
         return Ok(ExitCode::FAILURE);
     }
     let _: serde_json::Value = client
-        .call(methods::RUN_DELETE, RunNameParams { name: args.run.clone() })
+        .call(
+            methods::RUN_DELETE,
+            RunNameParams {
+                name: args.run.clone(),
+            },
+        )
         .await?;
     println!("Deleted {}", args.run);
     Ok(ExitCode::SUCCESS)
