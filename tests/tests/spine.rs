@@ -360,3 +360,32 @@ fn a_job_that_fits_no_instance_fails_with_no_capacity() {
     let msg = run["jobs"][0]["termination_message"].as_str().unwrap();
     assert!(msg.starts_with("no offers"), "{msg}");
 }
+
+#[test]
+fn the_daemon_speaks_systemds_notify_protocol() {
+    let mut d = TestDaemon::new();
+    let notify = d.dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let log = std::fs::File::create(d.dir.path().join("daemon.out")).unwrap();
+    let mut child = d
+        .daemon_command()
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("flotillad");
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1");
+    // ready means listening
+    assert!(std::os::unix::net::UnixStream::connect(&d.socket).is_ok());
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    d.socket = d.dir.path().join("gone"); // nothing left to stop in Drop
+}
