@@ -131,7 +131,8 @@ async fn start(
         .and_then(|f| f.configuration)
         .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
         .unwrap_or_default();
-    let script = job_script(run, job, &fleet_env)?;
+    let node_ips = node_ips(d, run, job.replica_num);
+    let script = job_script(run, job, &fleet_env, &node_ips)?;
     let workdir = match &common.working_dir {
         Some(w) if w.starts_with('/') => w.clone(),
         Some(w) => format!("{job_dir}/work/{w}"),
@@ -285,10 +286,28 @@ pub fn sh_quote(s: &str) -> String {
 }
 
 /// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
+/// The address of each node of a replica, master (job 0) first: an SSH host's `internal_ip`,
+/// else its hostname; 127.0.0.1 for the local machine.
+fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Vec<String> {
+    let mut jobs: Vec<&Job> = run.jobs.iter().filter(|j| j.replica_num == replica).collect();
+    jobs.sort_by_key(|j| j.job_num);
+    jobs.iter()
+        .map(|j| {
+            j.current
+                .instance_id
+                .and_then(|id| d.store.get_instance(id).ok().flatten())
+                .and_then(|i| i.ssh)
+                .map(|ep| ep.internal_ip.unwrap_or(ep.hostname))
+                .unwrap_or_else(|| "127.0.0.1".to_string())
+        })
+        .collect()
+}
+
 pub fn job_script(
     run: &Run,
     job: &Job,
     fleet_env: &std::collections::BTreeMap<String, String>,
+    node_ips: &[String],
 ) -> Result<String, String> {
     let common = run.configuration.common();
     let env = common
@@ -309,8 +328,9 @@ pub fn job_script(
         "DSTACK_GPUS_NUM",
         &(gpus_per_node * nodes as usize).to_string(),
     );
-    export("DSTACK_MASTER_NODE_IP", "127.0.0.1");
-    export("DSTACK_NODES_IPS", "127.0.0.1");
+    let master = node_ips.first().map(String::as_str).unwrap_or("127.0.0.1");
+    export("DSTACK_MASTER_NODE_IP", master);
+    export("DSTACK_NODES_IPS", &node_ips.join("\n"));
     let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();
     export("CUDA_VISIBLE_DEVICES", &visible.join(","));
     for (k, v) in fleet_env.iter().chain(env.iter()) {
