@@ -19,6 +19,8 @@ pub struct DaemonConfig {
     pub health_interval_secs: u64,
     /// How long a host may stay unreachable before its jobs fail with `instance_unreachable`.
     pub unreachable_grace_secs: u64,
+    /// Backends that create instances (`backends:` in config.yml).
+    pub backends: Vec<BackendConfig>,
     /// Multiplies the retry backoff (1.0 = dstack's 15s, 30s, 1m, ...); tests shorten it.
     pub retry_delay_scale: f64,
 }
@@ -34,6 +36,15 @@ struct FileConfig {
     health_interval_secs: Option<u64>,
     unreachable_grace_secs: Option<u64>,
     retry_delay_scale: Option<f64>,
+    #[serde(default)]
+    backends: Vec<BackendConfig>,
+}
+
+/// One entry of `backends:`, selected by its `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    Pool(crate::backends::pool::PoolConfig),
 }
 
 pub const DEFAULT_CATALOG_URL: &str = "https://dstack-gpu-pricing.s3.eu-west-1.amazonaws.com/v3";
@@ -63,6 +74,7 @@ impl DaemonConfig {
             health_interval_secs: file.health_interval_secs.unwrap_or(5).max(1),
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
+            backends: file.backends,
             data_dir,
         })
     }
@@ -81,6 +93,6 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, backends)")
     })
 }

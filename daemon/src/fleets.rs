@@ -112,9 +112,7 @@ pub async fn apply(
         }
     };
     let Some(ssh) = &cfg.ssh_config else {
-        return Err(RunError::Invalid(format!(
-            "{file}: a fleet without ssh_config needs a cloud backend, and none is configured yet; list your machines under ssh_config.hosts"
-        )));
+        return apply_backend_fleet(d, caller, &file, cfg).await;
     };
     if ssh.hosts.is_empty() {
         return Err(RunError::Invalid(format!(
@@ -218,6 +216,7 @@ pub async fn apply(
             error: None,
             ssh: Some(ep.clone()),
             host_key: None,
+            backend_id: None,
             host_root: None,
             unreachable_since: None,
         };
@@ -229,6 +228,79 @@ pub async fn apply(
     d.store.put_fleet(&fleet)?;
     d.store.flush().await?;
     d.instances_wake.notify_one();
+    Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
+}
+
+/// A fleet whose instances come from backends: stored, then its `target` instances created.
+async fn apply_backend_fleet(
+    d: &Daemon,
+    caller: &Caller,
+    file: &str,
+    cfg: FleetConfig,
+) -> Result<Fleet, RunError> {
+    if d.backends.is_empty() {
+        return Err(RunError::Invalid(format!(
+            "{file}: a fleet without ssh_config needs a backend, and none is configured; list your machines under ssh_config.hosts, or add a backend to the daemon's config.yml"
+        )));
+    }
+    if let Some(names) = &cfg.backends {
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| d.backends.get(n).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(RunError::Invalid(format!(
+                "{file}: backends: {} not configured (configured: {})",
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.backends.names().join(", ")
+            )));
+        }
+    }
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => format!("fleet-{}", d.store.next_id()?),
+    };
+    if name == crate::LOCAL_FLEET {
+        return Err(RunError::Conflict(format!(
+            "the fleet name {name} is reserved for this machine; choose another name"
+        )));
+    }
+    let mut fleet = match d.store.get_fleet(&name)? {
+        Some(f) => {
+            if f.user != caller.user && !caller.admin {
+                return Err(RunError::Forbidden(format!(
+                    "fleet {name} belongs to {}; only its owner or an admin can change it",
+                    f.user
+                )));
+            }
+            f
+        }
+        None => Fleet {
+            id: d.store.next_id()?,
+            name: name.clone(),
+            status: FleetStatus::Active,
+            user: caller.user.clone(),
+            created_at: Timestamp::now(),
+            configuration: None,
+            instances: Vec::new(),
+        },
+    };
+    fleet.configuration = Some(cfg.clone());
+    d.store.put_fleet(&fleet)?;
+    d.store.flush().await?;
+    let have = fleet.instances.len() as u32;
+    let target = cfg.nodes.map(|n| n.target.max(n.min)).unwrap_or(0);
+    for _ in have..target {
+        if let Err(e) = crate::loops::fleets::create_instance(d, &fleet, &cfg).await {
+            return Err(RunError::Conflict(format!(
+                "fleet {name}: cannot create an instance: {e}"
+            )));
+        }
+    }
     Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
 }
 
@@ -289,6 +361,12 @@ pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunEr
         carry_out_stops(d, run.id).await;
     }
     for inst in &fleet.instances {
+        // Machines a backend made go back to it; SSH hosts are only released.
+        if let (Some(b), Some(id)) = (d.backends.get(&inst.backend), &inst.backend_id) {
+            if let Err(e) = b.terminate(id).await {
+                tracing::warn!("{}: cannot terminate {}: {e}", inst.backend, inst.name);
+            }
+        }
         d.publish(d.store.delete_instance(inst, "terminated_by_user")?);
         if let Some(h) = d.forget_host(inst.id) {
             h.disconnect().await;

@@ -1,6 +1,7 @@
 //! flotilla-daemon: the daemon behind `flotillad`. [`run`] serves the socket until shutdown.
 
 pub mod api;
+pub mod backends;
 pub mod catalog;
 pub mod config;
 pub mod fleets;
@@ -54,6 +55,7 @@ async fn serve(
     let local = Host::Local(LocalHost::install(&config.data_dir.join("host"))?);
     let catalog = catalog_service(&config);
     let (events, _) = tokio::sync::broadcast::channel(4096);
+    let backends = backends_from(&config);
     let d = Daemon(Arc::new(Inner {
         store,
         logs,
@@ -68,9 +70,11 @@ async fn serve(
         ssh_hosts: Mutex::new(Default::default()),
         instances_wake: tokio::sync::Notify::new(),
         metrics: Default::default(),
+        backends,
         config,
     }));
     ensure_local_fleet(&d).await?;
+    d.backends.reconcile(&d.store.list_instances()?);
     if d.config.live_catalog {
         d.catalog.spawn_refresh(shutdown.clone());
     }
@@ -87,6 +91,19 @@ async fn serve(
     }
     d.store.flush().await?;
     Ok(())
+}
+
+fn backends_from(config: &DaemonConfig) -> backends::Backends {
+    let list: Vec<Arc<dyn backends::Backend>> = config
+        .backends
+        .iter()
+        .map(|b| match b {
+            config::BackendConfig::Pool(p) => {
+                Arc::new(backends::pool::PoolBackend::new(p.clone())) as Arc<dyn backends::Backend>
+            }
+        })
+        .collect();
+    backends::Backends::new(list)
 }
 
 fn catalog_service(config: &DaemonConfig) -> catalog::CatalogService {
@@ -163,6 +180,7 @@ async fn ensure_local_fleet(d: &Daemon) -> anyhow::Result<()> {
         error: None,
         ssh: None,
         host_key: None,
+        backend_id: None,
         host_root: None,
         unreachable_since: None,
     };

@@ -34,6 +34,8 @@ pub struct Inner {
     pub ssh_hosts: Mutex<HashMap<u64, Arc<SshHost>>>,
     /// Wakes the instances loop: a fleet was applied or deleted.
     pub instances_wake: Notify,
+    /// Backends that create instances for fleets without `ssh_config`.
+    pub backends: crate::backends::Backends,
     /// GPU samples of the last hour.
     pub metrics: crate::loops::metrics::MetricsStore,
 }

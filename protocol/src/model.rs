@@ -352,6 +352,9 @@ pub struct Instance {
     /// The host key seen at first contact (OpenSSH format); a different key is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// The backend's own id of a machine it created (None for SSH fleet hosts and this machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_id: Option<String>,
     /// Where the supervisor and jobs live on the host (SSH hosts; learned at provisioning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_root: Option<String>,

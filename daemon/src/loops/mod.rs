@@ -1,5 +1,6 @@
 //! The background loops: scheduling of submitted jobs, one runner per job on a host, and timers.
 
+pub mod fleets;
 pub mod instances;
 pub mod metrics;
 pub mod runner;
@@ -24,5 +25,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(timers::run(d.clone())),
         tokio::spawn(instances::run(d.clone())),
         tokio::spawn(metrics::run(d.clone())),
+        tokio::spawn(fleets::run(d.clone())),
     ]
 }

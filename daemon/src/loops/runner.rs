@@ -289,7 +289,11 @@ pub fn sh_quote(s: &str) -> String {
 /// The address of each node of a replica, master (job 0) first: an SSH host's `internal_ip`,
 /// else its hostname; 127.0.0.1 for the local machine.
 fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Vec<String> {
-    let mut jobs: Vec<&Job> = run.jobs.iter().filter(|j| j.replica_num == replica).collect();
+    let mut jobs: Vec<&Job> = run
+        .jobs
+        .iter()
+        .filter(|j| j.replica_num == replica)
+        .collect();
     jobs.sort_by_key(|j| j.job_num);
     jobs.iter()
         .map(|j| {

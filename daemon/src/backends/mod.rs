@@ -1,0 +1,86 @@
+//! Where instances come from: a backend creates machines for offers and terminates them; the
+//! daemon then reaches what it created over SSH, like any host. Cloud providers implement the
+//! same trait; `pool` hands out pre-started machines.
+
+pub mod pool;
+
+use flotilla_protocol::config::ResourcesSpec;
+use flotilla_protocol::model::{Instance, Offer, SshEndpoint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{backend}: no capacity for {instance_type}")]
+    NoCapacity {
+        backend: String,
+        instance_type: String,
+    },
+    #[error("{backend}: {message}")]
+    Failed { backend: String, message: String },
+}
+
+/// A machine a backend made: how to reach it and what it costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub backend_id: String,
+    pub endpoint: SshEndpoint,
+    pub instance_type: String,
+    pub region: String,
+    pub price: f64,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &str;
+    /// What this backend can create now that satisfies `req` (availability `available`).
+    fn offers(&self, req: &ResourcesSpec) -> Vec<Offer>;
+    fn create<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<Created, BackendError>>;
+    fn terminate<'a>(&'a self, backend_id: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Marks machines as taken after a restart (from the instances in the store).
+    fn reconcile(&self, instances: &[Instance]);
+}
+
+/// The configured backends, by name.
+#[derive(Clone, Default)]
+pub struct Backends {
+    list: Vec<Arc<dyn Backend>>,
+}
+
+impl Backends {
+    pub fn new(list: Vec<Arc<dyn Backend>>) -> Backends {
+        Backends { list }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.list.iter().find(|b| b.name() == name).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.list.iter().map(|b| b.name().to_string()).collect()
+    }
+
+    /// Offers for `req` of the backends named in `only` (all when `None`), cheapest first.
+    pub fn offers(&self, req: &ResourcesSpec, only: Option<&[String]>) -> Vec<Offer> {
+        let mut out: Vec<Offer> = self
+            .list
+            .iter()
+            .filter(|b| only.is_none_or(|names| names.iter().any(|n| n == b.name())))
+            .flat_map(|b| b.offers(req))
+            .collect();
+        crate::catalog::sort_offers(&mut out);
+        out
+    }
+
+    pub fn reconcile(&self, instances: &[Instance]) {
+        for b in &self.list {
+            b.reconcile(instances);
+        }
+    }
+}
