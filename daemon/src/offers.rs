@@ -23,8 +23,16 @@ pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, RpcError> {
         .into_iter()
         .filter(|o| req.accepts_terms(o))
         .collect();
-    let total = backend_total + pool.len();
+    // Machines that configured backends can create now.
+    let creatable: Vec<_> = d
+        .backends
+        .offers(&req.resources, None)
+        .into_iter()
+        .filter(|o| req.accepts_terms(o))
+        .collect();
+    let total = backend_total + pool.len() + creatable.len();
     let mut offers = pool;
+    offers.extend(creatable);
     offers.extend(backend_offers);
     sort_offers(&mut offers);
     let groups = if group_by.is_empty() {

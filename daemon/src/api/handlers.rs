@@ -164,9 +164,12 @@ async fn run_plan(d: &Daemon, caller: &Caller, params: Result<RunApplyParams, Rp
     let fleets = crate::loops::scheduling::fleet_views(d, &runs_now).map_err(store_error)?;
     let common = req.configuration.common();
     let mut offers = scheduler::pool_offers(&fleets, &common.resources, common.fleets.as_deref());
-    if let Some(max) = common.max_price {
-        offers.retain(|o| o.price <= max);
-    }
+    // What configured backends could create for it.
+    offers.extend(d.backends.offers(&common.resources, common.backends.as_deref()));
+    offers.retain(|o| {
+        common.max_price.is_none_or(|max| o.price <= max)
+            && crate::catalog::matching::spot_allowed(common.spot_policy, o.spot)
+    });
     crate::catalog::sort_offers(&mut offers);
     let total = offers.len();
     let max_price = offers
