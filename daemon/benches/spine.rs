@@ -144,6 +144,10 @@ fn main() {
     rt.block_on(async {
         let c = Client::connect(&d.socket, "bench").await.expect("connect");
 
+        // Idle RSS with 1,000 runs stored.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!("daemon RSS idle with 1,000 runs stored: {:.1} MB", rss_kib(d.child.id()) as f64 / 1024.0);
+
         // run.list with 1,000 runs stored: the default listing and the full one.
         for (label, all) in [("run.list (active)", false), ("run.list --all (1,000 runs)", true)] {
             let mut lat = Vec::new();
@@ -161,10 +165,6 @@ fn main() {
                 lat.len()
             );
         }
-
-        // Idle RSS with 1,000 runs stored.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        println!("daemon RSS idle with 1,000 runs stored: {:.1} MB", rss_kib(d.child.id()) as f64 / 1024.0);
 
         // apply -d -> running, on the idle local instance.
         let mut lat = Vec::new();

@@ -98,7 +98,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(16 * 1024 * 1024)
+            .cache_capacity(8 * 1024 * 1024)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
