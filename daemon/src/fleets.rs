@@ -119,38 +119,9 @@ pub async fn apply(
             "{file}: ssh_config.hosts is empty"
         )));
     }
-    let name = match &cfg.name {
-        Some(n) => n.clone(),
-        None => format!("fleet-{}", d.store.next_id()?),
-    };
-    if name == crate::LOCAL_FLEET {
-        return Err(RunError::Conflict(format!(
-            "the fleet name {name} is reserved for this machine; choose another name"
-        )));
-    }
-    let now = Timestamp::now();
+    let mut fleet = fleet_for_apply(d, caller, &cfg)?;
+    let name = fleet.name.clone();
     let eps = endpoints(ssh, &caller.user);
-    let existing = d.store.get_fleet(&name)?;
-    let mut fleet = match existing {
-        Some(f) => {
-            if f.user != caller.user && !caller.admin {
-                return Err(RunError::Forbidden(format!(
-                    "fleet {name} belongs to {}; only its owner or an admin can change it",
-                    f.user
-                )));
-            }
-            f
-        }
-        None => Fleet {
-            id: d.store.next_id()?,
-            name: name.clone(),
-            status: FleetStatus::Active,
-            user: caller.user.clone(),
-            created_at: now,
-            configuration: None,
-            instances: Vec::new(),
-        },
-    };
     // Hosts no longer listed: release them, unless they run jobs.
     let busy = busy_instances(d);
     for old in &fleet.instances {
@@ -191,35 +162,16 @@ pub async fn apply(
             }
             continue;
         }
-        let inst = Instance {
-            id: d.store.next_id()?,
-            name: format!("{name}-{next_num}"),
-            fleet: name.clone(),
-            instance_num: next_num,
-            status: InstanceStatus::Pending,
-            unreachable: false,
-            termination_reason: None,
-            backend: "ssh".into(),
-            region: "ssh".into(),
-            hostname: Some(ep.hostname.clone()),
-            price: 0.0,
-            resources: InstanceResources {
-                cpus: 0,
-                cpu_arch: flotilla_protocol::config::CpuArch::X86,
-                memory_gb: 0.0,
-                disk_gb: None,
-                gpus: Vec::new(),
-            },
-            total_blocks: 1,
-            busy_blocks: 0,
-            created_at: now,
-            error: None,
-            ssh: Some(ep.clone()),
-            host_key: None,
-            backend_id: None,
-            host_root: None,
-            unreachable_since: None,
-        };
+        let inst = pending_instance(
+            d.store.next_id()?,
+            &name,
+            next_num,
+            ep.clone(),
+            "ssh",
+            "ssh",
+            0.0,
+            None,
+        );
         next_num += 1;
         d.publish(d.store.put_instance(&inst)?);
     }
@@ -260,35 +212,8 @@ async fn apply_backend_fleet(
             )));
         }
     }
-    let name = match &cfg.name {
-        Some(n) => n.clone(),
-        None => format!("fleet-{}", d.store.next_id()?),
-    };
-    if name == crate::LOCAL_FLEET {
-        return Err(RunError::Conflict(format!(
-            "the fleet name {name} is reserved for this machine; choose another name"
-        )));
-    }
-    let mut fleet = match d.store.get_fleet(&name)? {
-        Some(f) => {
-            if f.user != caller.user && !caller.admin {
-                return Err(RunError::Forbidden(format!(
-                    "fleet {name} belongs to {}; only its owner or an admin can change it",
-                    f.user
-                )));
-            }
-            f
-        }
-        None => Fleet {
-            id: d.store.next_id()?,
-            name: name.clone(),
-            status: FleetStatus::Active,
-            user: caller.user.clone(),
-            created_at: Timestamp::now(),
-            configuration: None,
-            instances: Vec::new(),
-        },
-    };
+    let mut fleet = fleet_for_apply(d, caller, &cfg)?;
+    let name = fleet.name.clone();
     fleet.configuration = Some(cfg.clone());
     d.store.put_fleet(&fleet)?;
     d.store.flush().await?;
@@ -302,6 +227,79 @@ async fn apply_backend_fleet(
         }
     }
     Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
+}
+
+/// The fleet a fleet file names (its name generated when absent): the stored one, checked for
+/// ownership, or a new one.
+fn fleet_for_apply(d: &Daemon, caller: &Caller, cfg: &FleetConfig) -> Result<Fleet, RunError> {
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => format!("fleet-{}", d.store.next_id()?),
+    };
+    if name == crate::LOCAL_FLEET {
+        return Err(RunError::Conflict(format!(
+            "the fleet name {name} is reserved for this machine; choose another name"
+        )));
+    }
+    match d.store.get_fleet(&name)? {
+        Some(f) if f.user != caller.user && !caller.admin => Err(RunError::Forbidden(format!(
+            "fleet {name} belongs to {}; only its owner or an admin can change it",
+            f.user
+        ))),
+        Some(f) => Ok(f),
+        None => Ok(Fleet {
+            id: d.store.next_id()?,
+            name,
+            status: FleetStatus::Active,
+            user: caller.user.clone(),
+            created_at: Timestamp::now(),
+            configuration: None,
+            instances: Vec::new(),
+        }),
+    }
+}
+
+/// A new instance of a fleet, to be provisioned over SSH at `endpoint`.
+#[allow(clippy::too_many_arguments)]
+pub fn pending_instance(
+    id: u64,
+    fleet: &str,
+    num: u32,
+    endpoint: SshEndpoint,
+    backend: &str,
+    region: &str,
+    price: f64,
+    backend_id: Option<String>,
+) -> Instance {
+    Instance {
+        id,
+        name: format!("{fleet}-{num}"),
+        fleet: fleet.to_string(),
+        instance_num: num,
+        status: InstanceStatus::Pending,
+        unreachable: false,
+        termination_reason: None,
+        backend: backend.to_string(),
+        region: region.to_string(),
+        hostname: Some(endpoint.hostname.clone()),
+        price,
+        resources: InstanceResources {
+            cpus: 0,
+            cpu_arch: flotilla_protocol::config::CpuArch::X86,
+            memory_gb: 0.0,
+            disk_gb: None,
+            gpus: Vec::new(),
+        },
+        total_blocks: 1,
+        busy_blocks: 0,
+        created_at: Timestamp::now(),
+        error: None,
+        ssh: Some(endpoint),
+        host_key: None,
+        backend_id,
+        host_root: None,
+        unreachable_since: None,
+    }
 }
 
 /// Instances that hold jobs now.

@@ -4,17 +4,10 @@
 
 use flotilla_daemon::hosts::ssh::SshHost;
 use flotilla_e2e::sshd::{ssh_keygen, TestHost, TWO_H100};
-use flotilla_e2e::TestDaemon;
-use flotilla_protocol::client::StreamItem;
+use flotilla_e2e::{apply_to_running_ms, percentile, wait_finished, TestDaemon};
 use flotilla_protocol::model::SshEndpoint;
-use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+use std::time::Instant;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -90,36 +83,10 @@ fn main() {
         let task = "type: task\nfleets: [bench]\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100}\ncommands:\n  - sleep 0.2\n";
         let mut lat = Vec::new();
         for i in 0..30 {
-            let mut events = c.subscribe(methods::EVENTS_WATCH, EventsParams::default()).await.expect("watch");
             let name = format!("ssh-lat-{i}");
-            let t = Instant::now();
-            let _: serde_json::Value = c
-                .call(
-                    methods::RUN_APPLY,
-                    RunApplyParams { configuration: task.into(), file_name: None, env: Default::default(), name: Some(name.clone()) },
-                )
-                .await
-                .expect("apply");
-            loop {
-                match events.next().await {
-                    Some(StreamItem::Item(v)) => {
-                        let e = &v["event"];
-                        if e["kind"] == "job" && e["resource"] == format!("{name}/0/0") && e["new_status"] == "running" {
-                            break;
-                        }
-                    }
-                    other => panic!("events ended: {other:?}"),
-                }
-            }
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-            // wait until it is done so that the host is idle again
-            loop {
-                let r: serde_json::Value = c.call(methods::RUN_GET, serde_json::json!({"name": name})).await.expect("get");
-                if r["status"] == "done" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            lat.push(apply_to_running_ms(&c, task, &name).await);
+            // so that the host is idle again
+            wait_finished(&c, &name).await;
         }
         println!(
             "apply -> running on an idle SSH host: median {:.1} ms, p90 {:.1} ms (30 runs)",

@@ -264,6 +264,67 @@ impl Drop for TestDaemon {
     }
 }
 
+/// The `p` quantile (0..=1) of `v` (sorted in place).
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event.
+pub async fn apply_to_running_ms(c: &Client, configuration: &str, name: &str) -> f64 {
+    use flotilla_protocol::client::StreamItem;
+    use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
+    let mut events = c
+        .subscribe(methods::EVENTS_WATCH, EventsParams::default())
+        .await
+        .expect("events.watch");
+    let t = Instant::now();
+    let _: Value = c
+        .call(
+            methods::RUN_APPLY,
+            RunApplyParams {
+                configuration: configuration.into(),
+                file_name: None,
+                env: Default::default(),
+                name: Some(name.to_string()),
+            },
+        )
+        .await
+        .expect("run.apply");
+    let job = format!("{name}/0/0");
+    loop {
+        match events.next().await {
+            Some(StreamItem::Item(v)) => {
+                let e = &v["event"];
+                if e["kind"] == "job"
+                    && e["resource"] == job.as_str()
+                    && e["new_status"] == "running"
+                {
+                    return t.elapsed().as_secs_f64() * 1e3;
+                }
+            }
+            other => panic!("events ended: {other:?}"),
+        }
+    }
+}
+
+/// Waits until a run is finished (polling `run.get`).
+pub async fn wait_finished(c: &Client, name: &str) {
+    loop {
+        let r: Value = c
+            .call(
+                flotilla_protocol::rpc::methods::RUN_GET,
+                serde_json::json!({ "name": name }),
+            )
+            .await
+            .expect("run.get");
+        if matches!(r["status"].as_str(), Some("done" | "failed" | "terminated")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -5,7 +5,7 @@
 use crate::api::handlers::fleet_list;
 use crate::state::Daemon;
 use flotilla_protocol::config::FleetConfig;
-use flotilla_protocol::model::{Fleet, Instance, InstanceResources, InstanceStatus};
+use flotilla_protocol::model::{Fleet, Instance, InstanceStatus};
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -169,35 +169,16 @@ pub async fn create_instance(
             .map(|i| i.instance_num + 1)
             .max()
             .unwrap_or(0);
-        let inst = Instance {
-            id: d.store.next_id().map_err(|e| e.to_string())?,
-            name: format!("{}-{num}", fleet.name),
-            fleet: fleet.name.clone(),
-            instance_num: num,
-            status: InstanceStatus::Pending,
-            unreachable: false,
-            termination_reason: None,
-            backend: offer.backend.clone(),
-            region: created.region.clone(),
-            hostname: Some(created.endpoint.hostname.clone()),
-            price: created.price,
-            resources: InstanceResources {
-                cpus: 0,
-                cpu_arch: flotilla_protocol::config::CpuArch::X86,
-                memory_gb: 0.0,
-                disk_gb: None,
-                gpus: Vec::new(),
-            },
-            total_blocks: 1,
-            busy_blocks: 0,
-            created_at: Timestamp::now(),
-            error: None,
-            ssh: Some(created.endpoint.clone()),
-            host_key: None,
-            backend_id: Some(created.backend_id.clone()),
-            host_root: None,
-            unreachable_since: None,
-        };
+        let inst = crate::fleets::pending_instance(
+            d.store.next_id().map_err(|e| e.to_string())?,
+            &fleet.name,
+            num,
+            created.endpoint.clone(),
+            &offer.backend,
+            &created.region,
+            created.price,
+            Some(created.backend_id.clone()),
+        );
         d.publish(d.store.put_instance(&inst).map_err(|e| e.to_string())?);
         let _ = d.store.flush().await;
         d.instances_wake.notify_one();
