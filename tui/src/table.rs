@@ -1,7 +1,7 @@
 //! Plain-text output of the command line: aligned tables, relative times, prices, resource summaries.
 
 use flotilla_protocol::config::{Range, ResourcesSpec};
-use flotilla_protocol::model::fmt_gb;
+use flotilla_protocol::model::{fmt_gb, Offer};
 use flotilla_protocol::Timestamp;
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -102,4 +102,33 @@ pub fn resources(r: &ResourcesSpec) -> String {
         s.push_str(&format!(" gpu={}", parts.join(":")));
     }
     s
+}
+
+/// The offer table of SPEC section 3: `# | BACKEND (region) | RESOURCES | INSTANCE TYPE | PRICE | AVAILABILITY`.
+pub fn print_offers(offers: &[Offer]) {
+    let rows: Vec<Vec<String>> = offers
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            vec![
+                (i + 1).to_string(),
+                format!("{} ({})", o.backend, o.region),
+                resources(&o.resources),
+                o.instance_type.clone(),
+                format!("{}{}", price(o.price), if o.spot { " (spot)" } else { "" }),
+                o.availability.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "#",
+            "BACKEND",
+            "RESOURCES",
+            "INSTANCE TYPE",
+            "PRICE",
+            "AVAILABILITY",
+        ],
+        &rows,
+    );
 }

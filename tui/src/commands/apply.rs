@@ -2,7 +2,7 @@
 
 use super::confirm;
 use crate::connect::{connect_or_start, Target};
-use crate::table::{price, print_table, resources};
+use crate::table::{price, print_offers, resources};
 use anyhow::{anyhow, Context};
 use flotilla_protocol::client::{Client, StreamItem};
 use flotilla_protocol::config::parse_configuration;
@@ -107,32 +107,7 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
         println!(" No offers match: the run will fail with no capacity unless a fleet changes.");
         return;
     }
-    let rows: Vec<Vec<String>> = job
-        .offers
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            vec![
-                format!("{}", i + 1),
-                format!("{} ({})", o.backend, o.region),
-                resources(&o.resources),
-                o.instance_type.clone(),
-                price(o.price),
-                o.availability.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "#",
-            "BACKEND",
-            "RESOURCES",
-            "INSTANCE TYPE",
-            "PRICE",
-            "AVAILABILITY",
-        ],
-        &rows,
-    );
+    print_offers(&job.offers);
     println!(
         " Shown {} of {} offers, {} max",
         job.offers.len(),

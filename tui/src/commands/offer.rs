@@ -2,7 +2,7 @@
 
 use super::print_json;
 use crate::connect::{connect_or_start, Target};
-use crate::table::{price, print_table, resources};
+use crate::table::{price, print_offers, print_table};
 use flotilla_protocol::rpc::{methods, OfferList, OfferQuery};
 use std::process::ExitCode;
 
@@ -95,32 +95,7 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         print_table(&["GPU", "SPOT", "$/GPU", "BACKENDS", "REGIONS"], &rows);
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list
-        .offers
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            vec![
-                (i + 1).to_string(),
-                format!("{} ({})", o.backend, o.region),
-                resources(&o.resources),
-                o.instance_type.clone(),
-                format!("{}{}", price(o.price), if o.spot { " (spot)" } else { "" }),
-                o.availability.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "#",
-            "BACKEND",
-            "RESOURCES",
-            "INSTANCE TYPE",
-            "PRICE",
-            "AVAILABILITY",
-        ],
-        &rows,
-    );
+    print_offers(&list.offers);
     let max = list.offers.iter().map(|o| o.price).fold(0.0, f64::max);
     println!(
         "Shown {} of {} offers, {} max",
