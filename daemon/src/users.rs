@@ -37,11 +37,54 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
     Ok((public, private))
 }
 
-/// The caller's user record, made (with a key pair) at first contact.
-pub fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
+/// The caller's user record, made (with a key pair) at first contact; a new key is added to
+/// the SSH hosts before this returns, so the user's own ssh works at once.
+pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     if let Some(u) = d.store.get_user(caller.uid)? {
         return Ok(u);
     }
+    let user = create(d, caller)?;
+    push_key(d, &user.ssh_public_key).await;
+    Ok(user)
+}
+
+/// Adds a public key to every SSH host that is up (bounded in time; the instances loop catches
+/// up with the others).
+pub async fn push_key(d: &Daemon, key: &str) {
+    let Ok(instances) = d.store.list_instances() else {
+        return;
+    };
+    let tasks: Vec<_> = instances
+        .iter()
+        .filter(|i| i.ssh.is_some() && !i.unreachable)
+        .filter(|i| {
+            matches!(
+                i.status,
+                flotilla_protocol::model::InstanceStatus::Idle
+                    | flotilla_protocol::model::InstanceStatus::Busy
+            )
+        })
+        .filter_map(|i| match d.host_for(Some(i.id)) {
+            crate::hosts::Host::Ssh(h) => Some(h),
+            crate::hosts::Host::Local(_) => None,
+        })
+        .map(|h| {
+            let key = vec![key.to_string()];
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    h.authorize_keys(&key),
+                )
+                .await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     let (public, private) = generate_key_pair(&format!("flotilla:{}", caller.user))?;
     let user = User {
         uid: caller.uid,
@@ -56,8 +99,8 @@ pub fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     Ok(user)
 }
 
-/// Replaces a user's key pair.
-pub fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
+/// Replaces a user's key pair (the new public key is pushed to the hosts).
+pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     let Some(mut user) = d.store.get_user(uid)? else {
         return Ok(None);
     };
@@ -65,7 +108,7 @@ pub fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     user.ssh_public_key = public;
     user.ssh_private_key = Some(private);
     d.store.put_user(&user)?;
-    d.instances_wake.notify_one();
+    push_key(d, &user.ssh_public_key).await;
     Ok(Some(user))
 }
 

@@ -29,6 +29,11 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         }
     }
 
+    /// The reader underneath, with whatever it has buffered beyond the last line.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The next line, `None` at a clean EOF.
     pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         self.buf.clear();

@@ -35,6 +35,7 @@ pub mod methods {
     pub const FLEET_GET: &str = "fleet.get";
     pub const FLEET_DELETE: &str = "fleet.delete";
     pub const USER_ME: &str = "user.me";
+    pub const TUNNEL_OPEN: &str = "tunnel.open";
     pub const USER_REFRESH_SSH_KEY: &str = "user.refresh_ssh_key";
     /// Notification methods of streams.
     pub const LOGS_CHUNK: &str = "logs.chunk";
@@ -456,4 +457,29 @@ pub struct FleetNameParams {
 pub struct RefreshKeyParams {
     #[serde(default)]
     pub uid: Option<u32>,
+}
+
+/// Params of `tunnel.open`: the host of a run's job. After the response, the connection carries
+/// the raw bytes of a TCP stream to that host's SSH port (the daemon's route to it, `proxy_jump`
+/// included). It must be the only call on its connection after `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelParams {
+    pub run: String,
+    #[serde(default)]
+    pub replica: u32,
+    #[serde(default)]
+    pub job: u32,
+}
+
+/// Where the tunnel leads, and what to check and where to go there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    pub instance: String,
+    pub hostname: String,
+    pub port: u16,
+    pub user: String,
+    /// The host key pinned at first contact (OpenSSH format), for known_hosts.
+    pub host_key: Option<String>,
+    /// The job's working directory on the host.
+    pub workdir: Option<String>,
 }

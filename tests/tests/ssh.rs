@@ -431,3 +431,51 @@ async fn gpu_metrics_are_sampled_while_jobs_run() {
     assert_eq!(sample["memory_used_gb"], 20.0);
     let _ = d.cli(&["stop", &name, "-x", "-y"]);
 }
+
+#[test]
+fn flotilla_ssh_reaches_the_job_through_the_daemons_tunnel() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(23, &key, Some(TWO_H100));
+    assert!(apply_fleet(&d, &fleet_yaml("shelly", &key, &[&host], ""))
+        .status
+        .success());
+    let name = d.apply_detached(
+        "remote",
+        &format!("type: task\nname: remote\n{SMALL}commands:\n  - echo from-the-job > marker\n  - sleep 60\n"),
+    );
+    d.wait_status(&name, &["running"], Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = d.cli(&["ssh", &name, "--", "pwd;", "cat", "marker"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let s = stdout(&out);
+    let workdir = format!("{}/.flotilla/jobs/", host.home().display());
+    assert!(
+        s.starts_with(&workdir) && s.contains("/work\nfrom-the-job\n"),
+        "{s}"
+    );
+    // the session went through the daemon's tunnel with the user's own key, not the fleet's
+    let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap();
+    assert!(ak.contains("flotilla:"), "{ak}");
+    let _ = d.cli(&["stop", &name, "-x", "-y"]);
+}
+
+#[test]
+fn flotilla_ssh_opens_a_local_shell_for_a_local_job() {
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "here",
+        "type: task\nname: here\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - echo local > marker\n  - sleep 60\n",
+    );
+    d.wait_status(&name, &["running"], Duration::from_secs(20));
+    let out = d.cli(&["ssh", &name, "--", "cat marker; echo $DSTACK_RUN_NAME"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "local\nhere\n");
+    let _ = d.cli(&["stop", &name, "-x", "-y"]);
+}

@@ -95,10 +95,11 @@ pub async fn dispatch(
             Err(e) => Err(e),
         },
         methods::USER_ME => crate::users::ensure(d, caller)
+            .await
             .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
             .and_then(json),
         methods::USER_REFRESH_SSH_KEY => match decode::<RefreshKeyParams>(method, params) {
-            Ok(p) => refresh_key(d, caller, p),
+            Ok(p) => refresh_key(d, caller, p).await,
             Err(e) => Err(e),
         },
         methods::DAEMON_STATUS => daemon_status(d),
@@ -165,7 +166,10 @@ async fn run_plan(d: &Daemon, caller: &Caller, params: Result<RunApplyParams, Rp
     let common = req.configuration.common();
     let mut offers = scheduler::pool_offers(&fleets, &common.resources, common.fleets.as_deref());
     // What configured backends could create for it.
-    offers.extend(d.backends.offers(&common.resources, common.backends.as_deref()));
+    offers.extend(
+        d.backends
+            .offers(&common.resources, common.backends.as_deref()),
+    );
     offers.retain(|o| {
         common.max_price.is_none_or(|max| o.price <= max)
             && crate::catalog::matching::spot_allowed(common.spot_policy, o.spot)
@@ -360,7 +364,7 @@ fn daemon_status(d: &Daemon) -> Reply {
     })
 }
 
-fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
+async fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
     let uid = p.uid.unwrap_or(caller.uid);
     if uid != caller.uid && !caller.admin {
         return Err(RpcError::new(
@@ -370,9 +374,11 @@ fn refresh_key(d: &Daemon, caller: &Caller, p: RefreshKeyParams) -> Reply {
     }
     if uid == caller.uid {
         crate::users::ensure(d, caller)
+            .await
             .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))?;
     }
     let user = crate::users::refresh(d, uid)
+        .await
         .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))?
         .ok_or_else(|| RpcError::new(codes::NOT_FOUND, format!("no user with uid {uid}")))?;
     let mut user = user;

@@ -3,6 +3,7 @@
 pub mod handlers;
 pub mod socket;
 pub mod streams;
+pub mod tunnel;
 
 use crate::state::Daemon;
 use flotilla_protocol::framing::{FrameError, LineReader};
@@ -77,13 +78,15 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
     });
     let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    // The writer hands the socket back when every sender is gone (for tunnel.open).
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             if write.write_all(&line).await.is_err() {
                 break;
             }
         }
-        let _ = write.shutdown().await;
+        let _ = write.flush().await;
+        write
     });
     let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, read), MAX_FRAME_BYTES);
     let mut said_hello = false;
@@ -130,6 +133,25 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
             let _ = tx.send(encode_line(&reply)).await;
             continue;
         }
+        if said_hello && req.method == methods::TUNNEL_OPEN {
+            match tunnel::open(&d, &caller, &req).await {
+                Ok((info, stream)) => {
+                    let _ = tx.send(encode_line(&Response::ok(id, info))).await;
+                    drop(tx);
+                    let Ok(Ok(write)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), writer).await
+                    else {
+                        return;
+                    };
+                    tunnel::pump(reader, write, stream).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(encode_line(&Response::err(id, e))).await;
+                    continue;
+                }
+            }
+        }
         if !said_hello {
             let err = RpcError::new(
                 codes::HELLO_REQUIRED,
@@ -149,7 +171,9 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
         });
     }
     drop(tx);
-    let _ = writer.await;
+    if let Ok(mut write) = writer.await {
+        let _ = write.shutdown().await;
+    }
 }
 
 fn parse_request(line: &[u8]) -> Result<Request, (Value, RpcError)> {

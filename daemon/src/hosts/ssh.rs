@@ -47,7 +47,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Conn {
     handle: Arc<Handle<KeyCheck>>,
     /// Keeps the jump host's connection alive as long as the tunnel through it.
-    _jump: Option<Arc<Handle<KeyCheck>>>,
+    jump: Option<Arc<Handle<KeyCheck>>>,
 }
 
 /// A machine of an SSH fleet.
@@ -137,7 +137,7 @@ impl SshHost {
                 *lock(&self.host_key) = Some(seen);
                 Ok(Conn {
                     handle: Arc::new(h),
-                    _jump: None,
+                    jump: None,
                 })
             }
             Some(jump) => {
@@ -162,7 +162,7 @@ impl SshHost {
                 *lock(&self.host_key) = Some(seen);
                 Ok(Conn {
                     handle: Arc::new(h),
-                    _jump: Some(Arc::new(jh)),
+                    jump: Some(Arc::new(jh)),
                 })
             }
         }
@@ -303,6 +303,38 @@ impl SshHost {
             });
         }
         Ok(())
+    }
+
+    /// A TCP stream to `hostname:port` as the daemon reaches this host: directly, or through
+    /// the jump host's connection when the host sits behind `proxy_jump`.
+    pub async fn open_tcp(
+        &self,
+        hostname: &str,
+        port: u16,
+    ) -> Result<Box<dyn crate::api::tunnel::Stream>, HostError> {
+        if self.endpoint.proxy_jump.is_some() {
+            self.handle().await?;
+            let jump = self
+                .conn
+                .lock()
+                .await
+                .as_ref()
+                .and_then(|c| c.jump.clone())
+                .ok_or_else(|| HostError::Unreachable {
+                    host: self.label(),
+                    message: "no connection to the jump host".into(),
+                })?;
+            let ch = jump
+                .channel_open_direct_tcpip(hostname.to_string(), u32::from(port), "127.0.0.1", 0)
+                .await
+                .map_err(|e| HostError::Unreachable {
+                    host: self.label(),
+                    message: e.to_string(),
+                })?;
+            return Ok(Box::new(ch.into_stream()));
+        }
+        let tcp = tcp_connect(&self.endpoint).await?;
+        Ok(Box::new(tcp))
     }
 
     /// A round trip on the open connection (connecting first if needed).

@@ -6,6 +6,7 @@ pub mod event;
 pub mod fleet;
 pub mod offer;
 pub mod runs;
+pub mod ssh;
 pub mod validate;
 
 use std::io::{BufRead, IsTerminal, Write};
