@@ -163,6 +163,16 @@ fn blocks_share_a_two_gpu_host_and_the_third_job_waits() {
         assert!(Instant::now() < deadline, "no waiting reason: {run}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // and the reason is an event too
+    let events = d.cli(&["event", "--json", "--last", "200"]);
+    let waiting = stdout(&events)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| {
+            e["resource"] == format!("{c}/0/0")
+                && e["reason"].as_str().is_some_and(|r| r.contains("2/2 busy"))
+        });
+    assert!(waiting, "no waiting event:\n{}", stdout(&events));
     let ga = d.run_json(&a)["jobs"][0]["gpus"].clone();
     let gb = d.run_json(&b)["jobs"][0]["gpus"].clone();
     assert_ne!(ga, gb, "two jobs got the same GPU");

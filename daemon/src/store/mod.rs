@@ -666,6 +666,21 @@ fn status_changes(old: &Run, new: &Run) -> Vec<EventDraft> {
             }
         });
         let is_new_submission = prev.is_some_and(|p| p.current.id != j.current.id);
+        let newly_waiting = !is_new_submission
+            && prev_status == Some(j.current.status)
+            && j.current.waiting_reason.is_some()
+            && prev.and_then(|p| p.current.waiting_reason.as_ref())
+                != j.current.waiting_reason.as_ref();
+        if newly_waiting {
+            out.push(EventDraft {
+                kind: "job",
+                resource: format!("{}/{}/{}", new.name, j.replica_num, j.job_num),
+                old_status: prev_status.map(|s| s.to_string()),
+                new_status: Some(j.current.status.to_string()),
+                reason: j.current.waiting_reason.clone(),
+                message: Some("waiting".into()),
+            });
+        }
         if prev_status != Some(j.current.status) || is_new_submission {
             out.push(EventDraft {
                 kind: "job",
