@@ -185,6 +185,7 @@ pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmis
         fleet: None,
         gpus: Vec::new(),
         blocks: 0,
+        price: None,
         submitted_at: now,
         started_at: None,
         finished_at: None,

@@ -257,6 +257,9 @@ pub struct JobSubmission {
     /// Indices of the GPUs pinned to this job on its instance.
     pub gpus: Vec<u32>,
     pub blocks: u32,
+    /// The job's share of its instance's hourly price, once placed.
+    #[serde(default)]
+    pub price: Option<f64>,
     pub submitted_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,

@@ -153,6 +153,7 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
                     sub.fleet = Some(p.fleet.clone());
                     sub.gpus = p.gpus.clone();
                     sub.blocks = p.blocks;
+                    sub.price = Some(p.price);
                     sub.job_dir = Some(host.job_dir(sub.id));
                     sub.waiting_reason = None;
                     true

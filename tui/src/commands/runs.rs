@@ -74,6 +74,12 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
             .and_then(|j| j.current.instance.clone())
             .unwrap_or_else(|| "-".into());
         let gpus: usize = r.jobs.iter().map(|j| j.current.gpus.len()).sum();
+        let hourly: f64 = r
+            .jobs
+            .iter()
+            .filter(|j| !j.current.status.is_finished())
+            .filter_map(|j| j.current.price)
+            .sum();
         let error = r
             .termination_reason
             .filter(|_| r.status != flotilla_protocol::model::RunStatus::Done)
@@ -88,7 +94,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 gpus.to_string()
             },
-            price(0.0),
+            price(hourly),
             r.status.to_string(),
             ago(r.submitted_at, now),
             error,
