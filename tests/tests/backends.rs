@@ -105,3 +105,44 @@ fn a_backend_fleet_gets_its_instances_from_the_pool_and_gives_idle_ones_back() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no offers"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_job_that_no_instance_can_take_gets_a_new_one_from_the_backend() {
+    let d = TestDaemon::new();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let a = TestHost::start(42, &key, Some(TWO_H100));
+    d.write_daemon_config(&pool_config(&key.path, &[&a]));
+    let mut d = d;
+    d.spawn();
+    // an empty fleet that may grow to one instance, given back after 2 s idle
+    let p = d.write_config(
+        "elastic.yml",
+        "type: fleet\nname: elastic\nnodes: 0..1\nidle_duration: 2s\nbackends: [lab]\n",
+    );
+    let out = d.cli(&["apply", "-f", p.to_str().unwrap(), "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(instances(&d, "elastic").is_empty());
+    let name = d.apply_detached(
+        "grows",
+        "type: task\nname: grows\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100:2}\ncommands:\n  - echo \"on $HOME\"\n",
+    );
+    let run = d.wait_status(&name, &["done", "failed"], Duration::from_secs(40));
+    assert_eq!(run["status"], "done", "{run}\n{}", d.daemon_output());
+    assert_eq!(run["jobs"][0]["instance"], "elastic-0");
+    assert_eq!(run["jobs"][0]["price"], 2.5);
+    assert_eq!(
+        String::from_utf8(d.logs(&name)).unwrap(),
+        format!("on {}\n", a.home().display())
+    );
+    // idle past idle_duration, above nodes.min = 0: given back
+    wait("the idle instance to go", || {
+        instances(&d, "elastic").is_empty()
+    });
+    // the backend has it again: a second job gets it anew
+    let again = d.apply_detached(
+        "grows-again",
+        "type: task\nname: grows-again\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB.., gpu: H100:2}\ncommands:\n  - echo again\n",
+    );
+    let run = d.wait_status(&again, &["done", "failed"], Duration::from_secs(40));
+    assert_eq!(run["status"], "done", "{run}");
+}

@@ -147,8 +147,17 @@ pub async fn create_instance(
         cfg.max_price.is_none_or(|m| o.price <= m)
             && crate::catalog::matching::spot_allowed(cfg.spot_policy, o.spot)
     });
+    create_from_offers(d, &fleet.name, &offers).await
+}
+
+/// Creates an instance in `fleet` from the first of `offers` that its backend can create
+/// (the cheapest first, the next on failure, at most 25: SPEC section 5).
+pub async fn create_from_offers(
+    d: &Daemon,
+    fleet: &str,
+    offers: &[flotilla_protocol::model::Offer],
+) -> Result<Instance, String> {
     let mut last_err = format!("no offers in {}", d.backends.names().join(", "));
-    // The cheapest first; the next on failure (up to 25, SPEC section 5).
     for offer in offers.iter().take(25) {
         let Some(backend) = d.backends.get(&offer.backend) else {
             continue;
@@ -165,13 +174,13 @@ pub async fn create_instance(
             .list_instances()
             .map_err(|e| e.to_string())?
             .iter()
-            .filter(|i| i.fleet == fleet.name)
+            .filter(|i| i.fleet == fleet)
             .map(|i| i.instance_num + 1)
             .max()
             .unwrap_or(0);
         let inst = crate::fleets::pending_instance(
             d.store.next_id().map_err(|e| e.to_string())?,
-            &fleet.name,
+            fleet,
             num,
             created.endpoint.clone(),
             &offer.backend,
@@ -182,7 +191,7 @@ pub async fn create_instance(
         d.publish(d.store.put_instance(&inst).map_err(|e| e.to_string())?);
         let _ = d.store.flush().await;
         d.instances_wake.notify_one();
-        info!(fleet = %fleet.name, instance = %inst.name, backend = %inst.backend, "instance created");
+        info!(fleet, instance = %inst.name, backend = %inst.backend, "instance created");
         return Ok(inst);
     }
     Err(last_err)

@@ -2,19 +2,24 @@
 
 use super::runner;
 use crate::lifecycle::finish;
-use crate::scheduler::{self, Decision, FleetView, InstanceSlot, JobKey, PendingJob};
+use crate::scheduler::{self, Decision, FleetView, InstanceSlot, JobKey, JobTerms, PendingJob};
 use crate::state::Daemon;
 use crate::store::StoreError;
-use flotilla_protocol::model::{JobStatus, Run};
+use flotilla_protocol::model::{FleetStatus, JobStatus, Run};
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::warn;
 
+/// Jobs for which a new instance is being created: `None` while the backend works, then the
+/// instance, until it is provisioned (the job is then placed like any other).
+pub type Inflight = Arc<Mutex<HashMap<JobKey, Option<u64>>>>;
+
 pub async fn run(d: Daemon) {
+    let inflight: Inflight = Arc::default();
     loop {
-        let next_due = match schedule_once(&d).await {
+        let next_due = match schedule_once(&d, &inflight).await {
             Ok(due) => due,
             Err(e) => {
                 warn!("scheduling pass failed: {e}");
@@ -56,6 +61,11 @@ pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, Stor
         .into_iter()
         .map(|f| FleetView {
             name: f.name.clone(),
+            config: f.configuration,
+            terminating: matches!(
+                f.status,
+                FleetStatus::Terminating | FleetStatus::Terminated | FleetStatus::Failed
+            ),
             instances: f
                 .instances
                 .into_iter()
@@ -73,6 +83,9 @@ pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, Stor
                         price: i.price,
                         backend: i.backend,
                         region: i.region,
+                        created_at: i.created_at,
+                        unreachable_since: i.unreachable_since,
+                        ..InstanceSlot::default()
                     }
                 })
                 .collect(),
@@ -81,8 +94,26 @@ pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, Stor
 }
 
 /// One pass; returns when the next retry backoff ends, if any job waits for one.
-pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> {
+pub async fn schedule_once(
+    d: &Daemon,
+    inflight: &Inflight,
+) -> Result<Option<Timestamp>, StoreError> {
     let runs = d.store.active_runs();
+    // Forget creations whose instance is up (or gone): their jobs are placed normally now.
+    let waiting_for_instance: std::collections::HashSet<JobKey> = {
+        let mut map = inflight.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, inst| match inst {
+            None => true,
+            Some(id) => d.store.get_instance(*id).ok().flatten().is_some_and(|i| {
+                matches!(
+                    i.status,
+                    flotilla_protocol::model::InstanceStatus::Pending
+                        | flotilla_protocol::model::InstanceStatus::Provisioning
+                )
+            }),
+        });
+        map.keys().copied().collect()
+    };
     let now = Timestamp::now();
     let mut next_due: Option<Timestamp> = None;
     let mut pending = Vec::new();
@@ -102,6 +133,9 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
                 replica_num: job.replica_num,
                 job_num: job.job_num,
             };
+            if waiting_for_instance.contains(&key) {
+                continue;
+            }
             subs.insert(key, job.current.id);
             pending.push(PendingJob {
                 key,
@@ -111,6 +145,14 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
                 requirements: common.resources.clone(),
                 fleets: common.fleets.clone(),
                 max_price: common.max_price,
+                nodes: run.configuration.nodes(),
+                master_fleet: run
+                    .jobs
+                    .iter()
+                    .find(|m| m.replica_num == job.replica_num && m.job_num == 0)
+                    .filter(|m| m.current.status != JobStatus::Submitted)
+                    .and_then(|m| m.current.fleet.clone()),
+                terms: JobTerms::from_run(common),
             });
         }
     }
@@ -118,13 +160,11 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
         return Ok(next_due);
     }
     let fleets = fleet_views(d, &runs)?;
-    let decisions = scheduler::schedule(&pending, &fleets, now);
+    let decisions = scheduler::schedule_with(&pending, &fleets, &d.backends, now);
+    let mut to_create = Vec::new();
     let mut started = Vec::new();
     for decision in decisions {
-        let key = match &decision {
-            Decision::Place(p) => p.key,
-            Decision::Wait { key, .. } | Decision::Fail { key, .. } => *key,
-        };
+        let key = decision.key();
         let Some(&sub_id) = subs.get(&key) else {
             continue;
         };
@@ -158,6 +198,17 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
                     sub.waiting_reason = None;
                     true
                 }
+                Decision::Provision(p) => {
+                    let reason = format!(
+                        "provisioning a new instance in fleet {}: {} {} (${}/h)",
+                        p.fleet, p.offer.backend, p.offer.instance_type, p.offer.price
+                    );
+                    if sub.waiting_reason.as_deref() != Some(reason.as_str()) {
+                        sub.waiting_reason = Some(reason);
+                    }
+                    to_create.push(p.clone());
+                    false
+                }
                 Decision::Wait { reason, .. } => {
                     if sub.waiting_reason.as_deref() != Some(reason) {
                         sub.waiting_reason = Some(reason.clone());
@@ -186,5 +237,51 @@ pub async fn schedule_once(d: &Daemon) -> Result<Option<Timestamp>, StoreError> 
     for (key, sub_id) in started {
         runner::spawn(d, key.run_id, key.replica_num, key.job_num, sub_id);
     }
+    for p in to_create {
+        inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.key, None);
+        tokio::spawn(create_for_job(d.clone(), inflight.clone(), p));
+    }
     Ok(next_due)
+}
+
+/// Creates the instance a job waits for; when no offer can be created, the job fails with
+/// `failed_to_start_due_to_no_capacity` (its run's `retry` may resubmit it).
+async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<scheduler::Provisioning>) {
+    let mut offers = vec![p.offer.clone()];
+    offers.extend(p.fallback_offers.iter().cloned());
+    match super::fleets::create_from_offers(&d, &p.fleet, &offers).await {
+        Ok(inst) => {
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.key, Some(inst.id));
+        }
+        Err(e) => {
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&p.key);
+            let now = Timestamp::now();
+            let r = d.update_run(p.key.run_id, |run| {
+                if let Some(job) = super::runner::find_job(run, p.key.replica_num, p.key.job_num) {
+                    if job.current.status == JobStatus::Submitted {
+                        finish(
+                            &mut job.current,
+                            JobStatus::Failed,
+                            Some(flotilla_protocol::model::JobTerminationReason::FailedToStartDueToNoCapacity),
+                            Some(format!("no offers could be created: {e}")),
+                            now,
+                        );
+                    }
+                }
+            });
+            if let Err(e) = r {
+                warn!("cannot record the failed creation: {e}");
+            }
+            let _ = d.store.flush().await;
+        }
+    }
 }

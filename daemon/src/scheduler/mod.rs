@@ -1,23 +1,56 @@
-//! Pure placement: (pending jobs, fleets with their instances and block usage, now) -> decisions.
+//! Pure placement: (pending jobs, fleets with their instances and block usage, backend offers,
+//! now) -> decisions, plus the fleet-maintenance and retry rules (SPEC sections 4 and 5).
 //!
-//! No I/O and no clock: the caller passes everything in and applies the decisions. Jobs are
-//! taken by priority (high first), then oldest first (SPEC section 5).
+//! No I/O and no clock: the caller passes everything in (`now` included) and applies the
+//! decisions. The parts:
+//! - [`schedule`] / [`schedule_with`] (`placement`, `replicas`): jobs by priority (high first),
+//!   then oldest first; each to the cheapest idle share of an instance in the best fleet, else a
+//!   new instance from the cheapest backend offer, else it waits for a busy instance or fails;
+//! - `terms`: how a run's profile and a fleet's profile combine into one offer request;
+//! - `shares`: instance shapes, block shares and GPU pinning; `fingerprint`: the fast hashing
+//!   of the pass's interning tables;
+//! - `offers`: the [`OfferSource`] of backend offers, and [`pool_offers`]; `backend`: how a
+//!   pass asks for them once per distinct request;
+//! - `messages`: the human reasons for waiting and failing;
+//! - `fleets`: [`plan_fleet`], what a fleet's instances need (keep `nodes.min`, trim, timeouts);
+//! - `retry`: [`retry_delay`] and [`retry_decision`] for resubmitting failed runs.
 
-use crate::catalog::matching::resources_match;
-use flotilla_protocol::config::ResourcesSpec;
-use flotilla_protocol::model::{
-    Availability, InstanceResources, InstanceStatus, JobTerminationReason, Offer,
+mod backend;
+mod fingerprint;
+mod fleets;
+mod messages;
+mod offers;
+mod placement;
+mod replicas;
+mod retry;
+mod shares;
+mod terms;
+
+pub use fleets::{
+    plan_fleet, FleetAction, InstanceTerminationReason, PROVISIONING_TIMEOUT_SECS,
+    UNREACHABLE_TERMINATION_SECS,
 };
-use flotilla_protocol::Timestamp;
+pub use offers::{pool_offers, NoBackendOffers, OfferSource, PerFleetOffers, StaticOffers};
+pub use placement::{schedule, schedule_with, MAX_PROVISION_OFFERS};
+pub use retry::{retry_decision, retry_delay, retry_event, RetryDecision, RETRY_DELAYS_SECS};
+pub use shares::{new_instance_gpus, total_blocks};
+pub use terms::{backend_requirements, JobTerms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+use flotilla_protocol::config::{FleetConfig, ResourcesSpec};
+use flotilla_protocol::model::{InstanceResources, InstanceStatus, JobTerminationReason, Offer};
+use flotilla_protocol::Timestamp;
+use std::sync::Arc;
+
+/// One job of one replica of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobKey {
     pub run_id: u64,
     pub replica_num: u32,
     pub job_num: u32,
 }
 
-#[derive(Debug, Clone)]
+/// A job waiting to be placed, with everything about its run that placement looks at.
+#[derive(Debug, Clone, Default)]
 pub struct PendingJob {
     pub key: JobKey,
     /// `run/replica/job`, for messages.
@@ -27,9 +60,19 @@ pub struct PendingJob {
     pub requirements: ResourcesSpec,
     /// The run's `fleets:`; `None` = any fleet.
     pub fleets: Option<Vec<String>>,
+    /// The run's `max_price` ($/h); `None` = any price.
     pub max_price: Option<f64>,
+    /// How many jobs (nodes) the job's replica has; 0 or 1 = a single-node job. The jobs of a
+    /// multi-node replica are placed together, in one `placement: cluster` fleet.
+    pub nodes: u32,
+    /// For a job other than the master (`job_num` 0) of a multi-node replica whose master was
+    /// placed earlier: the master's fleet. `None` while the master is not placed.
+    pub master_fleet: Option<String>,
+    /// The rest of the run's profile that steers placement (creation and spot policies, where).
+    pub terms: JobTerms,
 }
 
+/// A machine of a fleet, with what jobs hold on it now.
 #[derive(Debug, Clone)]
 pub struct InstanceSlot {
     pub id: u64,
@@ -41,17 +84,68 @@ pub struct InstanceSlot {
     pub busy_blocks: u32,
     /// GPU indices held by running jobs.
     pub busy_gpus: Vec<u32>,
+    /// $/h for the whole machine.
     pub price: f64,
     pub backend: String,
     pub region: String,
+    /// A spot (interruptible) machine.
+    pub spot: bool,
+    /// Failing its health checks: takes no new jobs.
+    pub unhealthy: bool,
+    pub created_at: Timestamp,
+    /// Since when no job holds a block of it; `None` = unknown (then `created_at` counts).
+    pub idle_since: Option<Timestamp>,
+    /// Since when it has not answered (with `unreachable`).
+    pub unreachable_since: Option<Timestamp>,
+    /// The idle limit of the run that created it (seconds); the fleet's `idle_duration` applies
+    /// when it is lower or when this is `None`.
+    pub idle_duration: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+impl Default for InstanceSlot {
+    /// An idle, reachable, healthy, empty machine of one block, free of charge.
+    fn default() -> Self {
+        InstanceSlot {
+            id: 0,
+            name: String::new(),
+            status: InstanceStatus::Idle,
+            unreachable: false,
+            resources: InstanceResources {
+                cpus: 0,
+                cpu_arch: flotilla_protocol::config::CpuArch::X86,
+                memory_gb: 0.0,
+                disk_gb: None,
+                gpus: Vec::new(),
+            },
+            total_blocks: 1,
+            busy_blocks: 0,
+            busy_gpus: Vec::new(),
+            price: 0.0,
+            backend: String::new(),
+            region: String::new(),
+            spot: false,
+            unhealthy: false,
+            created_at: Timestamp::default(),
+            idle_since: None,
+            unreachable_since: None,
+            idle_duration: None,
+        }
+    }
+}
+
+/// A fleet as placement sees it.
+#[derive(Debug, Clone, Default)]
 pub struct FleetView {
     pub name: String,
     pub instances: Vec<InstanceSlot>,
+    /// The fleet's configuration. `None` = the built-in local fleet: existing hosts only,
+    /// nothing provisioned, no limits (like an SSH fleet).
+    pub config: Option<FleetConfig>,
+    /// Being deleted: nothing new is placed or provisioned in it.
+    pub terminating: bool,
 }
 
+/// A job goes onto free blocks of an existing instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
     pub key: JobKey,
@@ -59,14 +153,40 @@ pub struct Placement {
     pub instance_id: u64,
     pub instance: String,
     pub blocks: u32,
+    /// GPU indices pinned to the job (never given to another job while it holds them).
     pub gpus: Vec<u32>,
     /// The job's share of the instance's hourly price.
     pub price: f64,
 }
 
+/// A job gets a new instance in `fleet`, created from a backend offer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provisioning {
+    pub key: JobKey,
+    pub fleet: String,
+    /// The cheapest acceptable backend offer. Like every offer here, `fleet` is set and
+    /// `blocks` / `total_blocks` say the job's share of the new instance.
+    pub offer: Offer,
+    /// The next cheapest offers, in order, to try when creating from `offer` fails
+    /// ([`MAX_PROVISION_OFFERS`] with `offer`, at most). Shared by the decisions of a pass
+    /// that provision from the same offers.
+    pub fallback_offers: Arc<[Offer]>,
+    /// The job's blocks on the new instance from `offer`, of `total_blocks`.
+    pub blocks: u32,
+    pub total_blocks: u32,
+    /// GPUs pinned to the job on the new instance from `offer` (see [`new_instance_gpus`] for
+    /// a fallback offer).
+    pub gpus: Vec<u32>,
+    /// Seconds the new instance may stay idle: the lower of the run's and the fleet's
+    /// `idle_duration`; `None` = forever.
+    pub idle_duration: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Place(Placement),
+    /// Create an instance for the job (the instances loop provisions it, then the job runs).
+    Provision(Box<Provisioning>),
     /// Something in a fleet could take the job once it is free.
     Wait {
         key: JobKey,
@@ -79,183 +199,49 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// The job the decision is about.
+    pub fn key(&self) -> JobKey {
+        match self {
+            Decision::Place(p) => p.key,
+            Decision::Provision(p) => p.key,
+            Decision::Wait { key, .. } | Decision::Fail { key, .. } => *key,
+        }
+    }
+}
+
 impl InstanceSlot {
-    fn usable(&self) -> bool {
-        matches!(self.status, InstanceStatus::Idle | InstanceStatus::Busy) && !self.unreachable
+    /// Running or idle, reachable and healthy: may take a job.
+    pub fn usable(&self) -> bool {
+        matches!(self.status, InstanceStatus::Idle | InstanceStatus::Busy)
+            && !self.unreachable
+            && !self.unhealthy
     }
 
-    fn gpus_per_block(&self) -> u32 {
-        self.resources.gpus.len() as u32 / self.total_blocks.max(1)
+    /// Not on its way out: counts against `nodes.min` / `nodes.max`.
+    pub fn active(&self) -> bool {
+        matches!(
+            self.status,
+            InstanceStatus::Pending
+                | InstanceStatus::Provisioning
+                | InstanceStatus::Idle
+                | InstanceStatus::Busy
+        )
     }
 
     /// The smallest number of blocks whose share of this instance satisfies `req`,
     /// looking at `available` blocks.
     pub fn blocks_for(&self, req: &ResourcesSpec, available: u32) -> Option<u32> {
-        (1..=available)
-            .find(|&n| resources_match(req, &self.resources.share(n, self.total_blocks.max(1))))
+        shares::smallest_share(&self.resources, self.total_blocks.max(1), req, available)
     }
 }
 
-/// Decides, for every pending job, where it goes now, or why it waits or fails.
-pub fn schedule(jobs: &[PendingJob], fleets: &[FleetView], _now: Timestamp) -> Vec<Decision> {
-    let mut order: Vec<&PendingJob> = jobs.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.submitted_at.cmp(&b.submitted_at))
-            .then(a.key.cmp(&b.key))
-    });
-    let mut fleets: Vec<FleetView> = fleets.to_vec();
-    let mut out = Vec::with_capacity(order.len());
-    for job in order {
-        out.push(place_job(job, &mut fleets));
-    }
-    out
-}
-
-fn place_job(job: &PendingJob, fleets: &mut [FleetView]) -> Decision {
-    let candidates: Vec<usize> = fleets
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| {
-            job.fleets
-                .as_ref()
-                .is_none_or(|names| names.contains(&f.name))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    if candidates.is_empty() {
-        return Decision::Fail {
-            key: job.key,
-            reason: JobTerminationReason::FailedToStartDueToNoCapacity,
-            message: match &job.fleets {
-                Some(names) => format!("no fleets: none of {} exists", names.join(", ")),
-                None => "no fleets".to_string(),
-            },
-        };
-    }
-    // The cheapest free share of an instance, over all candidate fleets.
-    let mut best: Option<(f64, u32, usize, usize)> = None; // (price, blocks, fleet, instance)
-    let mut busy_fits: Vec<String> = Vec::new();
-    for &fi in &candidates {
-        for (ii, inst) in fleets[fi].instances.iter().enumerate() {
-            if !inst.usable() {
-                continue;
-            }
-            let total = inst.total_blocks.max(1);
-            let Some(needed) = inst.blocks_for(&job.requirements, total) else {
-                continue;
-            };
-            let free = total.saturating_sub(inst.busy_blocks);
-            let price = inst.price * f64::from(needed) / f64::from(total);
-            if job.max_price.is_some_and(|m| price > m) {
-                continue;
-            }
-            if needed > free {
-                busy_fits.push(format!(
-                    "{}/{} {}/{} busy",
-                    fleets[fi].name, inst.name, inst.busy_blocks, total
-                ));
-                continue;
-            }
-            let better = best.is_none_or(|(p, b, _, _)| price < p || (price == p && needed < b));
-            if better {
-                best = Some((price, needed, fi, ii));
-            }
-        }
-    }
-    if let Some((price, blocks, fi, ii)) = best {
-        let fleet_name = fleets[fi].name.clone();
-        let inst = &mut fleets[fi].instances[ii];
-        let want = (inst.gpus_per_block() * blocks) as usize;
-        let gpus: Vec<u32> = (0..inst.resources.gpus.len() as u32)
-            .filter(|g| !inst.busy_gpus.contains(g))
-            .take(want)
-            .collect();
-        inst.busy_blocks += blocks;
-        inst.busy_gpus.extend(&gpus);
-        return Decision::Place(Placement {
-            key: job.key,
-            fleet: fleet_name,
-            instance_id: inst.id,
-            instance: inst.name.clone(),
-            blocks,
-            gpus,
-            price,
-        });
-    }
-    if !busy_fits.is_empty() {
-        return Decision::Wait {
-            key: job.key,
-            reason: format!(
-                "no fleet has a free block for {}: {}",
-                describe(&job.requirements),
-                busy_fits.join(", ")
-            ),
-        };
-    }
-    Decision::Fail {
-        key: job.key,
-        reason: JobTerminationReason::FailedToStartDueToNoCapacity,
-        message: format!(
-            "no offers: no instance in {} matches {}",
-            candidates
-                .iter()
-                .map(|&i| fleets[i].name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            describe(&job.requirements)
-        ),
-    }
-}
-
-/// Offers from instances already in fleets: each usable instance whose share fits `req`,
-/// `idle` when that many blocks are free now, `busy` otherwise (SPEC section 3).
-pub fn pool_offers(
-    fleets: &[FleetView],
-    req: &ResourcesSpec,
-    only: Option<&[String]>,
-) -> Vec<Offer> {
-    let mut out = Vec::new();
-    for f in fleets {
-        if only.is_some_and(|names| !names.contains(&f.name)) {
-            continue;
-        }
-        for inst in f.instances.iter().filter(|i| i.usable()) {
-            let total = inst.total_blocks.max(1);
-            let Some(n) = inst.blocks_for(req, total) else {
-                continue;
-            };
-            let free = total.saturating_sub(inst.busy_blocks);
-            out.push(Offer {
-                backend: inst.backend.clone(),
-                region: inst.region.clone(),
-                instance_type: inst.name.clone(),
-                resources: crate::catalog::matching::exact_spec(&inst.resources.share(n, total)),
-                price: inst.price * f64::from(n) / f64::from(total),
-                spot: false,
-                availability: if n <= free {
-                    Availability::Idle
-                } else {
-                    Availability::Busy
-                },
-                fleet: Some(f.name.clone()),
-                instance: Some(inst.name.clone()),
-                blocks: Some(n),
-                total_blocks: Some(total),
-            });
-        }
-    }
-    out
-}
-
-/// `A100 GPU`, `2 GPUs`, or `a CPU-only job`, for messages.
-fn describe(req: &ResourcesSpec) -> String {
-    if req.gpu.count.max == Some(0) || req.gpu.count.min.unwrap_or(0) == 0 {
-        return "a CPU job".to_string();
-    }
-    match &req.gpu.name {
-        Some(names) if !names.is_empty() => format!("a {} GPU", names.join("/")),
-        _ => "a GPU".to_string(),
+impl FleetView {
+    /// Existing hosts only (an SSH fleet, or the built-in local fleet): never provisions,
+    /// never terminates its machines.
+    pub fn is_host_fleet(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_none_or(|c| c.ssh_config.is_some() || c.nodes.is_none())
     }
 }
