@@ -249,7 +249,7 @@ pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Resul
 }
 
 fn delete_finished(d: &Daemon, run: &Run) -> Result<(), StoreError> {
-    d.store.delete_run(run.id)?;
+    d.publish(d.store.delete_run(run.id)?);
     for job in &run.jobs {
         for sub in job.previous_submissions.iter().chain([&job.current]) {
             d.logs.remove(sub.id);

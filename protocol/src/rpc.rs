@@ -209,7 +209,7 @@ pub struct RunPlan {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RunListParams {
-    /// Include finished runs (default: active runs and the most recent finished ones).
+    /// Include finished runs (default: unfinished runs, or the last run when none is unfinished).
     #[serde(default)]
     pub all: bool,
 }

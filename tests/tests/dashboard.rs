@@ -55,7 +55,11 @@ impl Tmux {
             &rows.to_string(),
             &cmd,
         ]);
-        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t
     }
 
@@ -75,7 +79,11 @@ impl Tmux {
         let mut args = vec!["send-keys", "-t", self.target];
         args.extend_from_slice(keys);
         let out = self.tmux(&args);
-        assert!(out.status.success(), "send-keys {keys:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "send-keys {keys:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Text typed literally.
@@ -85,7 +93,8 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", self.target]).stdout).into_owned()
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", self.target]).stdout)
+            .into_owned()
     }
 
     /// Polls the pane until `ok` holds; fails with the pane and the daemon's output after `WAIT`.
@@ -139,6 +148,8 @@ const QUICK: &str = "type: task\nname: quick\nresources: {cpu: 1.., memory: 1GB.
 
 #[test]
 fn dashboard_views_logs_stop_shell_and_daemon_restart() {
+    // Skip nothing silently: without tmux this fails, saying so.
+    Tmux::require();
     let mut d = TestDaemon::start();
     let quick = d.apply_detached("quick", QUICK);
     d.wait_status(&quick, &["done"], Duration::from_secs(60));
@@ -147,16 +158,22 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
 
     let t = Tmux::start(&d, 140, 36);
     t.wait(&d, "the runs view, connected", |s| {
-        s.contains("● connected") && row(s, &ticker).is_some_and(|r| r.contains("running")) && row(s, &quick).is_some()
+        s.contains("● connected")
+            && row(s, &ticker).is_some_and(|r| r.contains("running"))
+            && row(s, &quick).is_some()
     });
 
     // Views: `:fleets` shows the local instance, `:runs` the runs again.
     t.text(":fleets");
     t.keys(&["Enter"]);
-    t.wait(&d, "the fleets view", |s| s.contains("local-0") && s.contains("BLOCKS"));
+    t.wait(&d, "the fleets view", |s| {
+        s.contains("local-0") && s.contains("BLOCKS")
+    });
     t.text(":ru");
     t.keys(&["Tab", "Enter"]);
-    t.wait(&d, "the runs view", |s| s.contains("NAME") && row(s, &ticker).is_some());
+    t.wait(&d, "the runs view", |s| {
+        s.contains("NAME") && row(s, &ticker).is_some()
+    });
 
     // Filter: only the ticker is left.
     t.keys(&["/"]);
@@ -168,15 +185,23 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
 
     // Logs: history, then live lines keep coming.
     t.keys(&["l"]);
-    let s = t.wait(&d, "the ticker's log", |s| s.contains("●follow") && last_tick(s).is_some());
+    let s = t.wait(&d, "the ticker's log", |s| {
+        s.contains("●follow") && last_tick(s).is_some()
+    });
     let first = last_tick(&s).unwrap_or(0);
-    t.wait(&d, "the log following new lines", |s| last_tick(s).is_some_and(|n| n > first + 3));
+    t.wait(&d, "the log following new lines", |s| {
+        last_tick(s).is_some_and(|n| n > first + 3)
+    });
     t.keys(&["Escape"]);
-    t.wait(&d, "the runs view after the log", |s| s.contains("NAME") && row(s, &ticker).is_some());
+    t.wait(&d, "the runs view after the log", |s| {
+        s.contains("NAME") && row(s, &ticker).is_some()
+    });
 
     // Stop: a dialog names the run; `y` stops it and the row turns terminated.
     t.keys(&["C-s"]);
-    t.wait(&d, "the stop dialog", |s| s.contains(&format!("Stop {ticker}?")));
+    t.wait(&d, "the stop dialog", |s| {
+        s.contains(&format!("Stop {ticker}?"))
+    });
     t.keys(&["y"]);
     t.wait(&d, "the run terminated", |s| {
         row(s, &ticker).is_some_and(|r| r.contains("terminated"))
@@ -185,10 +210,15 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
     assert_eq!(run["status"], "terminated", "{run}");
 
     // Shell: in the job's directory with its environment; the dashboard comes back intact.
-    let job_dir = run["jobs"][0]["job_dir"].as_str().expect("job_dir").to_string();
+    let job_dir = run["jobs"][0]["job_dir"]
+        .as_str()
+        .expect("job_dir")
+        .to_string();
     let work = Path::new(&job_dir).join("work");
     t.keys(&["s"]);
-    t.wait(&d, "the shell's banner", |s| s.contains("flotilla: shell in"));
+    t.wait(&d, "the shell's banner", |s| {
+        s.contains("flotilla: shell in")
+    });
     t.text("pwd > marker; echo \"$DSTACK_RUN_NAME $GREETING\" >> marker");
     t.keys(&["Enter"]);
     let marker = work.join("marker");
@@ -199,7 +229,12 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
                 break text;
             }
         }
-        assert!(Instant::now() < deadline, "the shell did not write {}: pane:\n{}", marker.display(), t.screen());
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not write {}: pane:\n{}",
+            marker.display(),
+            t.screen()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut lines = written.lines();
@@ -210,7 +245,11 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
         "the shell ran in {pwd}, not in the job's directory {}",
         work.display()
     );
-    assert_eq!(lines.next(), Some(format!("{ticker} hi").as_str()), "the job's environment");
+    assert_eq!(
+        lines.next(),
+        Some(format!("{ticker} hi").as_str()),
+        "the job's environment"
+    );
     t.text("exit");
     t.keys(&["Enter"]);
     t.wait(&d, "the runs view after the shell", |s| {
@@ -220,15 +259,21 @@ fn dashboard_views_logs_stop_shell_and_daemon_restart() {
     t.keys(&["?"]);
     t.wait(&d, "the help screen", |s| s.contains("keys (esc closes)"));
     t.keys(&["Escape"]);
-    t.wait(&d, "the help closed", |s| !s.contains("keys (esc closes)") && s.contains("NAME"));
+    t.wait(&d, "the help closed", |s| {
+        !s.contains("keys (esc closes)") && s.contains("NAME")
+    });
 
     // A daemon restart: "reconnecting", then everything resumes.
     d.kill9();
     t.wait(&d, "reconnecting", |s| s.contains("reconnecting"));
     d.spawn();
-    t.wait(&d, "connected again", |s| s.contains("● connected") && row(s, &ticker).is_some());
+    t.wait(&d, "connected again", |s| {
+        s.contains("● connected") && row(s, &ticker).is_some()
+    });
 
     // Quit.
     t.keys(&["q"]);
-    t.wait(&d, "the dashboard gone", |s| s.contains("flotilla exited with 0"));
+    t.wait(&d, "the dashboard gone", |s| {
+        s.contains("flotilla exited with 0")
+    });
 }

@@ -1,1 +1,7 @@
-//! placeholder
+//! flotilla-tui: the `flotilla` command line (`commands`) and dashboard (`ui`), and how both reach
+//! the daemon (`connect`); `main.rs` only parses arguments and dispatches.
+
+pub mod commands;
+pub mod connect;
+pub mod table;
+pub mod ui;

@@ -1,16 +1,17 @@
 //! flotilla: the scripting command line of flotilla (the dashboard comes with no arguments).
 
-mod commands;
-mod connect;
-mod table;
-
 use clap::{Parser, Subcommand};
-use connect::Target;
+use flotilla_tui::connect::Target;
+use flotilla_tui::{commands, ui};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "Run dstack configurations on your GPU machines")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Run dstack configurations on your GPU machines"
+)]
 struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/flotilla/flotilla.sock, else the state dir]
     #[arg(long, global = true, env = "FLOTILLA_SOCKET")]
@@ -34,6 +35,11 @@ enum Command {
     Stop(commands::runs::StopArgs),
     /// Delete a finished run and its logs
     Delete(commands::runs::DeleteArgs),
+    /// A shell (or `-- COMMAND`) in a run's job, in its working directory
+    Ssh(commands::ssh::Args),
+    /// The byte stream to a job's host (the ProxyCommand of `flotilla ssh`)
+    #[command(hide = true)]
+    Tunnel(commands::ssh::TunnelArgs),
     /// Fleets and their instances
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
@@ -57,14 +63,34 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
     };
     let Some(command) = cli.command else {
-        eprintln!("flotilla: the dashboard is not built yet; see `flotilla --help` for the commands");
-        return ExitCode::from(2);
+        // The dashboard: several threads, so that the daemon link runs while a frame is drawn.
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("flotilla: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(ui::run(&target)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("flotilla: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     };
     // Validation is local and needs no runtime.
     if let Command::Validate(args) = &command {
         return commands::validate::run(args);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flotilla: cannot start the runtime: {e}");
@@ -79,6 +105,8 @@ fn main() -> ExitCode {
             Command::Stop(a) => commands::runs::stop(&target, a).await,
             Command::Delete(a) => commands::runs::delete(&target, a).await,
             Command::Fleet(c) => commands::fleet::run(&target, c).await,
+            Command::Ssh(a) => commands::ssh::run(&target, a).await,
+            Command::Tunnel(a) => commands::ssh::tunnel(&target, a).await,
             Command::Offer(a) => commands::offer::run(&target, a).await,
             Command::Event(a) => commands::event::run(&target, a).await,
             Command::Daemon(c) => commands::daemon::run(&target, c).await,

@@ -28,8 +28,28 @@ pub struct Caller {
     pub admin: bool,
 }
 
-/// Lines to send on one connection (responses and notifications, already encoded).
-pub type Outbox = mpsc::Sender<Vec<u8>>;
+/// Lines to send on one connection (responses and notifications, already encoded), and whether
+/// its client is gone (streams end then).
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Vec<u8>>,
+    gone: tokio_util::sync::CancellationToken,
+}
+
+impl Outbox {
+    /// Queues a line; an error when the connection is gone.
+    pub async fn send(&self, line: Vec<u8>) -> Result<(), ()> {
+        if self.gone.is_cancelled() {
+            return Err(());
+        }
+        self.tx.send(line).await.map_err(|_| ())
+    }
+
+    /// Resolves when the client has closed its side of the connection.
+    pub async fn closed(&self) {
+        self.gone.cancelled().await
+    }
+}
 
 pub fn encode_line<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     let mut v = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
@@ -77,7 +97,12 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
         admin: uid == 0 || uid == own_uid,
     });
     let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let (sender, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let gone = tokio_util::sync::CancellationToken::new();
+    let tx = Outbox {
+        tx: sender,
+        gone: gone.clone(),
+    };
     // The writer hands the socket back when every sender is gone (for tunnel.open).
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
@@ -170,6 +195,8 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
             }
         });
     }
+    // The client is gone (or the daemon stops): streams of this connection end.
+    gone.cancel();
     drop(tx);
     if let Ok(mut write) = writer.await {
         let _ = write.shutdown().await;

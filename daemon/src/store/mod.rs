@@ -381,11 +381,12 @@ impl Store {
         Ok((run, out, events))
     }
 
-    /// Removes a finished run and its jobs (their logs are removed by the caller).
-    pub fn delete_run(&self, id: u64) -> Result<()> {
+    /// Removes a finished run and its jobs (their logs are removed by the caller); the event
+    /// says `deleted`.
+    pub fn delete_run(&self, id: u64) -> Result<Vec<Event>> {
         let _g = self.lock();
         let Some(run) = self.load_run(id)? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let keys: Vec<[u8; 16]> = run
             .jobs
@@ -421,7 +422,14 @@ impl Store {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        Ok(())
+        self.append_events_locked(vec![EventDraft {
+            kind: "run",
+            resource: run.name.clone(),
+            old_status: Some(run.status.to_string()),
+            new_status: None,
+            reason: None,
+            message: Some("deleted".into()),
+        }])
     }
 
     // ---- fleets and instances ----
