@@ -63,29 +63,22 @@ pub fn host_blocks(cfg: &FleetConfig, hostname: &str) -> Blocks {
         .unwrap_or(cfg.blocks)
 }
 
-/// How many blocks a host with these resources gets: `auto` = one per GPU (per CPU without GPUs).
+/// How many blocks a host with these resources gets (`auto` = one per GPU, per CPU without
+/// GPUs); a count that cannot split the host is an error that names why.
 pub fn block_count(blocks: Blocks, res: &InstanceResources) -> Result<u32, String> {
-    match blocks {
-        Blocks::Auto => Ok(if res.gpus.is_empty() {
-            res.cpus.max(1)
-        } else {
-            res.gpus.len() as u32
-        }),
-        Blocks::Count(0) => Err("blocks must be at least 1".into()),
-        Blocks::Count(n) => {
-            let g = res.gpus.len() as u32;
-            if g > 0 && !g.is_multiple_of(n) {
-                Err(format!("blocks: {n} does not divide the host's {g} GPUs"))
-            } else if g == 0 && n > res.cpus.max(1) {
-                Err(format!(
-                    "blocks: {n} is more than the host's {} CPUs",
-                    res.cpus
-                ))
-            } else {
-                Ok(n)
-            }
+    if let Blocks::Count(n) = blocks {
+        let g = res.gpus.len() as u32;
+        if n == 0 {
+            return Err("blocks must be at least 1".into());
+        }
+        if g > 0 && !g.is_multiple_of(n) {
+            return Err(format!("blocks: {n} does not divide the host's {g} GPUs"));
+        }
+        if g == 0 && n > res.cpus.max(1) {
+            return Err(format!("blocks: {n} is more than the host's {} CPUs", res.cpus));
         }
     }
+    Ok(crate::scheduler::total_blocks(blocks, res))
 }
 
 fn same_host(i: &Instance, ep: &SshEndpoint) -> bool {

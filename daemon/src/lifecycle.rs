@@ -1,13 +1,12 @@
 //! Pure lifecycle rules: a run's status from its jobs (SPEC section 4), and how a job's process ended.
 
-use flotilla_protocol::config::RetryEvent;
+use crate::scheduler::{retry_decision, retry_event, RetryDecision};
 use flotilla_protocol::model::{
     Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
     StopRequest,
 };
 use flotilla_protocol::Timestamp;
 use std::collections::HashSet;
-use std::time::Duration;
 
 /// Sets the run's status (and termination reason, finish time) from its jobs.
 pub fn derive_run_status(run: &mut Run, now: Timestamp) {
@@ -86,23 +85,6 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
     };
 }
 
-/// The retry event a job termination counts as (SPEC section 4), if any.
-pub fn retry_event(reason: JobTerminationReason) -> Option<RetryEvent> {
-    use JobTerminationReason as R;
-    match reason {
-        R::FailedToStartDueToNoCapacity => Some(RetryEvent::NoCapacity),
-        R::InterruptedByNoCapacity | R::InstanceUnreachable => Some(RetryEvent::Interruption),
-        R::ContainerExitedWithError | R::ExecutorError => Some(RetryEvent::Error),
-        _ => None,
-    }
-}
-
-/// Backoff before resubmission `attempt` (0 = after the first failure): 15s, 30s, 1m, 2m, 5m, then 10m.
-pub fn retry_delay(attempt: u32) -> Duration {
-    const STEPS: [u64; 5] = [15, 30, 60, 120, 300];
-    Duration::from_secs(STEPS.get(attempt as usize).copied().unwrap_or(600))
-}
-
 /// Jobs that failed in this change with a reason the run's `retry` covers get a new submission
 /// after the backoff; past the retry `duration`, the run ends with `retry_limit_exceeded`.
 /// `was_active` holds the submissions that were unfinished before the change.
@@ -124,25 +106,27 @@ pub fn resubmit_failed(
         if sub.status != JobStatus::Failed || !was_active.contains(&sub.id) {
             continue;
         }
-        let covered = sub
-            .termination_reason
-            .and_then(retry_event)
-            .is_some_and(|e| retry.on_events.contains(&e));
-        if !covered {
+        let Some(event) = sub.termination_reason.and_then(retry_event) else {
             continue;
-        }
-        let started = *run.retry_window_started_at.get_or_insert(now);
-        if started.plus_secs(retry.duration) < now {
-            run.termination_reason = Some(RunTerminationReason::RetryLimitExceeded);
-            run.status_message = Some(format!("retry duration of {}s exceeded", retry.duration));
-            return;
-        }
+        };
+        let attempt = sub.submission_num;
+        let started = run.retry_window_started_at.unwrap_or(now);
+        let at = match retry_decision(Some(&retry), event, attempt, started, now) {
+            RetryDecision::NotRetried => continue,
+            RetryDecision::LimitExceeded => {
+                run.termination_reason = Some(RunTerminationReason::RetryLimitExceeded);
+                run.status_message =
+                    Some(format!("retry duration of {}s exceeded", retry.duration));
+                return;
+            }
+            RetryDecision::Resubmit { at } => at,
+        };
+        run.retry_window_started_at = Some(started);
         let Some(id) = next_id() else { return };
         let job = &mut run.jobs[i];
-        let attempt = job.current.submission_num;
-        let delay = retry_delay(attempt).mul_f64(delay_scale.max(0.0));
+        let delay = at.millis().saturating_sub(now.millis()) as f64 * delay_scale.max(0.0);
         let mut fresh = crate::runs::new_submission(id, attempt + 1, now);
-        fresh.retry_at = Some(Timestamp(now.millis() + delay.as_millis() as u64));
+        fresh.retry_at = Some(Timestamp(now.millis() + delay as u64));
         let old = std::mem::replace(&mut job.current, fresh);
         job.previous_submissions.push(old);
     }
