@@ -75,7 +75,10 @@ pub fn block_count(blocks: Blocks, res: &InstanceResources) -> Result<u32, Strin
             return Err(format!("blocks: {n} does not divide the host's {g} GPUs"));
         }
         if g == 0 && n > res.cpus.max(1) {
-            return Err(format!("blocks: {n} is more than the host's {} CPUs", res.cpus));
+            return Err(format!(
+                "blocks: {n} is more than the host's {} CPUs",
+                res.cpus
+            ));
         }
     }
     Ok(crate::scheduler::total_blocks(blocks, res))
@@ -213,7 +216,7 @@ async fn apply_backend_fleet(
     let have = fleet.instances.len() as u32;
     let target = cfg.nodes.map(|n| n.target.max(n.min)).unwrap_or(0);
     for _ in have..target {
-        if let Err(e) = crate::loops::fleets::create_instance(d, &fleet, &cfg).await {
+        if let Err(e) = crate::loops::fleets::create_instance(d, &fleet.name, &cfg).await {
             return Err(RunError::Conflict(format!(
                 "fleet {name}: cannot create an instance: {e}"
             )));

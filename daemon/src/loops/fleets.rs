@@ -1,18 +1,19 @@
-//! The fleets loop, for fleets whose instances come from backends: keep `nodes.min`, create the
-//! `target` at apply, trim idle instances above `nodes.max`, terminate those idle past
-//! `idle_duration` (never below `nodes.min`), and give up on provisioning after 10 minutes.
+//! The fleets loop, for fleets whose instances come from backends: carries out what the
+//! scheduler's `plan_fleet` asks (keep `nodes.min`, trim idle instances above `nodes.max`,
+//! terminate those idle past `idle_duration`, give up on provisioning after 10 minutes).
 
-use crate::api::handlers::fleet_list;
+use super::scheduling::fleet_views;
+use crate::scheduler::{plan_fleet, FleetAction};
 use crate::state::Daemon;
 use flotilla_protocol::config::FleetConfig;
-use flotilla_protocol::model::{Fleet, Instance, InstanceStatus};
+use flotilla_protocol::model::{Instance, InstanceStatus};
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// Provisioning that takes longer than this is abandoned (SPEC section 5).
-pub const PROVISIONING_TIMEOUT_SECS: u64 = 600;
+/// After a failed creation, a fleet waits this long before trying again.
+const CREATE_RETRY_SECS: u64 = 30;
 
 pub async fn run(d: Daemon) {
     let mut idle_since: HashMap<u64, Timestamp> = HashMap::new();
@@ -28,91 +29,61 @@ pub async fn run(d: Daemon) {
     }
 }
 
-fn backend_fleet(f: &Fleet) -> Option<&FleetConfig> {
-    f.configuration.as_ref().filter(|c| c.ssh_config.is_none())
-}
-
-fn counts(inst: &Instance) -> bool {
-    !matches!(
-        inst.status,
-        InstanceStatus::Terminated | InstanceStatus::Failed | InstanceStatus::Terminating
-    )
-}
-
-/// After a failed creation, a fleet waits this long before trying again.
-const CREATE_RETRY_SECS: u64 = 30;
-
 async fn tick(
     d: &Daemon,
     idle_since: &mut HashMap<u64, Timestamp>,
     failed_at: &mut HashMap<String, Timestamp>,
 ) {
-    let Ok(fleets) = fleet_list(d) else { return };
+    let Ok(mut fleets) = fleet_views(d, &d.store.active_runs()) else {
+        return;
+    };
     let now = Timestamp::now();
-    for f in &fleets {
-        let Some(cfg) = backend_fleet(f) else {
-            continue;
-        };
-        let min = cfg.nodes.map(|n| n.min).unwrap_or(0);
-        let max = cfg.nodes.and_then(|n| n.max);
-        let mut active = f.instances.iter().filter(|i| counts(i)).count() as u32;
-        for inst in &f.instances {
-            if inst.status == InstanceStatus::Idle && inst.busy_blocks == 0 {
-                idle_since.entry(inst.id).or_insert(now);
+    let Ok(instances) = d.store.list_instances() else {
+        return;
+    };
+    for f in fleets.iter_mut().filter(|f| !f.is_host_fleet()) {
+        // When each instance went idle (kept here: the scheduler has no clock of its own).
+        for slot in f.instances.iter_mut() {
+            if slot.status == InstanceStatus::Idle && slot.busy_blocks == 0 {
+                slot.idle_since = Some(*idle_since.entry(slot.id).or_insert(now));
             } else {
-                idle_since.remove(&inst.id);
+                idle_since.remove(&slot.id);
             }
         }
-        // Provisioning that never finished.
-        for inst in f.instances.iter().filter(|i| {
-            matches!(
-                i.status,
-                InstanceStatus::Pending | InstanceStatus::Provisioning
-            ) && i.created_at.secs_until(now) >= PROVISIONING_TIMEOUT_SECS
-        }) {
-            terminate(d, inst, "provisioning_timeout").await;
-            active = active.saturating_sub(1);
-        }
-        // Idle instances: above nodes.max first, then past idle_duration, never below nodes.min.
-        let mut idle: Vec<&Instance> = f
-            .instances
-            .iter()
-            .filter(|i| i.status == InstanceStatus::Idle && i.busy_blocks == 0)
-            .collect();
-        idle.sort_by_key(|i| idle_since.get(&i.id).copied().unwrap_or(now));
-        for inst in idle {
-            if active <= min {
-                break;
+        for action in plan_fleet(f, now) {
+            match action {
+                FleetAction::Provision { fleet, count } => {
+                    let backing_off = failed_at
+                        .get(&fleet)
+                        .is_some_and(|t| t.secs_until(now) < CREATE_RETRY_SECS);
+                    let (Some(cfg), false) = (f.config.as_ref(), backing_off) else {
+                        continue;
+                    };
+                    for _ in 0..count {
+                        if let Err(e) = create_instance(d, &fleet, cfg).await {
+                            warn!("fleet {fleet}: cannot keep nodes.min: {e}; next try in {CREATE_RETRY_SECS}s");
+                            failed_at.insert(fleet.clone(), now);
+                            break;
+                        }
+                        failed_at.remove(&fleet);
+                    }
+                }
+                FleetAction::Terminate {
+                    instance_id,
+                    reason,
+                    ..
+                }
+                | FleetAction::Release {
+                    instance_id,
+                    reason,
+                    ..
+                } => {
+                    if let Some(inst) = instances.iter().find(|i| i.id == instance_id) {
+                        terminate(d, inst, reason.as_str()).await;
+                        idle_since.remove(&instance_id);
+                    }
+                }
             }
-            let over_max = max.is_some_and(|m| active > m);
-            let idle_for = idle_since
-                .get(&inst.id)
-                .map(|t| t.secs_until(now))
-                .unwrap_or(0);
-            let expired = cfg.idle_duration.is_some_and(|limit| idle_for >= limit);
-            if over_max || expired {
-                let reason = if over_max {
-                    "max_instances_limit"
-                } else {
-                    "idle_timeout"
-                };
-                terminate(d, inst, reason).await;
-                idle_since.remove(&inst.id);
-                active -= 1;
-            }
-        }
-        // Keep nodes.min.
-        let backing_off = failed_at
-            .get(&f.name)
-            .is_some_and(|t| t.secs_until(now) < CREATE_RETRY_SECS);
-        while active < min && !backing_off {
-            if let Err(e) = create_instance(d, f, cfg).await {
-                warn!("fleet {}: cannot keep nodes.min = {min}: {e}; next try in {CREATE_RETRY_SECS}s", f.name);
-                failed_at.insert(f.name.clone(), now);
-                break;
-            }
-            failed_at.remove(&f.name);
-            active += 1;
         }
     }
 }
@@ -139,7 +110,7 @@ async fn terminate(d: &Daemon, inst: &Instance, reason: &str) {
 /// Creates one instance for a backend fleet from the cheapest offer that fits its profile.
 pub async fn create_instance(
     d: &Daemon,
-    fleet: &Fleet,
+    fleet: &str,
     cfg: &FleetConfig,
 ) -> Result<Instance, String> {
     let mut offers = d.backends.offers(&cfg.resources, cfg.backends.as_deref());
@@ -147,7 +118,7 @@ pub async fn create_instance(
         cfg.max_price.is_none_or(|m| o.price <= m)
             && crate::catalog::matching::spot_allowed(cfg.spot_policy, o.spot)
     });
-    create_from_offers(d, &fleet.name, &offers).await
+    create_from_offers(d, fleet, &offers).await
 }
 
 /// Creates an instance in `fleet` from the first of `offers` that its backend can create
