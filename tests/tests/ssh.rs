@@ -489,3 +489,45 @@ fn flotilla_ssh_opens_a_local_shell_for_a_local_job() {
     assert_eq!(stdout(&out), "local\nhere\n");
     let _ = d.cli(&["stop", &name, "-x", "-y"]);
 }
+
+#[test]
+fn a_two_node_task_runs_on_both_hosts_of_a_cluster_fleet() {
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let a = TestHost::start(24, &key, Some(TWO_H100));
+    let b = TestHost::start(25, &key, Some(TWO_H100));
+    let out = apply_fleet(
+        &d,
+        &fleet_yaml("cluster", &key, &[&a, &b], "placement: cluster\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let name = d.apply_detached(
+        "twonodes",
+        &format!(
+            "type: task\nname: twonodes\nnodes: 2\n{SMALL}commands:\n  - echo \"rank=$DSTACK_NODE_RANK of $DSTACK_NODES_NUM master=$DSTACK_MASTER_NODE_IP gpus=$DSTACK_GPUS_NUM\"\n  - echo \"$DSTACK_NODES_IPS\" | tr '\\n' ' '\n"
+        ),
+    );
+    let run = d.wait_status(&name, &["done", "failed"], Duration::from_secs(30));
+    assert_eq!(run["status"], "done", "{run}");
+    let jobs = run["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    let hosts: Vec<&str> = jobs
+        .iter()
+        .map(|j| j["instance"].as_str().unwrap())
+        .collect();
+    assert_ne!(hosts[0], hosts[1], "both nodes on one host: {run}");
+    let master_ip = if hosts[0] == "cluster-0" {
+        &a.ip
+    } else {
+        &b.ip
+    };
+    for job in 0..2 {
+        let out = d.cli(&["logs", &name, "--job", &job.to_string()]);
+        let log = stdout(&out);
+        assert!(
+            log.starts_with(&format!("rank={job} of 2 master={master_ip} gpus=4\n")),
+            "{log}"
+        );
+        assert!(log.contains(&a.ip) && log.contains(&b.ip), "{log}");
+    }
+}
