@@ -439,6 +439,13 @@ async fn gpu_metrics_are_sampled_while_jobs_run() {
     let sample = &series[0]["samples"][0];
     assert_eq!(sample["util_percent"], 37.0);
     assert_eq!(sample["memory_used_gb"], 20.0);
+    // and the command line shows them
+    let out = d.cli(&["metrics", &name]);
+    let s = stdout(&out);
+    assert!(
+        s.contains("watched/watched-0  0    37%") && s.contains("20.0/79.6GB"),
+        "{s}"
+    );
     let _ = d.cli(&["stop", &name, "-x", "-y"]);
 }
 

@@ -43,6 +43,8 @@ enum Command {
     /// Fleets and their instances
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
+    /// GPU utilisation and memory of a run's GPUs (last hour)
+    Metrics(commands::metrics::Args),
     /// Offers: instances in fleets and backend catalogs matching a requirement
     Offer(commands::offer::Args),
     /// State changes of runs, jobs, instances and fleets
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
             Command::Ssh(a) => commands::ssh::run(&target, a).await,
             Command::Tunnel(a) => commands::ssh::tunnel(&target, a).await,
             Command::Offer(a) => commands::offer::run(&target, a).await,
+            Command::Metrics(a) => commands::metrics::run(&target, a).await,
             Command::Event(a) => commands::event::run(&target, a).await,
             Command::Daemon(c) => commands::daemon::run(&target, c).await,
             Command::Validate(_) => Ok(ExitCode::SUCCESS),

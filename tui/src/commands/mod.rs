@@ -4,6 +4,7 @@ pub mod apply;
 pub mod daemon;
 pub mod event;
 pub mod fleet;
+pub mod metrics;
 pub mod offer;
 pub mod runs;
 pub mod ssh;
