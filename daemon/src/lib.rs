@@ -5,6 +5,7 @@ pub mod backends;
 pub mod catalog;
 pub mod config;
 pub mod fleets;
+pub mod hashing;
 pub mod hosts;
 pub mod lifecycle;
 pub mod logs;
