@@ -5,7 +5,7 @@ use crate::connect::{connect_or_start, Target};
 use crate::table::{price, print_offers, resources};
 use anyhow::{anyhow, Context};
 use flotilla_protocol::client::{Client, StreamItem};
-use flotilla_protocol::config::parse_configuration;
+use flotilla_protocol::config::{parse_configuration, RunConfiguration};
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
     methods, LogChunk, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams,
@@ -53,18 +53,8 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             config.type_name()
         ));
     };
-    let env: BTreeMap<String, String> = run_config
-        .common()
-        .env
-        .bare_keys()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    let params = RunApplyParams {
-        configuration: text,
-        file_name: Some(file_name.clone()),
-        env,
-        name: args.name.clone(),
-    };
+    let mut params = run_params(&run_config, &file_name, text);
+    params.name = args.name.clone();
     let client = connect_or_start(target).await?;
     let plan: RunPlan = client.call(methods::RUN_PLAN, &params).await?;
     print_plan(
@@ -90,6 +80,23 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     follow_run(&client, &run.name).await
+}
+
+/// The `run.plan` / `run.apply` params for a run configuration file: its text, its name, and
+/// the values of its bare `env` keys from this process's environment.
+pub fn run_params(config: &RunConfiguration, file_name: &str, text: String) -> RunApplyParams {
+    let env: BTreeMap<String, String> = config
+        .common()
+        .env
+        .bare_keys()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    RunApplyParams {
+        configuration: text,
+        file_name: Some(file_name.to_string()),
+        env,
+        name: None,
+    }
 }
 
 fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {

@@ -14,7 +14,7 @@ use flotilla_protocol::rpc::{
     RunNameParams, RunPlan, RunStopParams,
 };
 use flotilla_protocol::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -312,18 +312,7 @@ async fn plan(client: &Client, path: &str) -> Result<(RunApplyParams, RunPlan), 
             config.type_name()
         ));
     };
-    let env: BTreeMap<String, String> = run_config
-        .common()
-        .env
-        .bare_keys()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    let params = RunApplyParams {
-        configuration: text,
-        file_name: Some(path.to_string()),
-        env,
-        name: None,
-    };
+    let params = crate::commands::apply::run_params(&run_config, path, text);
     let plan = client
         .call::<RunPlan>(methods::RUN_PLAN, &params)
         .await
