@@ -2,7 +2,7 @@
 //! idle instances trimmed above `nodes.max` and terminated after `idle_duration`, provisioning
 //! and unreachable timeouts, and SSH hosts never terminated.
 
-#[path = "scheduler_support.rs"]
+#[path = "support/scheduler.rs"]
 mod support;
 
 use flotilla_daemon::scheduler::{

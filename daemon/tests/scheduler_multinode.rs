@@ -1,17 +1,14 @@
 //! Multi-node replicas (SPEC section 5, step 6) as tables: all nodes together in one
 //! `placement: cluster` fleet on whole idle instances (or new ones), master first, all or none.
 
-#[path = "scheduler_support.rs"]
+#[path = "support/scheduler.rs"]
 mod support;
 
 use flotilla_daemon::scheduler::{
     schedule_with, Decision, FleetView, InstanceSlot, NoBackendOffers, OfferSource, PendingJob,
     StaticOffers,
 };
-use flotilla_protocol::Timestamp;
 use support::*;
-
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
 
 struct Case {
     name: &'static str,
@@ -25,16 +22,7 @@ struct Case {
 fn run(cases: Vec<Case>) {
     for case in cases {
         let decisions = schedule_with(&case.jobs, &case.fleets, case.offers.as_ref(), NOW);
-        assert_eq!(decisions.len(), case.jobs.len(), "{}", case.name);
-        for (job, want) in case.jobs.iter().zip(&case.expect) {
-            let got = brief(about(&decisions, job.key));
-            assert!(
-                got.starts_with(want),
-                "{}: job {}: expected `{want}...`, got `{got}`",
-                case.name,
-                job.label
-            );
-        }
+        assert_decisions(case.name, &case.jobs, &decisions, &case.expect);
     }
 }
 

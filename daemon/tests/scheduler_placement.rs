@@ -1,16 +1,13 @@
 //! Placement on existing instances (SPEC section 5, steps 1, 2, 4 and 5) as tables: each case
 //! is a set of fleets, pending jobs, and the decision each job must get.
 
-#[path = "scheduler_support.rs"]
+#[path = "support/scheduler.rs"]
 mod support;
 
 use flotilla_daemon::scheduler::{schedule, Decision, FleetView, InstanceSlot, PendingJob};
 use flotilla_protocol::config::SpotPolicy;
 use flotilla_protocol::model::{InstanceStatus, JobTerminationReason};
-use flotilla_protocol::Timestamp;
 use support::*;
-
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
 
 struct Case {
     name: &'static str,
@@ -23,21 +20,7 @@ struct Case {
 fn run(cases: Vec<Case>) {
     for case in cases {
         let decisions = schedule(&case.jobs, &case.fleets, NOW);
-        assert_eq!(
-            decisions.len(),
-            case.jobs.len(),
-            "{}: one decision per job",
-            case.name
-        );
-        for (job, want) in case.jobs.iter().zip(&case.expect) {
-            let got = brief(about(&decisions, job.key));
-            assert!(
-                got.starts_with(want),
-                "{}: job {}: expected `{want}...`, got `{got}`",
-                case.name,
-                job.label
-            );
-        }
+        assert_decisions(case.name, &case.jobs, &decisions, &case.expect);
     }
 }
 

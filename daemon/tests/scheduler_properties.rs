@@ -2,7 +2,7 @@
 //! to two jobs, no job lands on an unusable instance, one pass never provisions past
 //! `nodes.max`, every job gets one decision, and a replica is placed whole or not at all.
 
-#[path = "scheduler_support.rs"]
+#[path = "support/scheduler.rs"]
 mod support;
 
 use flotilla_daemon::scheduler::{

@@ -2,7 +2,7 @@
 //! "cannot fit for sure" pre-check, where new instances may be created, the fleet priority
 //! tuple, `creation_policy`, `max_price` and how run and fleet profiles combine.
 
-#[path = "scheduler_support.rs"]
+#[path = "support/scheduler.rs"]
 mod support;
 
 use flotilla_daemon::scheduler::{
@@ -11,11 +11,8 @@ use flotilla_daemon::scheduler::{
 };
 use flotilla_protocol::config::{CreationPolicy, SpotPolicy};
 use flotilla_protocol::model::Offer;
-use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
 use support::*;
-
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
 
 struct Case {
     name: &'static str,
@@ -29,16 +26,7 @@ struct Case {
 fn run(cases: Vec<Case>) {
     for case in cases {
         let decisions = schedule_with(&case.jobs, &case.fleets, case.offers.as_ref(), NOW);
-        assert_eq!(decisions.len(), case.jobs.len(), "{}", case.name);
-        for (job, want) in case.jobs.iter().zip(&case.expect) {
-            let got = brief(about(&decisions, job.key));
-            assert!(
-                got.starts_with(want),
-                "{}: job {}: expected `{want}...`, got `{got}`",
-                case.name,
-                job.label
-            );
-        }
+        assert_decisions(case.name, &case.jobs, &decisions, &case.expect);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Builders shared by the scheduler tests (included with `#[path]`): machines, instances,
+//! Builders shared by the scheduler tests (included with `#[path]`; a file under `tests/support/`
+//! is no test target of its own): machines, instances,
 //! fleets from real fleet YAML, pending jobs, backend offers, and decision helpers.
 #![allow(dead_code)]
 
@@ -200,4 +201,20 @@ pub fn about(decisions: &[Decision], key: JobKey) -> &Decision {
         .iter()
         .find(|d| d.key() == key)
         .unwrap_or_else(|| panic!("no decision about {key:?} in {decisions:?}"))
+}
+
+/// The fixed "now" of the scheduler tables.
+pub const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
+/// One decision per job, and each job's decision starting as `expect` says (in job order).
+pub fn assert_decisions(case: &str, jobs: &[PendingJob], decisions: &[Decision], expect: &[&str]) {
+    assert_eq!(decisions.len(), jobs.len(), "{case}: one decision per job");
+    for (job, want) in jobs.iter().zip(expect) {
+        let got = brief(about(decisions, job.key));
+        assert!(
+            got.starts_with(want),
+            "{case}: job {}: expected `{want}...`, got `{got}`",
+            job.label
+        );
+    }
 }
