@@ -2,6 +2,7 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod raw;
 pub mod sshd;
 
 use flotilla_protocol::client::Client;
