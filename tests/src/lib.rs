@@ -4,6 +4,7 @@
 
 pub mod raw;
 pub mod sshd;
+pub mod users;
 
 use flotilla_protocol::client::Client;
 use serde_json::Value;
