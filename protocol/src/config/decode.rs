@@ -39,6 +39,17 @@ impl<'f> Decoder<'f> {
         self.errors.push(node.error(self.file, path, message));
     }
 
+    /// Whether `value` is at most `limit`; reports it when not, naming the value, the limit and
+    /// what is limited (`unit`, e.g. `nodes per task`).
+    pub fn within(&mut self, node: &Node, path: &str, value: u64, limit: u64, unit: &str) -> bool {
+        if value <= limit {
+            return true;
+        }
+        let message = format!("{value} is over the limit of {limit} {unit}");
+        self.error(node, path, message);
+        false
+    }
+
     fn expected(&mut self, node: &Node, path: &str, what: &str) {
         let message = format!("expected {what}, found {}", node.describe());
         self.error(node, path, message);
@@ -268,6 +279,9 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// Beyond this difference in length, [`edit_distance`] does not compare the letters.
+const TYPO_LENGTH_GAP: usize = 3;
+
 fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
     let closest = allowed
         .iter()
@@ -288,10 +302,16 @@ fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
     }
 }
 
-/// Levenshtein distance (with adjacent swaps counting once).
+/// Levenshtein distance (with adjacent swaps counting once). Words whose lengths differ by more
+/// than [`TYPO_LENGTH_GAP`] are too far apart to be typos: for them the length difference (a
+/// lower bound) is returned, so that a huge key costs no quadratic table.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    let gap = a.len().abs_diff(b.len());
+    if gap > TYPO_LENGTH_GAP {
+        return gap;
+    }
     let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;

@@ -7,9 +7,11 @@
 mod common;
 mod decode;
 mod duration;
+mod encoding;
 mod env;
 mod error;
 mod fleet;
+pub mod limits;
 mod mounts;
 mod profile;
 pub mod resources;
@@ -20,6 +22,7 @@ mod yaml;
 
 pub use common::{PortMapping, RegistryAuth, RunCommon};
 pub use duration::{format_duration, parse_duration};
+pub use encoding::decode_utf8;
 pub use env::Env;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Blocks, FleetConfig, FleetNodes, Placement, SshConfig, SshHost, SshProxyJump};
