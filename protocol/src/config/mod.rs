@@ -133,6 +133,27 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
     }
 }
 
+/// [`parse_configuration`] on tokio's blocking pool, for async callers: parsing a large file
+/// then holds up no async worker (nor the other clients it serves). Must be called within a
+/// tokio runtime.
+pub async fn parse_configuration_async(
+    file_name: String,
+    text: String,
+) -> Result<Configuration, ConfigErrors> {
+    let label = file_name.clone();
+    match tokio::task::spawn_blocking(move || parse_configuration(&file_name, &text)).await {
+        Ok(parsed) => parsed,
+        Err(error) => Err(ConfigError {
+            file: label,
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("the configuration parser stopped: {error}"),
+        }
+        .into()),
+    }
+}
+
 /// Plain YAML to JSON (for flotilla's own configuration file); `null` for an empty file.
 /// Plain scalars are typed by the YAML 1.2 core schema (`8` a number, `true` a boolean).
 pub fn yaml_to_json(file_name: &str, text: &str) -> Result<serde_json::Value, ConfigErrors> {

@@ -470,6 +470,23 @@ impl Builder<'_> {
         }
     }
 
+    /// `` anchor `&name` `` written just before `mark` on its line, or `an anchor`.
+    fn anchor_name(&self, mark: Position) -> String {
+        let before: Option<String> = self
+            .text
+            .lines()
+            .nth(mark.line.saturating_sub(1))
+            .map(|line| line.chars().take(mark.column.saturating_sub(1)).collect());
+        let name = before.as_deref().and_then(|before| {
+            let word = before.trim_end().rsplit(char::is_whitespace).next()?;
+            (word.len() > 1 && word.starts_with('&')).then(|| word.to_string())
+        });
+        match name {
+            Some(name) => format!("anchor `{name}`"),
+            None => "an anchor".to_string(),
+        }
+    }
+
     fn fatal(&self, mark: Position, message: String) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
@@ -487,7 +504,7 @@ impl Builder<'_> {
                 line: node.line,
                 column: node.column,
             };
-            self.charge_copy(nodes, bytes, mark, |_| "an anchor".to_string())?;
+            self.charge_copy(nodes, bytes, mark, |b| b.anchor_name(mark))?;
             let node = node.clone();
             self.anchors.insert(anchor, Anchored { node, nodes, bytes });
         }
