@@ -286,7 +286,7 @@ fn a_byte_order_mark_is_skipped() {
 #[test]
 fn invalid_utf8_is_reported_with_its_line_and_column() {
     let bytes = b"type: task\ncommands:\n  - echo \xe9t\xe9\n";
-    let error = decode_utf8(bytes, "t.yml").err().expect("invalid");
+    let error = decode_utf8(bytes, "t.yml").expect_err("invalid");
     assert_eq!((error.line, error.column), (3, 10), "{error}");
     assert!(error.to_string().starts_with("t.yml:3:10: "), "{error}");
 }

@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_located() {
         let bytes = b"type: task\nname: \xc3\xa9t\xff\n";
-        let error = decode_utf8(bytes, "t.yml").err().expect("invalid");
+        let error = decode_utf8(bytes, "t.yml").expect_err("invalid");
         assert_eq!((error.line, error.column), (2, 9));
         assert!(error.message.contains("0xff"), "{}", error.message);
         assert_eq!(error.to_string().split(':').next(), Some("t.yml"));
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn truncated_sequences_are_located_at_their_start() {
-        let error = decode_utf8(b"a: \xe2\x82", "t.yml").err().expect("invalid");
+        let error = decode_utf8(b"a: \xe2\x82", "t.yml").expect_err("invalid");
         assert_eq!((error.line, error.column), (1, 4));
     }
 }
