@@ -6,8 +6,8 @@ use flotilla_protocol::config::limits::{
     MAX_BLOCKS, MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_NODES, MAX_REPLICAS, MAX_SSH_HOSTS,
 };
 use flotilla_protocol::config::{
-    decode_utf8, parse_configuration, parse_configuration_async, yaml_to_json, Blocks, ConfigError,
-    ConfigErrors, Configuration,
+    decode_utf8, parse_configuration, parse_configuration_async, parse_configuration_bytes,
+    yaml_to_json, Blocks, ConfigError, ConfigErrors, Configuration,
 };
 
 /// Runs `f` on a thread with a 256 KiB stack, as small as any async worker's.
@@ -289,6 +289,13 @@ fn invalid_utf8_is_reported_with_its_line_and_column() {
     let error = decode_utf8(bytes, "t.yml").expect_err("invalid");
     assert_eq!((error.line, error.column), (3, 10), "{error}");
     assert!(error.to_string().starts_with("t.yml:3:10: "), "{error}");
+    let errors = parse_configuration_bytes("t.yml", bytes).expect_err("invalid");
+    assert_eq!(errors.0, vec![error]);
+    let bom = b"\xef\xbb\xbftype: task\ncommands: [echo]\n";
+    assert!(matches!(
+        parse_configuration_bytes("t.yml", bom),
+        Ok(Configuration::Task(_))
+    ));
 }
 
 // ---- values that size allocations ----

@@ -133,6 +133,15 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
     }
 }
 
+/// [`parse_configuration`] of a file's bytes as read from disk: a UTF-8 byte-order mark is
+/// skipped, invalid UTF-8 is an error at its line and column.
+pub fn parse_configuration_bytes(
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<Configuration, ConfigErrors> {
+    parse_configuration(file_name, decode_utf8(bytes, file_name)?)
+}
+
 /// [`parse_configuration`] on tokio's blocking pool, for async callers: parsing a large file
 /// then holds up no async worker (nor the other clients it serves). Must be called within a
 /// tokio runtime.
