@@ -3,7 +3,8 @@
 //! linear time.
 
 use flotilla_protocol::config::limits::{
-    MAX_BLOCKS, MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_NODES, MAX_REPLICAS, MAX_SSH_HOSTS,
+    MAX_BLOCKS, MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_NODES, MAX_REPLICAS,
+    MAX_REPORTED_ERRORS, MAX_SSH_HOSTS,
 };
 use flotilla_protocol::config::{
     decode_utf8, parse_configuration, parse_configuration_async, parse_configuration_bytes,
@@ -246,8 +247,38 @@ fn a_mapping_of_80_000_keys_parses_and_its_duplicates_are_found() {
 fn long_lists_with_repeated_entries_are_checked_in_linear_time() {
     let ports = vec!["8000"; 100_000].join(", ");
     let errors = errors_of(&format!("type: task\ncommands: [x]\nports: [{ports}]\n"));
-    assert_eq!(errors.len(), 99_999);
-    assert!(errors[0].message.contains("listed twice"));
+    // 99,999 duplicates: the first 100 are reported, and one line counts the rest.
+    assert_eq!(errors.len(), MAX_REPORTED_ERRORS + 1);
+    assert!(errors[..MAX_REPORTED_ERRORS]
+        .iter()
+        .all(|e| e.message.contains("listed twice") && e.line == 3));
+    assert_eq!(errors[99].column, 9 + 6 * 100);
+    let last = &errors[MAX_REPORTED_ERRORS];
+    assert_eq!(
+        last.message,
+        "99899 more problems not shown (at most 100 are reported per file)"
+    );
+    assert_eq!((last.line, last.column), (3, 9 + 6 * 101));
+}
+
+#[test]
+fn a_problem_on_every_line_is_reported_in_bounded_space() {
+    let mut text = String::from("type: task\ncommands: [x]\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("unknown{i}: 1\n"));
+    }
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), MAX_REPORTED_ERRORS + 1);
+    assert_eq!(errors[0].line, 3);
+    assert_eq!(errors[99].line, 102);
+    assert!(
+        errors[100].message.starts_with("49900 more problems"),
+        "{}",
+        errors[100]
+    );
+    let keys: String = (0..50_000).map(|i| format!("[k{i}]: 1\n")).collect();
+    let json = yaml_to_json("t.yml", &keys).expect_err("collection keys");
+    assert_eq!(json.len(), MAX_REPORTED_ERRORS + 1);
 }
 
 #[test]

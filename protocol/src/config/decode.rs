@@ -4,13 +4,15 @@
 //! path, and returns its best value (a default where the input was wrong) so that one pass
 //! reports every problem in the file.
 
-use super::error::ConfigError;
+use super::error::{keep, ConfigError, KEPT_ERRORS};
 use super::yaml::{parse_yaml_int, Kind, Node};
 use std::collections::BTreeMap;
 
 pub(crate) struct Decoder<'f> {
     file: &'f str,
+    /// The problems found, up to [`KEPT_ERRORS`]; `more` counts the rest.
     pub errors: Vec<ConfigError>,
+    pub more: usize,
 }
 
 /// `parent.name`, or `name` at the top level.
@@ -32,11 +34,16 @@ impl<'f> Decoder<'f> {
         Decoder {
             file,
             errors: Vec::new(),
+            more: 0,
         }
     }
 
     pub fn error(&mut self, node: &Node, path: &str, message: impl Into<String>) {
-        self.errors.push(node.error(self.file, path, message));
+        keep(
+            &mut self.errors,
+            &mut self.more,
+            node.error(self.file, path, message),
+        );
     }
 
     /// Whether `value` is at most `limit`; reports it when not, naming the value, the limit and
@@ -74,6 +81,9 @@ impl<'f> Decoder<'f> {
             };
             if allowed.contains(&name) {
                 known.push((name, key, value));
+            } else if self.errors.len() >= KEPT_ERRORS {
+                // Past the kept errors, only counted: no need for the suggestion's edit distances.
+                self.more += 1;
             } else {
                 let message = unknown_field_message(name, allowed);
                 self.error(key, &child(path, name), message);
@@ -196,7 +206,9 @@ impl<'f> Decoder<'f> {
     pub fn json(&mut self, node: &Node, path: &str) -> serde_json::Value {
         let mut errors = Vec::new();
         let value = node.to_json(self.file, path, &mut errors);
-        self.errors.extend(errors);
+        for error in errors {
+            keep(&mut self.errors, &mut self.more, error);
+        }
         value
     }
 }

@@ -44,3 +44,7 @@ pub const MAX_BLOCKS: u32 = 1024;
 /// The most hosts an SSH fleet may list (`ssh_config.hosts`); each is an instance, as with
 /// [`MAX_NODES`].
 pub const MAX_SSH_HOSTS: usize = 4096;
+
+/// The most problems reported for one file, in file order; one more line counts the rest. A
+/// mistyped file can hold a problem per line, and every one would travel to the client.
+pub const MAX_REPORTED_ERRORS: usize = 100;

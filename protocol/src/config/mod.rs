@@ -126,10 +126,7 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
     errors.extend(d.errors);
     match configuration {
         Some(configuration) if errors.is_empty() => Ok(configuration),
-        _ => {
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(errors))
-        }
+        _ => Err(error::report(errors, loaded.more + d.more)),
     }
 }
 
@@ -172,10 +169,10 @@ pub fn yaml_to_json(file_name: &str, text: &str) -> Result<serde_json::Value, Co
     };
     let mut errors = loaded.errors;
     let value = root.to_json(file_name, "", &mut errors);
-    if errors.is_empty() {
+    if errors.is_empty() && loaded.more == 0 {
         Ok(value)
     } else {
-        Err(ConfigErrors(errors))
+        Err(error::report(errors, loaded.more))
     }
 }
 

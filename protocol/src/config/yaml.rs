@@ -5,7 +5,7 @@
 //! reported.
 
 use super::encoding::{line_and_column, skip_bom};
-use super::error::ConfigError;
+use super::error::{keep, ConfigError};
 use super::limits::{
     ALIAS_EXPANSION_FACTOR, ALIAS_EXPANSION_MAX_BYTES, ALIAS_EXPANSION_MAX_NODES,
     ALIAS_EXPANSION_MIN_NODES, MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH,
@@ -172,6 +172,8 @@ pub(crate) fn parse_yaml_int(text: &str) -> Option<i64> {
 pub(crate) struct Loaded {
     pub root: Option<Node>,
     pub errors: Vec<ConfigError>,
+    /// Problems found past [`KEPT_ERRORS`](super::error::KEPT_ERRORS), only counted.
+    pub more: usize,
 }
 
 /// Parses one YAML document (a leading byte-order mark skipped); a syntax error, or a file past
@@ -186,6 +188,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
         anchors: HashMap::new(),
         documents: Vec::new(),
         errors: Vec::new(),
+        more: 0,
         written_nodes: 0,
         copied_nodes: 0,
         copied_bytes: 0,
@@ -222,6 +225,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
     Ok(Loaded {
         root: first,
         errors: builder.errors,
+        more: builder.more,
     })
 }
 
@@ -254,6 +258,7 @@ struct Builder<'f> {
     anchors: HashMap<usize, Anchored>,
     documents: Vec<Node>,
     errors: Vec<ConfigError>,
+    more: usize,
     /// Nodes written in the file (scalars and collections).
     written_nodes: usize,
     /// Nodes and scalar bytes copied so far by anchors and aliases.
@@ -540,11 +545,10 @@ impl Builder<'_> {
             }
             if let Some(name) = key.scalar() {
                 if !names.insert(name.to_string()) {
-                    self.errors.push(key.error(
-                        self.file,
-                        "",
-                        format!("duplicate key `{name}` (the same field is written twice)"),
-                    ));
+                    let message =
+                        format!("duplicate key `{name}` (the same field is written twice)");
+                    let error = key.error(self.file, "", message);
+                    keep(&mut self.errors, &mut self.more, error);
                     continue;
                 }
             }
@@ -588,6 +592,7 @@ mod tests {
             Ok(Loaded {
                 root: Some(node),
                 errors,
+                more: 0,
             }) if errors.is_empty() => node,
             Ok(loaded) => panic!("expected a clean document, got {:?}", loaded.errors),
             Err(error) => panic!("{error}"),
