@@ -14,7 +14,7 @@ use super::profile::{
 use super::resources::{decode_resources, ResourcesSpec};
 use super::yaml::{parse_yaml_int, Node};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 /// The fields of `task`, `service` and `dev-environment` that SPEC section 1 calls common,
@@ -435,6 +435,7 @@ pub(crate) fn decode_ports(
 ) -> Option<Vec<PortMapping>> {
     let entries = d.list(node, path)?;
     let mut ports: Vec<PortMapping> = Vec::new();
+    let mut containers = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         let port = if entry.scalar().is_some() {
@@ -443,7 +444,7 @@ pub(crate) fn decode_ports(
             decode_port_fields(d, entry, &entry_path)
         };
         let Some(port) = port else { continue };
-        if ports.iter().any(|p| p.container == port.container) {
+        if !containers.insert(port.container) {
             d.error(
                 entry,
                 &entry_path,

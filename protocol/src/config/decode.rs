@@ -4,13 +4,15 @@
 //! path, and returns its best value (a default where the input was wrong) so that one pass
 //! reports every problem in the file.
 
-use super::error::ConfigError;
+use super::error::{keep, ConfigError, KEPT_ERRORS};
 use super::yaml::{parse_yaml_int, Kind, Node};
 use std::collections::BTreeMap;
 
 pub(crate) struct Decoder<'f> {
     file: &'f str,
+    /// The problems found, up to [`KEPT_ERRORS`]; `more` counts the rest.
     pub errors: Vec<ConfigError>,
+    pub more: usize,
 }
 
 /// `parent.name`, or `name` at the top level.
@@ -32,11 +34,27 @@ impl<'f> Decoder<'f> {
         Decoder {
             file,
             errors: Vec::new(),
+            more: 0,
         }
     }
 
     pub fn error(&mut self, node: &Node, path: &str, message: impl Into<String>) {
-        self.errors.push(node.error(self.file, path, message));
+        keep(
+            &mut self.errors,
+            &mut self.more,
+            node.error(self.file, path, message),
+        );
+    }
+
+    /// Whether `value` is at most `limit`; reports it when not, naming the value, the limit and
+    /// what is limited (`unit`, e.g. `nodes per task`).
+    pub fn within(&mut self, node: &Node, path: &str, value: u64, limit: u64, unit: &str) -> bool {
+        if value <= limit {
+            return true;
+        }
+        let message = format!("{value} is over the limit of {limit} {unit}");
+        self.error(node, path, message);
+        false
     }
 
     fn expected(&mut self, node: &Node, path: &str, what: &str) {
@@ -63,6 +81,9 @@ impl<'f> Decoder<'f> {
             };
             if allowed.contains(&name) {
                 known.push((name, key, value));
+            } else if self.errors.len() >= KEPT_ERRORS {
+                // Past the kept errors, only counted: no need for the suggestion's edit distances.
+                self.more += 1;
             } else {
                 let message = unknown_field_message(name, allowed);
                 self.error(key, &child(path, name), message);
@@ -185,7 +206,9 @@ impl<'f> Decoder<'f> {
     pub fn json(&mut self, node: &Node, path: &str) -> serde_json::Value {
         let mut errors = Vec::new();
         let value = node.to_json(self.file, path, &mut errors);
-        self.errors.extend(errors);
+        for error in errors {
+            keep(&mut self.errors, &mut self.more, error);
+        }
         value
     }
 }
@@ -268,6 +291,9 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// Beyond this difference in length, [`edit_distance`] does not compare the letters.
+const TYPO_LENGTH_GAP: usize = 3;
+
 fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
     let closest = allowed
         .iter()
@@ -288,10 +314,16 @@ fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
     }
 }
 
-/// Levenshtein distance (with adjacent swaps counting once).
+/// Levenshtein distance (with adjacent swaps counting once). Words whose lengths differ by more
+/// than [`TYPO_LENGTH_GAP`] are too far apart to be typos: for them the length difference (a
+/// lower bound) is returned, so that a huge key costs no quadratic table.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    let gap = a.len().abs_diff(b.len());
+    if gap > TYPO_LENGTH_GAP {
+        return gap;
+    }
     let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;

@@ -1,7 +1,47 @@
 //! Configuration errors: each names the file, line, column and field path of the offending node.
 
+use super::limits::MAX_REPORTED_ERRORS;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// How many problems are kept in memory while a file is read; past this they are only counted.
+/// Sorting the kept ones by position then gives the first [`MAX_REPORTED_ERRORS`] of them.
+pub(crate) const KEPT_ERRORS: usize = 10 * MAX_REPORTED_ERRORS;
+
+/// Adds `error` to `errors`, or counts it in `more` once [`KEPT_ERRORS`] are kept.
+pub(crate) fn keep(errors: &mut Vec<ConfigError>, more: &mut usize, error: ConfigError) {
+    if errors.len() < KEPT_ERRORS {
+        errors.push(error);
+    } else {
+        *more += 1;
+    }
+}
+
+/// The problems in file order, at most [`MAX_REPORTED_ERRORS`] of them, then one line that counts
+/// the rest (`more` had not been kept at all).
+pub(crate) fn report(mut errors: Vec<ConfigError>, more: usize) -> ConfigErrors {
+    errors.sort_by_key(|e| (e.line, e.column));
+    if errors.len() <= MAX_REPORTED_ERRORS && more == 0 {
+        return ConfigErrors(errors);
+    }
+    let hidden = errors.len().saturating_sub(MAX_REPORTED_ERRORS) + more;
+    let at = errors
+        .get(MAX_REPORTED_ERRORS)
+        .or(errors.last())
+        .map_or((1, 1), |e| (e.line, e.column));
+    let file = errors.first().map(|e| e.file.clone()).unwrap_or_default();
+    errors.truncate(MAX_REPORTED_ERRORS);
+    errors.push(ConfigError {
+        file,
+        line: at.0,
+        column: at.1,
+        path: String::new(),
+        message: format!(
+            "{hidden} more problems not shown (at most {MAX_REPORTED_ERRORS} are reported per file)"
+        ),
+    });
+    ConfigErrors(errors)
+}
 
 /// One problem in a configuration file.
 ///

@@ -3,6 +3,7 @@
 use super::common::decode_resource_name;
 use super::decode::{item, Decoder, Fields};
 use super::env::{decode_env, Env};
+use super::limits::{MAX_BLOCKS, MAX_NODES, MAX_SSH_HOSTS};
 use super::profile::{
     decode_profile, RetrySpec, SpotPolicy, DEFAULT_FLEET_IDLE_DURATION, PROFILE_FIELDS,
 };
@@ -239,6 +240,16 @@ fn decode_fleet_nodes(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fl
             (min, target, max)
         }
     };
+    let unit = "nodes per fleet";
+    let limit = u64::from(MAX_NODES);
+    let within = [Some(min), Some(target), max]
+        .into_iter()
+        .flatten()
+        .max()
+        .is_none_or(|largest| d.within(node, path, largest.into(), limit, unit));
+    if !within {
+        return None;
+    }
     if target < min {
         d.error(
             node,
@@ -268,7 +279,9 @@ fn decode_blocks(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Blocks>
         .scalar()
         .and_then(|text| text.trim().parse::<u32>().ok());
     match count {
-        Some(n) if n >= 1 => Some(Blocks::Count(n)),
+        Some(n) if n >= 1 => d
+            .within(node, path, n.into(), MAX_BLOCKS.into(), "blocks per host")
+            .then_some(Blocks::Count(n)),
         _ => {
             let message = format!(
                 "expected a number of blocks from 1, or `auto`, found {}",
@@ -350,6 +363,10 @@ fn decode_hosts(d: &mut Decoder<'_>, node: &Node, path: &str) -> Vec<SshHost> {
     };
     if entries.is_empty() {
         d.error(node, path, "list at least one host");
+    }
+    let count = entries.len() as u64;
+    if !d.within(node, path, count, MAX_SSH_HOSTS as u64, "hosts per fleet") {
+        return Vec::new();
     }
     let mut hosts = Vec::new();
     for (i, entry) in entries.iter().enumerate() {

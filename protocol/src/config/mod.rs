@@ -7,9 +7,11 @@
 mod common;
 mod decode;
 mod duration;
+mod encoding;
 mod env;
 mod error;
 mod fleet;
+pub mod limits;
 mod mounts;
 mod profile;
 pub mod resources;
@@ -20,6 +22,7 @@ mod yaml;
 
 pub use common::{PortMapping, RegistryAuth, RunCommon};
 pub use duration::{format_duration, parse_duration};
+pub use encoding::decode_utf8;
 pub use env::Env;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Blocks, FleetConfig, FleetNodes, Placement, SshConfig, SshHost, SshProxyJump};
@@ -123,10 +126,37 @@ pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration,
     errors.extend(d.errors);
     match configuration {
         Some(configuration) if errors.is_empty() => Ok(configuration),
-        _ => {
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(errors))
+        _ => Err(error::report(errors, loaded.more + d.more)),
+    }
+}
+
+/// [`parse_configuration`] of a file's bytes as read from disk: a UTF-8 byte-order mark is
+/// skipped, invalid UTF-8 is an error at its line and column.
+pub fn parse_configuration_bytes(
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<Configuration, ConfigErrors> {
+    parse_configuration(file_name, decode_utf8(bytes, file_name)?)
+}
+
+/// [`parse_configuration`] on tokio's blocking pool, for async callers: parsing a large file
+/// then holds up no async worker (nor the other clients it serves). Must be called within a
+/// tokio runtime.
+pub async fn parse_configuration_async(
+    file_name: String,
+    text: String,
+) -> Result<Configuration, ConfigErrors> {
+    let label = file_name.clone();
+    match tokio::task::spawn_blocking(move || parse_configuration(&file_name, &text)).await {
+        Ok(parsed) => parsed,
+        Err(error) => Err(ConfigError {
+            file: label,
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("the configuration parser stopped: {error}"),
         }
+        .into()),
     }
 }
 
@@ -139,10 +169,10 @@ pub fn yaml_to_json(file_name: &str, text: &str) -> Result<serde_json::Value, Co
     };
     let mut errors = loaded.errors;
     let value = root.to_json(file_name, "", &mut errors);
-    if errors.is_empty() {
+    if errors.is_empty() && loaded.more == 0 {
         Ok(value)
     } else {
-        Err(ConfigErrors(errors))
+        Err(error::report(errors, loaded.more))
     }
 }
 

@@ -3,10 +3,12 @@
 use super::common::{decode_ports, decode_run_common, PortMapping, RunCommon, RUN_COMMON_FIELDS};
 use super::decode::{item, Decoder, Fields};
 use super::duration::decode_off_duration;
+use super::limits::MAX_NODES;
 use super::profile::PROFILE_FIELDS;
 use super::resources::{decode_resources, Range, ResourcesSpec};
 use super::service::{decode_group_name, ServiceConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +137,8 @@ pub(crate) fn decode_task(d: &mut Decoder<'_>, fields: &Fields<'_>) -> TaskConfi
             d.error(node, path, "a task needs at least 1 node");
             return None;
         }
-        Some(nodes)
+        d.within(node, path, nodes.into(), MAX_NODES.into(), "nodes per task")
+            .then_some(nodes)
     });
     let groups = fields.get("groups").map(|node| {
         let path = fields.path_of("groups");
@@ -156,7 +159,24 @@ pub(crate) fn decode_task(d: &mut Decoder<'_>, fields: &Fields<'_>) -> TaskConfi
         );
     }
     let nodes = match &groups {
-        Some(groups) => groups.iter().map(|g| g.nodes).sum(),
+        Some(groups) => {
+            let total: u64 = groups.iter().map(|g| u64::from(g.nodes)).sum();
+            let within = fields.get("groups").is_none_or(|node| {
+                let unit = "nodes per task (the sum over `groups`)";
+                d.within(
+                    node,
+                    &fields.path_of("groups"),
+                    total,
+                    MAX_NODES.into(),
+                    unit,
+                )
+            });
+            if within {
+                u32::try_from(total).unwrap_or(MAX_NODES)
+            } else {
+                MAX_NODES
+            }
+        }
         None => nodes.unwrap_or(1),
     };
     TaskConfig {
@@ -187,6 +207,7 @@ fn decode_node_groups(
         }
     }
     let mut groups: Vec<NodeGroup> = Vec::new();
+    let mut names = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         let Some(fields) = d.fields(
@@ -206,7 +227,8 @@ fn decode_node_groups(
                 d.error(node, path, "a group needs at least 1 node");
                 return None;
             }
-            Some(nodes)
+            d.within(node, path, nodes.into(), MAX_NODES.into(), "nodes per task")
+                .then_some(nodes)
         });
         let commands = fields
             .with(d, "commands", Decoder::strings)
@@ -219,7 +241,7 @@ fn decode_node_groups(
             );
         }
         let Some(name) = name else { continue };
-        if groups.iter().any(|g| g.name == name) {
+        if !names.insert(name.clone()) {
             d.error(
                 entry,
                 &entry_path,

@@ -6,10 +6,12 @@ use super::common::{
 };
 use super::decode::{item, parse_bool, Decoder, Fields};
 use super::duration::decode_duration;
+use super::limits::MAX_REPLICAS;
 use super::profile::{decode_spot_policy, SpotPolicy, PROFILE_FIELDS};
 use super::resources::{decode_count_range, decode_resources, Range, ResourcesSpec};
 use super::yaml::Node;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +74,7 @@ pub struct ModelSpec {
 }
 
 /// An HTTP health probe, defaults resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProbeSpec {
     pub url: String,
     pub method: String,
@@ -86,7 +88,7 @@ pub struct ProbeSpec {
     pub until_ready: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HttpHeader {
     pub name: String,
     pub value: String,
@@ -158,9 +160,23 @@ pub(crate) fn decode_service(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Servic
         Some(node) => {
             let groups =
                 decode_replica_groups(d, node, &fields.path_of("replicas"), fields, &common);
+            let sum = |bound: fn(&Range<u32>) -> Option<u32>| -> u64 {
+                groups
+                    .iter()
+                    .map(|g| u64::from(bound(&g.count).unwrap_or(0)))
+                    .sum()
+            };
+            let (min, max) = (sum(|r| r.min), sum(|r| r.max));
+            let unit = "replicas (the sum over the replica groups)";
+            let path = fields.path_of("replicas");
+            let max = if d.within(node, &path, max, MAX_REPLICAS.into(), unit) {
+                max
+            } else {
+                MAX_REPLICAS.into()
+            };
             let total = Range {
-                min: Some(groups.iter().map(|g| g.count.min.unwrap_or(0)).sum()),
-                max: Some(groups.iter().map(|g| g.count.max.unwrap_or(0)).sum()),
+                min: Some(u32::try_from(min.min(max)).unwrap_or(MAX_REPLICAS)),
+                max: Some(u32::try_from(max).unwrap_or(MAX_REPLICAS)),
             };
             (total, Some(groups))
         }
@@ -218,6 +234,10 @@ fn decode_replica_count(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<
             path,
             "the maximum number of replicas is required (`1..4`)",
         );
+        return None;
+    }
+    let max = range.max.unwrap_or(0);
+    if !d.within(node, path, max.into(), MAX_REPLICAS.into(), "replicas") {
         return None;
     }
     Some(Range {
@@ -337,6 +357,7 @@ fn decode_replica_groups(
         }
     }
     let mut groups: Vec<ReplicaGroup> = Vec::new();
+    let mut names = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         let Some(fields) = d.fields(entry, &entry_path, REPLICA_GROUP_FIELDS) else {
@@ -345,7 +366,7 @@ fn decode_replica_groups(
         let Some(group) = decode_replica_group(d, &fields, i, common) else {
             continue;
         };
-        if groups.iter().any(|g| g.name == group.name) {
+        if !names.insert(group.name.clone()) {
             let message = format!("replica group name `{}` is used twice", group.name);
             d.error(entry, &entry_path, message);
         }
@@ -536,12 +557,13 @@ const PROBE_FIELDS: &[&str] = &[
 fn decode_probes(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Vec<ProbeSpec>> {
     let entries = d.list(node, path)?;
     let mut probes: Vec<ProbeSpec> = Vec::new();
+    let mut seen = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         let Some(probe) = decode_probe(d, entry, &entry_path) else {
             continue;
         };
-        if probes.contains(&probe) {
+        if !seen.insert(probe.clone()) {
             d.error(entry, &entry_path, "this probe is listed twice");
         }
         probes.push(probe);
@@ -646,6 +668,7 @@ fn decode_headers(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Vec<Ht
 fn decode_rate_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Vec<RateLimit>> {
     let entries = d.list(node, path)?;
     let mut out: Vec<RateLimit> = Vec::new();
+    let mut prefixes = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         let entry_path = item(path, i);
         let Some(fields) = d.fields(entry, &entry_path, &["prefix", "key", "rps", "burst"]) else {
@@ -666,7 +689,7 @@ fn decode_rate_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Ve
                 d.error(value, &fields.path_of("rps"), "`rps` must be above 0");
             }
         }
-        if out.iter().any(|limit| limit.prefix == prefix) {
+        if !prefixes.insert(prefix.clone()) {
             d.error(
                 entry,
                 &entry_path,

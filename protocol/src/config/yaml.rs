@@ -4,10 +4,15 @@
 //! decoder's job. Anchors and aliases are expanded, `<<` merge keys applied, and duplicate keys
 //! reported.
 
-use super::error::ConfigError;
+use super::encoding::{line_and_column, skip_bom};
+use super::error::{keep, ConfigError};
+use super::limits::{
+    ALIAS_EXPANSION_FACTOR, ALIAS_EXPANSION_MAX_BYTES, ALIAS_EXPANSION_MAX_NODES,
+    ALIAS_EXPANSION_MIN_NODES, MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH,
+};
 use serde_json::Value;
-use std::collections::HashMap;
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use std::collections::{HashMap, HashSet};
+use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A node and its 1-based position.
@@ -88,6 +93,22 @@ impl Node {
         }
     }
 
+    /// How many nodes the tree holds, and how many bytes of scalar text.
+    pub fn size(&self) -> (usize, usize) {
+        match &self.kind {
+            Kind::Scalar { text, .. } => (1, text.len()),
+            Kind::Seq(items) => items.iter().fold((1, 0), |(nodes, bytes), item| {
+                let (n, b) = item.size();
+                (nodes + n, bytes + b)
+            }),
+            Kind::Map(entries) => entries.iter().fold((1, 0), |(nodes, bytes), (key, value)| {
+                let (kn, kb) = key.size();
+                let (vn, vb) = value.size();
+                (nodes + kn + vn, bytes + kb + vb)
+            }),
+        }
+    }
+
     pub fn error(&self, file: &str, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: file.to_string(),
@@ -151,27 +172,42 @@ pub(crate) fn parse_yaml_int(text: &str) -> Option<i64> {
 pub(crate) struct Loaded {
     pub root: Option<Node>,
     pub errors: Vec<ConfigError>,
+    /// Problems found past [`KEPT_ERRORS`](super::error::KEPT_ERRORS), only counted.
+    pub more: usize,
 }
 
-/// Parses one YAML document; a syntax error stops it.
+/// Parses one YAML document (a leading byte-order mark skipped); a syntax error, or a file past
+/// one of the [limits](super::limits), stops it.
 pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
+    let text = skip_bom(text);
+    check_size(file, text)?;
     let mut builder = Builder {
         file,
+        text,
         stack: Vec::new(),
         anchors: HashMap::new(),
         documents: Vec::new(),
         errors: Vec::new(),
+        more: 0,
+        written_nodes: 0,
+        copied_nodes: 0,
+        copied_bytes: 0,
     };
+    // Events are pulled one at a time: yaml-rust2's own `Parser::load` recurses once per nesting
+    // level, and would overflow a small stack before the depth limit could stop it.
     let mut parser = Parser::new_from_str(text);
-    if let Err(error) = parser.load(&mut builder, true) {
-        let marker = error.marker();
-        return Err(ConfigError {
+    loop {
+        let (event, marker) = parser.next_token().map_err(|error| ConfigError {
             file: file.to_string(),
-            line: marker.line(),
-            column: marker.col() + 1,
+            line: error.marker().line(),
+            column: error.marker().col() + 1,
             path: String::new(),
             message: format!("YAML syntax error: {}", error.info()),
-        });
+        })?;
+        if event == Event::StreamEnd {
+            break;
+        }
+        builder.on_event(event, marker)?;
     }
     let mut documents = builder.documents.into_iter();
     let first = documents.next();
@@ -189,15 +225,52 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
     Ok(Loaded {
         root: first,
         errors: builder.errors,
+        more: builder.more,
+    })
+}
+
+/// Refuses a file over [`MAX_DOCUMENT_BYTES`], at the line where it crosses the limit.
+fn check_size(file: &str, text: &str) -> Result<(), ConfigError> {
+    if text.len() <= MAX_DOCUMENT_BYTES {
+        return Ok(());
+    }
+    let mut end = MAX_DOCUMENT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let (line, column) = line_and_column(&text[..end]);
+    Err(ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        path: String::new(),
+        message: format!(
+            "the file is {} bytes, over the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB) for a configuration",
+            text.len()
+        ),
     })
 }
 
 struct Builder<'f> {
     file: &'f str,
+    text: &'f str,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     documents: Vec<Node>,
     errors: Vec<ConfigError>,
+    more: usize,
+    /// Nodes written in the file (scalars and collections).
+    written_nodes: usize,
+    /// Nodes and scalar bytes copied so far by anchors and aliases.
+    copied_nodes: usize,
+    copied_bytes: usize,
+}
+
+/// An anchored node and its size, charged to the copy budget each time an alias repeats it.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
 }
 
 enum Frame {
@@ -229,22 +302,33 @@ impl From<Marker> for Position {
     }
 }
 
-impl MarkedEventReceiver for Builder<'_> {
-    fn on_event(&mut self, event: Event, marker: Marker) {
+impl Builder<'_> {
+    fn on_event(&mut self, event: Event, marker: Marker) -> Result<(), ConfigError> {
         let mark = Position::from(marker);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
+                self.written_nodes += 1;
                 let plain = style == TScalarStyle::Plain && !is_str_tag(tag.as_ref());
                 let node = Node {
                     kind: Kind::Scalar { text, plain },
                     line: mark.line,
                     column: mark.column,
                 };
-                self.push(node, anchor);
+                self.push(node, anchor)?;
             }
             Event::Alias(anchor) => {
+                let node = match self.anchors.get(&anchor) {
+                    Some(anchored) => {
+                        let (nodes, bytes) = (anchored.nodes, anchored.bytes);
+                        self.charge_copy(nodes, bytes, mark, |b| b.alias_name(mark))?;
+                        self.anchors
+                            .get(&anchor)
+                            .map(|anchored| anchored.node.clone())
+                    }
+                    None => None,
+                };
                 // An alias to a node still being built (a cycle) reads as null.
-                let node = self.anchors.get(&anchor).cloned().unwrap_or(Node {
+                let node = node.unwrap_or(Node {
                     kind: Kind::Scalar {
                         text: String::new(),
                         plain: true,
@@ -252,19 +336,25 @@ impl MarkedEventReceiver for Builder<'_> {
                     line: mark.line,
                     column: mark.column,
                 });
-                self.push(node, 0);
+                self.push(node, 0)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                mark,
-                anchor,
-                items: Vec::new(),
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                mark,
-                anchor,
-                entries: Vec::new(),
-                key: None,
-            }),
+            Event::SequenceStart(anchor, _) => {
+                self.enter(mark)?;
+                self.stack.push(Frame::Seq {
+                    mark,
+                    anchor,
+                    items: Vec::new(),
+                });
+            }
+            Event::MappingStart(anchor, _) => {
+                self.enter(mark)?;
+                self.stack.push(Frame::Map {
+                    mark,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                });
+            }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq {
                     mark,
@@ -277,7 +367,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         line: mark.line,
                         column: mark.column,
                     };
-                    self.push(node, anchor);
+                    self.push(node, anchor)?;
                 }
             }
             Event::MappingEnd => {
@@ -304,7 +394,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         line: start.line,
                         column: start.column,
                     };
-                    self.push(node, anchor);
+                    self.push(node, anchor)?;
                 }
             }
             Event::Nothing
@@ -313,17 +403,115 @@ impl MarkedEventReceiver for Builder<'_> {
             | Event::DocumentStart
             | Event::DocumentEnd => {}
         }
+        Ok(())
     }
-}
 
-fn is_str_tag(tag: Option<&Tag>) -> bool {
-    tag.is_some_and(|tag| tag.suffix == "str")
-}
+    /// Opens a collection, refusing one nested deeper than [`MAX_NESTING_DEPTH`].
+    fn enter(&mut self, mark: Position) -> Result<(), ConfigError> {
+        self.written_nodes += 1;
+        if self.stack.len() < MAX_NESTING_DEPTH {
+            return Ok(());
+        }
+        Err(self.fatal(
+            mark,
+            format!(
+                "lists and mappings nest deeper than {MAX_NESTING_DEPTH} levels here (the limit is {MAX_NESTING_DEPTH})"
+            ),
+        ))
+    }
 
-impl Builder<'_> {
-    fn push(&mut self, mut node: Node, anchor: usize) {
+    /// Counts a copy made for an anchor or an alias against the copy budget; `what` names it
+    /// (only called when the budget is spent: finding an alias's name reads the text).
+    fn charge_copy(
+        &mut self,
+        nodes: usize,
+        bytes: usize,
+        mark: Position,
+        what: impl FnOnce(&Self) -> String,
+    ) -> Result<(), ConfigError> {
+        self.copied_nodes = self.copied_nodes.saturating_add(nodes);
+        self.copied_bytes = self.copied_bytes.saturating_add(bytes);
+        let node_limit = self
+            .written_nodes
+            .saturating_mul(ALIAS_EXPANSION_FACTOR)
+            .clamp(ALIAS_EXPANSION_MIN_NODES, ALIAS_EXPANSION_MAX_NODES);
+        if self.copied_nodes > node_limit {
+            let what = what(self);
+            return Err(self.fatal(
+                mark,
+                format!(
+                    "{what} expands the document past the limit of {node_limit} copied nodes (anchors and aliases may copy {ALIAS_EXPANSION_FACTOR} times the {} nodes written, at least {ALIAS_EXPANSION_MIN_NODES}, at most {ALIAS_EXPANSION_MAX_NODES})",
+                    self.written_nodes
+                ),
+            ));
+        }
+        if self.copied_bytes > ALIAS_EXPANSION_MAX_BYTES {
+            let what = what(self);
+            return Err(self.fatal(
+                mark,
+                format!(
+                    "{what} expands the document past the limit of {ALIAS_EXPANSION_MAX_BYTES} bytes of copied text"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `` alias `*name` `` as written at `mark`, or `an alias`.
+    fn alias_name(&self, mark: Position) -> String {
+        let written = self
+            .text
+            .lines()
+            .nth(mark.line.saturating_sub(1))
+            .map(|line| {
+                line.chars()
+                    .skip(mark.column.saturating_sub(1))
+                    .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | '[' | ']' | '{' | '}'))
+                    .collect::<String>()
+            });
+        match written {
+            Some(name) if name.len() > 1 && name.starts_with('*') => format!("alias `{name}`"),
+            _ => "an alias".to_string(),
+        }
+    }
+
+    /// `` anchor `&name` `` written just before `mark` on its line, or `an anchor`.
+    fn anchor_name(&self, mark: Position) -> String {
+        let before: Option<String> = self
+            .text
+            .lines()
+            .nth(mark.line.saturating_sub(1))
+            .map(|line| line.chars().take(mark.column.saturating_sub(1)).collect());
+        let name = before.as_deref().and_then(|before| {
+            let word = before.trim_end().rsplit(char::is_whitespace).next()?;
+            (word.len() > 1 && word.starts_with('&')).then(|| word.to_string())
+        });
+        match name {
+            Some(name) => format!("anchor `{name}`"),
+            None => "an anchor".to_string(),
+        }
+    }
+
+    fn fatal(&self, mark: Position, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: mark.line,
+            column: mark.column,
+            path: String::new(),
+            message,
+        }
+    }
+
+    fn push(&mut self, mut node: Node, anchor: usize) -> Result<(), ConfigError> {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (nodes, bytes) = node.size();
+            let mark = Position {
+                line: node.line,
+                column: node.column,
+            };
+            self.charge_copy(nodes, bytes, mark, |b| b.anchor_name(mark))?;
+            let node = node.clone();
+            self.anchors.insert(anchor, Anchored { node, nodes, bytes });
         }
         match self.stack.last_mut() {
             None => self.documents.push(node),
@@ -340,11 +528,14 @@ impl Builder<'_> {
                 }
             },
         }
+        Ok(())
     }
 
-    /// Applies `<<` merge keys (explicit keys win) and reports duplicate keys.
+    /// Applies `<<` merge keys (explicit keys win) and reports duplicate keys, in time linear
+    /// in the number of keys.
     fn merge_and_check(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
         let mut merged: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+        let mut names: HashSet<String> = HashSet::with_capacity(entries.len());
         let mut sources = Vec::new();
         for (key, value) in entries {
             let is_merge = matches!(&key.kind, Kind::Scalar { text, plain: true } if text == "<<");
@@ -353,12 +544,11 @@ impl Builder<'_> {
                 continue;
             }
             if let Some(name) = key.scalar() {
-                if merged.iter().any(|(k, _)| k.scalar() == Some(name)) {
-                    self.errors.push(key.error(
-                        self.file,
-                        "",
-                        format!("duplicate key `{name}` (the same field is written twice)"),
-                    ));
+                if !names.insert(name.to_string()) {
+                    let message =
+                        format!("duplicate key `{name}` (the same field is written twice)");
+                    let error = key.error(self.file, "", message);
+                    keep(&mut self.errors, &mut self.more, error);
                     continue;
                 }
             }
@@ -379,7 +569,7 @@ impl Builder<'_> {
             for (key, value) in maps.into_iter().flatten() {
                 let present = key
                     .scalar()
-                    .is_some_and(|name| merged.iter().any(|(k, _)| k.scalar() == Some(name)));
+                    .is_some_and(|name| !names.insert(name.to_string()));
                 if !present {
                     merged.push((key, value));
                 }
@@ -387,6 +577,10 @@ impl Builder<'_> {
         }
         merged
     }
+}
+
+fn is_str_tag(tag: Option<&Tag>) -> bool {
+    tag.is_some_and(|tag| tag.suffix == "str")
 }
 
 #[cfg(test)]
@@ -398,6 +592,7 @@ mod tests {
             Ok(Loaded {
                 root: Some(node),
                 errors,
+                more: 0,
             }) if errors.is_empty() => node,
             Ok(loaded) => panic!("expected a clean document, got {:?}", loaded.errors),
             Err(error) => panic!("{error}"),
