@@ -1,4 +1,6 @@
-//! Pure lifecycle rules: a run's status from its jobs (SPEC section 4), and how a job's process ended.
+//! Handle layer, pure: the lifecycle rules. A run's status from its jobs (SPEC section 4), retries,
+//! stop requests, how a job's process ended, and where a job sits in its run. No I/O and no
+//! clock: `now` is passed in.
 
 use crate::scheduler::{retry_decision, retry_event, RetryDecision};
 use flotilla_protocol::model::{
@@ -125,7 +127,7 @@ pub fn resubmit_failed(
         let Some(id) = next_id() else { return };
         let job = &mut run.jobs[i];
         let delay = at.millis().saturating_sub(now.millis()) as f64 * delay_scale.max(0.0);
-        let mut fresh = crate::runs::new_submission(id, attempt + 1, now);
+        let mut fresh = new_submission(id, attempt + 1, now);
         fresh.retry_at = Some(Timestamp(now.millis() + delay as u64));
         let old = std::mem::replace(&mut job.current, fresh);
         job.previous_submissions.push(old);
@@ -241,4 +243,43 @@ pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timesta
             now,
         ),
     }
+}
+
+/// A fresh submission of a job, waiting to be placed.
+pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
+    JobSubmission {
+        id,
+        submission_num,
+        status: JobStatus::Submitted,
+        termination_reason: None,
+        termination_message: None,
+        exit_code: None,
+        instance: None,
+        instance_id: None,
+        fleet: None,
+        gpus: Vec::new(),
+        blocks: 0,
+        price: None,
+        submitted_at: now,
+        started_at: None,
+        finished_at: None,
+        waiting_reason: None,
+        job_dir: None,
+        retry_at: None,
+        stop: None,
+    }
+}
+
+/// The job `replica`/`job_num` of a run.
+pub fn find_job(run: &Run, replica: u32, job_num: u32) -> Option<&Job> {
+    run.jobs
+        .iter()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
+}
+
+/// The job `replica`/`job_num` of a run, to change.
+pub fn find_job_mut(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
+    run.jobs
+        .iter_mut()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
 }

@@ -20,6 +20,7 @@ pub use offer_list::{group_offers, offer_order, parse_group_by, sort_offers, Gro
 pub use query::{requirements_from_query, Requirements, DEFAULT_MAX_OFFERS};
 pub use table::{Catalog, CatalogStats, SourceStats};
 
+use crate::sync::RwLockExt;
 use flotilla_protocol::model::Offer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -107,11 +108,7 @@ impl CatalogService {
 
     /// The catalog in use now (a refresh swaps in a new one; this one stays valid).
     pub fn snapshot(&self) -> Arc<Catalog> {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.current.read_locked().clone()
     }
 
     /// The matching offers, cheapest first, at most `q.limit`, and the number of matches.

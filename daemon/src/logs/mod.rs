@@ -3,6 +3,7 @@
 //! A job's bytes are appended to `logs/<submission>.log` by its runner; followers read the
 //! file itself from their own offset, so a slow follower never holds up the job or others.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -50,7 +51,7 @@ impl LogHub {
     }
 
     fn channel(&self, submission: u64) -> watch::Sender<LogState> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.locked();
         live.entry(submission)
             .or_insert_with(|| {
                 watch::channel(LogState {
@@ -107,10 +108,7 @@ impl LogHub {
 
     pub fn remove(&self, submission: u64) {
         let _ = std::fs::remove_file(self.path(submission));
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&submission);
+        self.live.locked().remove(&submission);
     }
 }
 

@@ -9,28 +9,28 @@
 //! - `terms`: how a run's profile and a fleet's profile combine into one offer request;
 //! - `shares`: instance shapes, block shares and GPU pinning; `fingerprint`: the fast hashing
 //!   of the pass's interning tables;
-//! - `offers`: the [`OfferSource`] of backend offers, and [`pool_offers`]; `backend`: how a
+//! - `offer_sources`: the [`OfferSource`] of backend offers, and [`pool_offers`]; `backend`: how a
 //!   pass asks for them once per distinct request;
 //! - `messages`: the human reasons for waiting and failing;
-//! - `fleets`: [`plan_fleet`], what a fleet's instances need (keep `nodes.min`, trim, timeouts);
+//! - `fleet_plan`: [`plan_fleet`], what a fleet's instances need (keep `nodes.min`, trim, timeouts);
 //! - `retry`: [`retry_delay`] and [`retry_decision`] for resubmitting failed runs.
 
 mod backend;
 mod fingerprint;
-mod fleets;
+mod fleet_plan;
 mod messages;
-mod offers;
+mod offer_sources;
 mod placement;
 mod replicas;
 mod retry;
 mod shares;
 mod terms;
 
-pub use fleets::{
+pub use fleet_plan::{
     plan_fleet, FleetAction, InstanceTerminationReason, PROVISIONING_TIMEOUT_SECS,
     UNREACHABLE_TERMINATION_SECS,
 };
-pub use offers::{pool_offers, NoBackendOffers, OfferSource, PerFleetOffers, StaticOffers};
+pub use offer_sources::{pool_offers, NoBackendOffers, OfferSource, PerFleetOffers, StaticOffers};
 pub use placement::{schedule, schedule_with, MAX_PROVISION_OFFERS};
 pub use retry::{retry_decision, retry_delay, retry_event, RetryDecision, RETRY_DELAYS_SECS};
 pub use shares::{new_instance_gpus, total_blocks};

@@ -11,7 +11,7 @@
 use super::backend::{BackendCache, FleetOffers};
 use super::fingerprint::FxBuild;
 use super::messages::{self, BusyList, NoNewInstance};
-use super::offers::{NoBackendOffers, OfferSource};
+use super::offer_sources::{NoBackendOffers, OfferSource};
 use super::shares::{new_instance_gpus, GpuMask, ShapeTable};
 use super::terms::{new_instance_idle_duration, pool_instance_allowed};
 use super::{

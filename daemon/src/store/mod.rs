@@ -4,6 +4,7 @@
 //! is told about is followed by [`Store::flush`] before the reply. Status changes of runs, jobs
 //! and instances are turned into events here, in the same transaction as the change.
 
+use crate::sync::{LockExt, RwLockExt};
 use flotilla_protocol::model::{Event, Fleet, Instance, Job, Run, User};
 use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
@@ -126,12 +127,12 @@ impl Store {
             .filter(|r| !r.status.is_finished())
             .map(|r| (r.id, Arc::new(r)))
             .collect();
-        *store.active.write().unwrap_or_else(|p| p.into_inner()) = active;
+        *store.active.write_locked() = active;
         Ok(store)
     }
 
     fn cache_put(&self, run: &Run) {
-        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.active.write_locked();
         if run.status.is_finished() {
             active.remove(&run.id);
         } else {
@@ -141,12 +142,7 @@ impl Store {
 
     /// Unfinished runs with their jobs, oldest first, from memory.
     pub fn active_runs(&self) -> Vec<Arc<Run>> {
-        self.active
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.active.read_locked().values().cloned().collect()
     }
 
     /// The most recently submitted run.
@@ -202,7 +198,7 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+        self.write_lock.locked()
     }
 
     // ---- runs and jobs ----
@@ -218,12 +214,7 @@ impl Store {
     }
 
     fn load_run(&self, id: u64) -> Result<Option<Run>> {
-        if let Some(r) = self
-            .active
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
+        if let Some(r) = self.active.read_locked().get(&id) {
             return Ok(Some(Run::clone(r)));
         }
         let Some(v) = self.runs.get(be(id))? else {
@@ -418,10 +409,7 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_err)?;
-        self.active
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.active.write_locked().remove(&id);
         self.append_events_locked(vec![EventDraft {
             kind: "run",
             resource: run.name.clone(),
