@@ -6,6 +6,7 @@ pub mod routes;
 pub mod socket;
 pub mod streams;
 pub mod tunnel;
+pub mod wire;
 
 use crate::caller::Caller;
 use crate::handle::Daemon;
@@ -21,35 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-
-/// Lines to send on one connection (responses and notifications, already encoded), and whether
-/// its client is gone (streams end then).
-#[derive(Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Vec<u8>>,
-    gone: tokio_util::sync::CancellationToken,
-}
-
-impl Outbox {
-    /// Queues a line; an error when the connection is gone.
-    pub async fn send(&self, line: Vec<u8>) -> Result<(), ()> {
-        if self.gone.is_cancelled() {
-            return Err(());
-        }
-        self.tx.send(line).await.map_err(|_| ())
-    }
-
-    /// Resolves when the client has closed its side of the connection.
-    pub async fn closed(&self) {
-        self.gone.cancelled().await
-    }
-}
-
-pub fn encode_line<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-    let mut v = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
-    v.push(b'\n');
-    v
-}
+use wire::{encode_line, Outbox};
 
 /// Accepts connections until shutdown; then waits for in-flight requests to be answered.
 pub async fn serve(d: Daemon, listener: UnixListener) {

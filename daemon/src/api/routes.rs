@@ -1,16 +1,16 @@
 //! Driver layer: the route table of the socket methods. Each route decodes its params, calls
 //! one operation of `ops::`, and encodes the result or the JSON-RPC error.
 
-use super::{streams, Outbox};
+use super::streams;
+use super::wire::{decode, json, op_error, Outbox};
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::ops::{self, OpError};
 use flotilla_protocol::rpc::{
-    codes, methods, ConfigErrorData, EventList, EventsParams, FleetApplyParams, FleetNameParams,
-    LogsReadParams, MetricsParams, OfferQuery, RefreshKeyParams, Request, Response, RpcError,
-    RunApplyParams, RunListParams, RunNameParams, RunStopParams, PROTOCOL_VERSION,
+    codes, methods, EventList, EventsParams, FleetApplyParams, FleetNameParams, LogsReadParams,
+    MetricsParams, OfferQuery, RefreshKeyParams, Request, Response, RpcError, RunApplyParams,
+    RunListParams, RunNameParams, RunStopParams, PROTOCOL_VERSION,
 };
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -131,39 +131,7 @@ async fn route(
     }
 }
 
-pub fn decode<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params).map_err(|e| {
-        RpcError::new(
-            codes::INVALID_PARAMS,
-            format!("{method}: invalid params: {e}"),
-        )
-    })
-}
-
-pub fn json<T: Serialize>(v: T) -> Reply {
-    serde_json::to_value(v).map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
-}
-
 /// An operation's answer, encoded.
 fn reply<T: Serialize>(r: Result<T, OpError>) -> Reply {
     r.map_err(op_error).and_then(json)
-}
-
-/// The JSON-RPC error of an operation's error.
-pub fn op_error(e: OpError) -> RpcError {
-    match e {
-        OpError::Config(errs) => {
-            let data = serde_json::to_value(ConfigErrorData {
-                errors: errs.0.clone(),
-            })
-            .unwrap_or(Value::Null);
-            RpcError::new(codes::INVALID_CONFIGURATION, errs.to_string()).with_data(data)
-        }
-        OpError::Invalid(m) => RpcError::new(codes::INVALID_PARAMS, m),
-        OpError::NotFound(m) => RpcError::new(codes::NOT_FOUND, m),
-        OpError::Conflict(m) => RpcError::new(codes::CONFLICT, m),
-        OpError::Forbidden(m) => RpcError::new(codes::FORBIDDEN, m),
-        OpError::Internal(m) => RpcError::new(codes::INTERNAL_ERROR, m),
-        OpError::Store(e) => RpcError::new(codes::INTERNAL_ERROR, e.to_string()),
-    }
 }

@@ -1,7 +1,6 @@
 //! Driver layer: the two streams, `logs.follow` (history, then live bytes) and `events.watch`; notifications carry the request id.
 
-use super::routes::op_error;
-use super::{encode_line, Outbox};
+use super::wire::{encode_line, op_error, Outbox};
 use crate::handle::Daemon;
 use crate::lifecycle::find_job;
 use crate::logs::utf8_boundary;

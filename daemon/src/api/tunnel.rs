@@ -1,7 +1,7 @@
 //! Driver layer: the RPC part of `tunnel.open`. The connection's request is decoded, the
 //! operation opens the stream, and the socket connection becomes a byte pipe to it.
 
-use super::routes::{decode, json, op_error};
+use super::wire::{decode, json, op_error};
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::hosts::ByteStream;
