@@ -3,7 +3,7 @@
 //!
 //! No I/O and no clock: the caller passes everything in (`now` included) and applies the
 //! decisions. The parts:
-//! - [`schedule`] / [`schedule_with`] (`placement`, `replicas`): jobs by priority (high first),
+//! - [`schedule`] / [`schedule_with`] (`placement`, `replicas`, on the state of `pass`): jobs by priority (high first),
 //!   then oldest first; each to the cheapest idle share of an instance in the best fleet, else a
 //!   new instance from the cheapest backend offer, else it waits for a busy instance or fails;
 //! - `terms`: how a run's profile and a fleet's profile combine into one offer request;
@@ -20,6 +20,7 @@ mod fingerprint;
 mod fleet_plan;
 mod messages;
 mod offer_sources;
+mod pass;
 mod placement;
 mod replicas;
 mod retry;
