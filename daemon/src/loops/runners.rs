@@ -340,3 +340,96 @@ fn is_env_name(k: &str) -> bool {
         && !k.starts_with(|c: char| c.is_ascii_digit())
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::new_submission;
+    use flotilla_protocol::config::parse_configuration;
+    use flotilla_protocol::model::RunStatus;
+    use flotilla_protocol::Timestamp;
+    use std::collections::BTreeMap;
+
+    fn run_of(yaml: &str) -> Run {
+        let configuration = parse_configuration("t.yml", yaml)
+            .expect("a valid task")
+            .as_run()
+            .expect("a run configuration");
+        let nodes = configuration.nodes().max(1);
+        Run {
+            id: 1,
+            name: "calm-owl-1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            status: RunStatus::Running,
+            termination_reason: None,
+            status_message: None,
+            submitted_at: Timestamp(0),
+            finished_at: None,
+            configuration_type: "task".into(),
+            configuration_path: None,
+            configuration,
+            caller_env: Default::default(),
+            retry_window_started_at: None,
+            jobs: (0..nodes)
+                .map(|j| Job {
+                    replica_num: 0,
+                    job_num: j,
+                    job_name: format!("calm-owl-1-{j}-0"),
+                    current: new_submission(10 + u64::from(j), 0, Timestamp(0)),
+                    previous_submissions: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_script_exports_the_job_environment_quoted_then_runs_the_commands() {
+        let mut run = run_of(
+            "type: task\nnodes: 2\nenv:\n  - GREETING=it's me\ncommands:\n  - echo \"$GREETING\"\n  - python train.py\n",
+        );
+        run.jobs[1].current.gpus = vec![2, 3];
+        let fleet_env = BTreeMap::from([("FLEET_WIDE".to_string(), "yes".to_string())]);
+        let ips = vec!["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        let script = job_script(&run, &run.jobs[1], &fleet_env, &ips).expect("a script");
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "# written by flotillad");
+        for want in [
+            "export DSTACK_RUN_NAME='calm-owl-1'",
+            "export DSTACK_NODE_RANK='1'",
+            "export DSTACK_NODES_NUM='2'",
+            "export DSTACK_GPUS_PER_NODE='2'",
+            "export DSTACK_GPUS_NUM='4'",
+            "export DSTACK_MASTER_NODE_IP='10.0.0.1'",
+            "export CUDA_VISIBLE_DEVICES='2,3'",
+            "export FLEET_WIDE='yes'",
+            "export GREETING='it'\\''s me'",
+        ] {
+            assert!(lines.contains(&want), "{want} missing from\n{script}");
+        }
+        assert!(script.contains("export DSTACK_NODES_IPS='10.0.0.1\n10.0.0.2'\n"));
+        assert!(script.ends_with("set -e\necho \"$GREETING\"\npython train.py\n"));
+        // The run's own env comes after the fleet's, so it wins.
+        let fleet_at = script.find("FLEET_WIDE").expect("fleet env");
+        let run_at = script.find("GREETING=").expect("run env");
+        assert!(fleet_at < run_at);
+    }
+
+    #[test]
+    fn a_single_node_job_without_addresses_has_the_local_master() {
+        let run = run_of("type: task\ncommands: [\"true\"]\n");
+        let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");
+        assert!(script.contains("export DSTACK_MASTER_NODE_IP='127.0.0.1'\n"));
+        assert!(script.contains("export CUDA_VISIBLE_DEVICES=''\n"));
+    }
+
+    #[test]
+    fn a_bad_variable_name_is_an_error_that_names_it() {
+        let run = run_of("type: task\ncommands: [\"true\"]\n");
+        let fleet_env = BTreeMap::from([("1BAD".to_string(), "x".to_string())]);
+        let err = job_script(&run, &run.jobs[0], &fleet_env, &[]).expect_err("refused");
+        assert!(err.contains("\"1BAD\""), "{err}");
+        assert!(is_env_name("_OK_1"));
+        assert!(!is_env_name("") && !is_env_name("A-B"));
+    }
+}

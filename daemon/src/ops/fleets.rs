@@ -393,3 +393,71 @@ pub fn get(d: &Daemon, name: &str) -> Result<Fleet, OpError> {
 pub fn instances(d: &Daemon) -> Result<Vec<Instance>, OpError> {
     Ok(list(d)?.into_iter().flat_map(|f| f.instances).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::config::CpuArch;
+    use flotilla_protocol::model::Gpu;
+
+    fn machine(gpus: usize, cpus: u32) -> InstanceResources {
+        InstanceResources {
+            cpus,
+            cpu_arch: CpuArch::X86,
+            memory_gb: 64.0,
+            disk_gb: None,
+            gpus: (0..gpus)
+                .map(|_| Gpu {
+                    name: "H100".into(),
+                    memory_gb: 80.0,
+                    vendor: flotilla_protocol::config::GpuVendor::Nvidia,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn auto_blocks_are_one_per_gpu_else_one_per_cpu() {
+        assert_eq!(block_count(Blocks::Auto, &machine(8, 64)), Ok(8));
+        assert_eq!(block_count(Blocks::Auto, &machine(0, 16)), Ok(16));
+        assert_eq!(block_count(Blocks::Auto, &machine(0, 0)), Ok(1));
+    }
+
+    #[test]
+    fn a_block_count_must_split_the_host_evenly() {
+        assert_eq!(block_count(Blocks::Count(4), &machine(8, 64)), Ok(4));
+        assert_eq!(block_count(Blocks::Count(1), &machine(8, 64)), Ok(1));
+        assert_eq!(
+            block_count(Blocks::Count(3), &machine(8, 64)),
+            Err("blocks: 3 does not divide the host's 8 GPUs".into())
+        );
+        assert_eq!(
+            block_count(Blocks::Count(0), &machine(8, 64)),
+            Err("blocks must be at least 1".into())
+        );
+        assert_eq!(block_count(Blocks::Count(4), &machine(0, 8)), Ok(4));
+        assert_eq!(
+            block_count(Blocks::Count(16), &machine(0, 8)),
+            Err("blocks: 16 is more than the host's 8 CPUs".into())
+        );
+    }
+
+    #[test]
+    fn a_hosts_own_blocks_win_over_the_fleets() {
+        let cfg = match parse_configuration(
+            "f.yml",
+            "type: fleet\nname: lab\nblocks: 2\nssh_config:\n  user: ubuntu\n  hosts:\n    - a.example\n    - hostname: b.example\n      blocks: 4\n",
+        )
+        .expect("a valid fleet")
+        {
+            Configuration::Fleet(f) => f,
+            other => panic!("not a fleet: {}", other.type_name()),
+        };
+        assert_eq!(host_blocks(&cfg, "a.example"), Blocks::Count(2));
+        assert_eq!(host_blocks(&cfg, "b.example"), Blocks::Count(4));
+        let eps = endpoints(cfg.ssh_config.as_ref().expect("ssh_config"), "alice");
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].user, "ubuntu");
+        assert_eq!(eps[0].port, 22);
+    }
+}
