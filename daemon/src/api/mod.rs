@@ -45,7 +45,12 @@ pub async fn serve(d: Daemon, listener: UnixListener) {
     }
     tracker.close();
     // Connections end their streams on shutdown; requests in flight get their answers.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after 10s; stopping without their answers");
+    }
 }
 
 async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {

@@ -107,7 +107,12 @@ impl LogHub {
     }
 
     pub fn remove(&self, submission: u64) {
-        let _ = std::fs::remove_file(self.path(submission));
+        let path = self.path(submission);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove the log {}: {e}", path.display());
+            }
+        }
         self.live.locked().remove(&submission);
     }
 }

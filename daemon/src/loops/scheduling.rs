@@ -5,7 +5,7 @@
 use super::runners;
 use super::{Loop, WakeSource};
 use crate::handle::Daemon;
-use crate::lifecycle::{find_job_mut, finish};
+use crate::lifecycle::{find_job, find_job_mut, finish};
 use crate::ops::instances::create_from_offers;
 use crate::ops::occupancy::views_of;
 use crate::scheduler::{self, Decision, FleetView, JobKey, JobTerms, PendingJob, Provisioning};
@@ -134,10 +134,7 @@ pub async fn schedule_once(
                 fleets: common.fleets.clone(),
                 max_price: common.max_price,
                 nodes: run.configuration.nodes(),
-                master_fleet: run
-                    .jobs
-                    .iter()
-                    .find(|m| m.replica_num == job.replica_num && m.job_num == 0)
+                master_fleet: find_job(run, job.replica_num, 0)
                     .filter(|m| m.current.status != JobStatus::Submitted)
                     .and_then(|m| m.current.fleet.clone()),
                 terms: JobTerms::from_run(common),
