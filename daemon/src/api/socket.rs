@@ -1,4 +1,4 @@
-//! The Unix socket: created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
+//! Driver layer: the Unix socket, created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;

@@ -1,4 +1,4 @@
-//! Where instances come from: a backend creates machines for offers and terminates them; the
+//! Bottom layer. Where instances come from: a backend creates machines for offers and terminates them; the
 //! daemon then reaches what it created over SSH, like any host. Cloud providers implement the
 //! same trait; `pool` hands out pre-started machines.
 

@@ -1,4 +1,4 @@
-//! Offers from gpuhunt-format catalogs: a local directory loaded once, or the live catalog
+//! Bottom layer. Offers from gpuhunt-format catalogs: a local directory loaded once, or the live catalog
 //! (downloaded, cached, refreshed in the background), behind one cheap-to-clone service.
 //!
 //! - `matching`: the requirement-matching rules (also used by the scheduler);

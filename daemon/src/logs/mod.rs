@@ -1,4 +1,4 @@
-//! Per-submission log files in the data dir, and live follow: readers wait on each log's size.
+//! Bottom layer. Per-submission log files in the data dir, and live follow: readers wait on each log's size.
 //!
 //! A job's bytes are appended to `logs/<submission>.log` by its runner; followers read the
 //! file itself from their own offset, so a slow follower never holds up the job or others.

@@ -1,4 +1,4 @@
-//! Pure placement: (pending jobs, fleets with their instances and block usage, backend offers,
+//! Bottom layer. Pure placement: (pending jobs, fleets with their instances and block usage, backend offers,
 //! now) -> decisions, plus the fleet-maintenance and retry rules (SPEC sections 4 and 5).
 //!
 //! No I/O and no clock: the caller passes everything in (`now` included) and applies the

@@ -1,12 +1,36 @@
 //! Unit tests of the store: schema version and migrations, and the events that writes record.
 
 use super::*;
-use crate::lifecycle::new_submission;
 use flotilla_protocol::config::parse_configuration;
 use flotilla_protocol::model::{
-    Instance, InstanceResources, InstanceStatus, Job, JobStatus, RunStatus,
+    Instance, InstanceResources, InstanceStatus, Job, JobStatus, JobSubmission, RunStatus,
 };
 use flotilla_protocol::Timestamp;
+
+/// A submitted job's submission (the store knows no lifecycle rules: a fixture of its own).
+fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
+    JobSubmission {
+        id,
+        submission_num,
+        status: JobStatus::Submitted,
+        termination_reason: None,
+        termination_message: None,
+        exit_code: None,
+        instance: None,
+        instance_id: None,
+        fleet: None,
+        gpus: Vec::new(),
+        blocks: 0,
+        price: None,
+        submitted_at: now,
+        started_at: None,
+        finished_at: None,
+        waiting_reason: None,
+        job_dir: None,
+        retry_at: None,
+        stop: None,
+    }
+}
 
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("state")).expect("the store opens")
