@@ -96,6 +96,16 @@ impl Backend for PoolBackend {
             .collect()
     }
 
+    fn available_offers(&self) -> Vec<Offer> {
+        let taken = self.taken();
+        self.config
+            .hosts
+            .iter()
+            .filter(|h| !taken.contains(&Self::id(h)))
+            .map(|h| self.offer(h))
+            .collect()
+    }
+
     fn create<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<Created, BackendError>> {
         Box::pin(async move {
             let mut taken = self.taken();

@@ -8,7 +8,9 @@ use crate::handle::Daemon;
 use crate::lifecycle::{find_job, find_job_mut, finish};
 use crate::ops::instances::create_from_offers;
 use crate::ops::occupancy::views_of;
-use crate::scheduler::{self, Decision, FleetView, JobKey, JobTerms, PendingJob, Provisioning};
+use crate::scheduler::{
+    self, Decision, FleetView, JobKey, JobTerms, PendingJob, Provisioning, StaticOffers,
+};
 use crate::store::StoreError;
 use crate::sync::LockExt;
 use flotilla_protocol::model::{InstanceStatus, JobStatus, JobTerminationReason, Run};
@@ -61,14 +63,22 @@ impl Loop for Scheduling {
 /// What one pass looks at, read once at its start: nothing is read behind a lock during it.
 struct Snapshot {
     runs: Vec<Arc<Run>>,
+    /// The fleets with their occupancy.
     fleets: Vec<FleetView>,
+    /// What the configured backends can create now.
+    offers: StaticOffers,
 }
 
 impl Snapshot {
     fn take(d: &Daemon) -> Result<Snapshot, StoreError> {
         let runs = d.store().active_runs();
         let fleets = views_of(d.store().list_fleets()?, &runs);
-        Ok(Snapshot { runs, fleets })
+        let offers = StaticOffers::new(d.backends().available_offers());
+        Ok(Snapshot {
+            runs,
+            fleets,
+            offers,
+        })
     }
 
     /// Whether an instance is still on its way up (pending or provisioning).
@@ -144,7 +154,7 @@ pub async fn schedule_once(
     if pending.is_empty() {
         return Ok(next_due);
     }
-    let decisions = scheduler::schedule_with(&pending, &snapshot.fleets, d.backends(), now);
+    let decisions = scheduler::schedule_with(&pending, &snapshot.fleets, &snapshot.offers, now);
     let mut to_create = Vec::new();
     let mut started = Vec::new();
     for decision in decisions {
