@@ -1,4 +1,4 @@
-//! The daemon's configuration: command-line flags, the optional `config.yml` in the data dir, and XDG defaults.
+//! Bottom layer. The daemon's configuration: command-line flags, the optional `config.yml` in the data dir, and XDG defaults.
 
 use anyhow::Context;
 use flotilla_protocol::paths;

@@ -1,4 +1,4 @@
-//! A fast, non-cryptographic hasher for the daemon's in-memory tables (catalog rows, one
+//! Bottom layer. A fast, non-cryptographic hasher for the daemon's in-memory tables (catalog rows, one
 //! scheduling pass): keys come from the daemon's own data, and lookups compare for equality.
 
 use std::hash::Hasher;

@@ -1,4 +1,6 @@
-//! Pure lifecycle rules: a run's status from its jobs (SPEC section 4), and how a job's process ended.
+//! Handle layer, pure: the lifecycle rules. A run's status from its jobs (SPEC section 4), retries,
+//! stop requests, how a job's process ended, and where a job sits in its run. No I/O and no
+//! clock: `now` is passed in.
 
 use crate::scheduler::{retry_decision, retry_event, RetryDecision};
 use flotilla_protocol::model::{
@@ -125,7 +127,7 @@ pub fn resubmit_failed(
         let Some(id) = next_id() else { return };
         let job = &mut run.jobs[i];
         let delay = at.millis().saturating_sub(now.millis()) as f64 * delay_scale.max(0.0);
-        let mut fresh = crate::runs::new_submission(id, attempt + 1, now);
+        let mut fresh = new_submission(id, attempt + 1, now);
         fresh.retry_at = Some(Timestamp(now.millis() + delay as u64));
         let old = std::mem::replace(&mut job.current, fresh);
         job.previous_submissions.push(old);
@@ -240,5 +242,273 @@ pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timesta
             Some("the job's process disappeared without an exit code".into()),
             now,
         ),
+    }
+}
+
+/// A fresh submission of a job, waiting to be placed.
+pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
+    JobSubmission {
+        id,
+        submission_num,
+        status: JobStatus::Submitted,
+        termination_reason: None,
+        termination_message: None,
+        exit_code: None,
+        instance: None,
+        instance_id: None,
+        fleet: None,
+        gpus: Vec::new(),
+        blocks: 0,
+        price: None,
+        submitted_at: now,
+        started_at: None,
+        finished_at: None,
+        waiting_reason: None,
+        job_dir: None,
+        retry_at: None,
+        stop: None,
+    }
+}
+
+/// The job `replica`/`job_num` of a run.
+pub fn find_job(run: &Run, replica: u32, job_num: u32) -> Option<&Job> {
+    run.jobs
+        .iter()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
+}
+
+/// The job `replica`/`job_num` of a run, to change.
+pub fn find_job_mut(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
+    run.jobs
+        .iter_mut()
+        .find(|j| j.replica_num == replica && j.job_num == job_num)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::config::parse_configuration;
+
+    /// The fixed clock of these tests.
+    const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
+    fn run_of(yaml: &str, jobs: u32) -> Run {
+        Run {
+            id: 1,
+            name: "calm-owl-1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            status: RunStatus::Submitted,
+            termination_reason: None,
+            status_message: None,
+            submitted_at: NOW,
+            finished_at: None,
+            configuration_type: "task".into(),
+            configuration_path: None,
+            configuration: parse_configuration("t.yml", yaml)
+                .expect("a valid task")
+                .as_run()
+                .expect("a run configuration"),
+            caller_env: Default::default(),
+            retry_window_started_at: None,
+            jobs: (0..jobs)
+                .map(|j| Job {
+                    replica_num: 0,
+                    job_num: j,
+                    job_name: format!("calm-owl-1-{j}-0"),
+                    current: new_submission(10 + u64::from(j), 0, NOW),
+                    previous_submissions: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn task(jobs: u32) -> Run {
+        run_of("type: task\ncommands: [\"true\"]\n", jobs)
+    }
+
+    #[test]
+    fn a_run_follows_its_jobs_and_ends_done_when_all_are_done() {
+        let mut run = task(2);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Submitted);
+        run.jobs[0].current.status = JobStatus::Provisioning;
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Provisioning);
+        run.jobs[1].current.status = JobStatus::Running;
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Running);
+        let later = NOW.plus_secs(60);
+        for j in run.jobs.iter_mut() {
+            finish_from_exit(&mut j.current, Some(0), later);
+        }
+        derive_run_status(&mut run, later);
+        assert_eq!(run.status, RunStatus::Done);
+        assert_eq!(
+            run.termination_reason,
+            Some(RunTerminationReason::AllJobsDone)
+        );
+        assert_eq!(run.finished_at, Some(later));
+        // A finished run stays as it is.
+        run.jobs[0].current.status = JobStatus::Running;
+        derive_run_status(&mut run, later.plus_secs(1));
+        assert_eq!(run.status, RunStatus::Done);
+    }
+
+    #[test]
+    fn a_failed_job_fails_its_run_once_the_others_end() {
+        let mut run = task(2);
+        run.jobs[1].current.status = JobStatus::Running;
+        finish_from_exit(&mut run.jobs[0].current, Some(3), NOW);
+        assert_eq!(run.jobs[0].current.status, JobStatus::Failed);
+        assert_eq!(
+            run.jobs[0].current.termination_reason,
+            Some(JobTerminationReason::ContainerExitedWithError)
+        );
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Terminating, "job 1 still runs");
+        assert_eq!(
+            run.status_message.as_deref(),
+            Some("job 0/0 failed: exit code 3")
+        );
+        finish_from_exit(&mut run.jobs[1].current, Some(0), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(
+            run.termination_reason,
+            Some(RunTerminationReason::JobFailed)
+        );
+    }
+
+    #[test]
+    fn a_job_waiting_for_its_retry_makes_the_run_pending() {
+        let mut run = task(1);
+        run.jobs[0].current.retry_at = Some(NOW.plus_secs(30));
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+        derive_run_status(&mut run, NOW.plus_secs(31));
+        assert_eq!(run.status, RunStatus::Submitted, "the backoff is over");
+    }
+
+    #[test]
+    fn a_process_gone_without_an_exit_code_is_an_executor_error() {
+        let mut sub = new_submission(1, 0, NOW);
+        finish_from_exit(&mut sub, None, NOW);
+        assert_eq!(sub.status, JobStatus::Failed);
+        assert_eq!(
+            sub.termination_reason,
+            Some(JobTerminationReason::ExecutorError)
+        );
+        assert_eq!(sub.finished_at, Some(NOW));
+    }
+
+    #[test]
+    fn stopping_a_job_not_on_a_host_ends_it_at_once() {
+        let mut run = task(1);
+        let signal = request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::TerminatedByUser,
+            false,
+            Some(30),
+            NOW,
+        );
+        assert!(!signal, "nothing runs on a host");
+        let sub = &run.jobs[0].current;
+        assert_eq!(sub.status, JobStatus::Terminated);
+        assert_eq!(sub.finished_at, Some(NOW));
+        assert!(sub.stop.is_none());
+    }
+
+    #[test]
+    fn stopping_a_running_job_asks_the_host_and_an_abort_brings_the_kill_forward() {
+        let mut run = task(1);
+        run.jobs[0].current.status = JobStatus::Running;
+        let signal = request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::TerminatedByUser,
+            false,
+            Some(30),
+            NOW,
+        );
+        assert!(signal);
+        let sub = &run.jobs[0].current;
+        assert_eq!(sub.status, JobStatus::Terminating);
+        let stop = sub.stop.as_ref().expect("a stop request");
+        assert_eq!(stop.kill_at, Some(NOW.plus_secs(30)));
+        assert!(!stop.signalled && !stop.abort);
+        // The same stop again changes nothing.
+        assert!(!request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::TerminatedByUser,
+            false,
+            Some(30),
+            NOW.plus_secs(1),
+        ));
+        let later = NOW.plus_secs(5);
+        assert!(request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::AbortedByUser,
+            true,
+            Some(30),
+            later,
+        ));
+        let stop = run.jobs[0].current.stop.clone().expect("a stop request");
+        assert_eq!(stop.kill_at, Some(later));
+        assert!(stop.abort);
+        // The process then exits: the stop decides how the job ended, not the exit code.
+        finish_from_exit(&mut run.jobs[0].current, Some(137), later);
+        assert_eq!(run.jobs[0].current.status, JobStatus::Aborted);
+        assert_eq!(run.jobs[0].current.exit_code, Some(137));
+    }
+
+    #[test]
+    fn a_failed_job_with_retry_gets_a_new_submission_after_the_backoff() {
+        let mut run = run_of(
+            "type: task\ncommands: [\"true\"]\nretry: {on_events: [error], duration: 1h}\n",
+            1,
+        );
+        run.jobs[0].current.status = JobStatus::Running;
+        let was_active: HashSet<u64> = [run.jobs[0].current.id].into();
+        finish_from_exit(&mut run.jobs[0].current, Some(1), NOW);
+        let mut ids = 100..;
+        resubmit_failed(&mut run, &was_active, NOW, 1.0, || ids.next());
+        let job = &run.jobs[0];
+        assert_eq!(job.previous_submissions.len(), 1);
+        assert_eq!(job.current.id, 100);
+        assert_eq!(job.current.submission_num, 1);
+        assert_eq!(job.current.status, JobStatus::Submitted);
+        assert!(job.current.retry_at.is_some_and(|t| t > NOW));
+        assert_eq!(run.retry_window_started_at, Some(NOW));
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+    }
+
+    #[test]
+    fn a_failure_past_the_retry_duration_ends_the_run() {
+        let mut run = run_of(
+            "type: task\ncommands: [\"true\"]\nretry: {on_events: [error], duration: 1m}\n",
+            1,
+        );
+        run.retry_window_started_at = Some(NOW);
+        let later = NOW.plus_secs(120);
+        let was_active: HashSet<u64> = [run.jobs[0].current.id].into();
+        finish_from_exit(&mut run.jobs[0].current, Some(1), later);
+        resubmit_failed(&mut run, &was_active, later, 1.0, || Some(100));
+        assert!(run.jobs[0].previous_submissions.is_empty());
+        assert_eq!(
+            run.termination_reason,
+            Some(RunTerminationReason::RetryLimitExceeded)
+        );
+        derive_run_status(&mut run, later);
+        assert_eq!(run.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn jobs_are_found_by_replica_and_number() {
+        let mut run = task(2);
+        assert_eq!(find_job(&run, 0, 1).map(|j| j.current.id), Some(11));
+        assert!(find_job(&run, 1, 0).is_none());
+        find_job_mut(&mut run, 0, 0).expect("job 0").current.status = JobStatus::Running;
+        assert_eq!(run.jobs[0].current.status, JobStatus::Running);
     }
 }

@@ -1,4 +1,4 @@
-//! systemd's notify protocol: `READY=1` once listening, `STOPPING=1` on shutdown; nothing without `NOTIFY_SOCKET`.
+//! Bottom layer. systemd's notify protocol: `READY=1` once listening, `STOPPING=1` on shutdown; nothing without `NOTIFY_SOCKET`.
 
 use std::os::unix::net::UnixDatagram;
 

@@ -439,4 +439,8 @@ fn configured_backends_are_an_offer_source() {
     assert_eq!(briefs[0], "provision grow pool-1x");
     assert_eq!(briefs[1], "provision grow pool-8x");
     assert!(briefs[2].starts_with("fail no offers"), "{}", briefs[2]);
+    // The daemon's scheduling loop takes one snapshot of the backends' offers per pass:
+    // the pass decides the same on it.
+    let snapshot = flotilla_daemon::scheduler::StaticOffers::new(backends.available_offers());
+    assert_eq!(schedule_with(&jobs, &fleets, &snapshot, NOW), decisions);
 }

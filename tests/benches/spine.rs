@@ -25,7 +25,8 @@ fn seed_runs(data: &Path, n: u64) {
         .expect("run");
     for i in 0..n {
         let now = Timestamp::now();
-        let mut sub = flotilla_daemon::runs::new_submission(store.next_id().expect("id"), 0, now);
+        let mut sub =
+            flotilla_daemon::lifecycle::new_submission(store.next_id().expect("id"), 0, now);
         sub.status = JobStatus::Done;
         sub.exit_code = Some(0);
         let run = Run {

@@ -1,11 +1,15 @@
-//! The socket API: accept connections, identify the caller by peer credentials, read JSON-RPC lines, dispatch, stream.
+//! Driver layer: the socket API. Accepts connections, identifies the caller by peer credentials,
+//! reads JSON-RPC lines and hands each request to the route table (`routes`); streams and
+//! tunnels live beside it. Calls `ops::` and the handle, never a loop.
 
-pub mod handlers;
+pub mod routes;
 pub mod socket;
 pub mod streams;
 pub mod tunnel;
+pub mod wire;
 
-use crate::state::Daemon;
+use crate::caller::Caller;
+use crate::handle::Daemon;
 use flotilla_protocol::framing::{FrameError, LineReader};
 use flotilla_protocol::rpc::{
     codes, methods, HelloParams, HelloResult, Request, Response, RpcError, MAX_FRAME_BYTES,
@@ -18,51 +22,14 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
-
-/// Who is calling, from the socket's peer credentials.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub uid: u32,
-    pub user: String,
-    /// root and the daemon's own user.
-    pub admin: bool,
-}
-
-/// Lines to send on one connection (responses and notifications, already encoded), and whether
-/// its client is gone (streams end then).
-#[derive(Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Vec<u8>>,
-    gone: tokio_util::sync::CancellationToken,
-}
-
-impl Outbox {
-    /// Queues a line; an error when the connection is gone.
-    pub async fn send(&self, line: Vec<u8>) -> Result<(), ()> {
-        if self.gone.is_cancelled() {
-            return Err(());
-        }
-        self.tx.send(line).await.map_err(|_| ())
-    }
-
-    /// Resolves when the client has closed its side of the connection.
-    pub async fn closed(&self) {
-        self.gone.cancelled().await
-    }
-}
-
-pub fn encode_line<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-    let mut v = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
-    v.push(b'\n');
-    v
-}
+use wire::{encode_line, Outbox};
 
 /// Accepts connections until shutdown; then waits for in-flight requests to be answered.
 pub async fn serve(d: Daemon, listener: UnixListener) {
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
-            _ = d.shutdown.cancelled() => break,
+            _ = d.shutdown().cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let d = d.clone();
@@ -78,7 +45,12 @@ pub async fn serve(d: Daemon, listener: UnixListener) {
     }
     tracker.close();
     // Connections end their streams on shutdown; requests in flight get their answers.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after 10s; stopping without their answers");
+    }
 }
 
 async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
@@ -89,13 +61,7 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
             return;
         }
     };
-    // SAFETY: getuid has no preconditions.
-    let own_uid = unsafe { libc::getuid() };
-    let caller = Arc::new(Caller {
-        uid,
-        user: socket::user_name(uid),
-        admin: uid == 0 || uid == own_uid,
-    });
+    let caller = Arc::new(Caller::from_uid(uid));
     let (read, mut write) = stream.into_split();
     let (sender, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let gone = tokio_util::sync::CancellationToken::new();
@@ -117,7 +83,7 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
     let mut said_hello = false;
     loop {
         let line = tokio::select! {
-            _ = d.shutdown.cancelled() => break,
+            _ = d.shutdown().cancelled() => break,
             l = reader.next_line() => l,
         };
         let line = match line {
@@ -188,7 +154,7 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
         let (d, tx, caller) = (d.clone(), tx.clone(), caller.clone());
         tracker.spawn(async move {
             let has_id = req.id.is_some();
-            if let Some(reply) = handlers::dispatch(&d, &caller, req, id, &tx).await {
+            if let Some(reply) = routes::dispatch(&d, &caller, req, id, &tx).await {
                 if has_id {
                     let _ = tx.send(encode_line(&reply)).await;
                 }

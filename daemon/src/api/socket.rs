@@ -1,4 +1,4 @@
-//! The Unix socket: created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
+//! Driver layer: the Unix socket, created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -96,20 +96,4 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
         listener.set_nonblocking(true).map_err(sys("configure"))?;
         Ok(listener)
     }
-}
-
-/// The user name of a uid (`uid-N` when it has none).
-pub fn user_name(uid: u32) -> String {
-    // SAFETY: getpwuid_r writes into buffers we own, sized as the manual asks.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
-        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
-            let name = std::ffi::CStr::from_ptr(pwd.pw_name);
-            return name.to_string_lossy().into_owned();
-        }
-    }
-    format!("uid-{uid}")
 }

@@ -1,9 +1,12 @@
-//! The two streams: `logs.follow` (history, then live bytes) and `events.watch`; notifications carry the request id.
+//! Driver layer: the two streams, `logs.follow` (history, then live bytes) and `events.watch`; notifications carry the request id.
 
-use super::handlers::{resolve_log, store_error};
-use super::{encode_line, Outbox};
+use super::wire::{encode_line, op_error, Outbox};
+use crate::handle::Daemon;
+use crate::lifecycle::find_job;
 use crate::logs::utf8_boundary;
-use crate::state::Daemon;
+use crate::ops::logs::find_submission;
+use crate::ops::OpError;
+use crate::store::StoreError;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
     codes, methods, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams, Notification, RpcError,
@@ -24,6 +27,10 @@ fn notification(method: &str, id: &Value, mut body: Value) -> Vec<u8> {
     })
 }
 
+fn store_error(e: StoreError) -> RpcError {
+    op_error(OpError::Store(e))
+}
+
 fn shutting_down() -> RpcError {
     RpcError::new(
         codes::SHUTTING_DOWN,
@@ -38,22 +45,22 @@ pub async fn logs_follow(
     id: &Value,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
-    let (_, sub, _) = resolve_log(d, &p.target)?;
+    let (_, sub, _) = find_submission(d, &p.target).map_err(op_error)?;
     // Subscribe before looking at the job's status, so that an end in between is not missed.
-    let mut rx = d.logs.subscribe(sub);
-    let (_, _, finished) = resolve_log(d, &p.target)?;
+    let mut rx = d.logs().subscribe(sub);
+    let (_, _, finished) = find_submission(d, &p.target).map_err(op_error)?;
     let mut offset = p.offset;
     loop {
         let state = *rx.borrow_and_update();
         let complete = state.complete || finished;
         let size = if finished {
-            d.logs.size(sub)
+            d.logs().size(sub)
         } else {
             state.size
         };
         while offset < size {
             let want = ((size - offset) as usize).min(CHUNK);
-            let mut bytes = d.logs.read(sub, offset, want).map_err(|e| {
+            let mut bytes = d.logs().read(sub, offset, want).map_err(|e| {
                 RpcError::new(codes::INTERNAL_ERROR, format!("cannot read the log: {e}"))
             })?;
             if bytes.is_empty() {
@@ -89,14 +96,11 @@ pub async fn logs_follow(
                 }
             }
             _ = out.closed() => return Ok(Value::Null),
-            _ = d.shutdown.cancelled() => return Err(shutting_down()),
+            _ = d.shutdown().cancelled() => return Err(shutting_down()),
         }
     }
-    let (run, _, _) = resolve_log(d, &p.target)?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == p.target.replica && j.job_num == p.target.job);
+    let (run, _, _) = find_submission(d, &p.target).map_err(op_error)?;
+    let job = find_job(&run, p.target.replica, p.target.job);
     let end = LogsFollowEnd {
         next_offset: offset,
         job_status: job
@@ -115,15 +119,15 @@ pub async fn events_watch(
     id: &Value,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
-    let mut rx = d.events.subscribe();
+    let mut rx = d.subscribe_events();
     let mut last = match p.since {
         Some(s) => s,
-        None => d.store.last_event_seq().map_err(store_error)?,
+        None => d.store().last_event_seq().map_err(store_error)?,
     };
     let send = |e: &Event| notification(methods::EVENT, id, serde_json::json!({ "event": e }));
     // Replay what the caller missed.
     loop {
-        let missed = d.store.events_since(last, 1000).map_err(store_error)?;
+        let missed = d.store().events_since(last, 1000).map_err(store_error)?;
         if missed.is_empty() {
             break;
         }
@@ -143,7 +147,7 @@ pub async fn events_watch(
                     if out.send(send(&e)).await.is_err() { return Ok(Value::Null); }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    for e in d.store.events_since(last, 10_000).map_err(store_error)? {
+                    for e in d.store().events_since(last, 10_000).map_err(store_error)? {
                         last = e.seq;
                         if out.send(send(&e)).await.is_err() { return Ok(Value::Null); }
                     }
@@ -151,7 +155,7 @@ pub async fn events_watch(
                 Err(RecvError::Closed) => break,
             },
             _ = out.closed() => return Ok(Value::Null),
-            _ = d.shutdown.cancelled() => break,
+            _ = d.shutdown().cancelled() => break,
         }
     }
     Err(shutting_down())

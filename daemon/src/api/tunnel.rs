@@ -1,95 +1,37 @@
-//! `tunnel.open`: a socket connection becomes a byte stream to a job's host SSH port, so a user's
-//! own SSH client reaches hosts that only the daemon can reach.
+//! Driver layer: the RPC part of `tunnel.open`. The connection's request is decoded, the
+//! operation opens the stream, and the socket connection becomes a byte pipe to it.
 
-use super::handlers::resolve_log;
-use super::Caller;
-use crate::hosts::Host;
-use crate::state::Daemon;
+use super::wire::{decode, json, op_error};
+use crate::caller::Caller;
+use crate::handle::Daemon;
+use crate::hosts::ByteStream;
+use crate::ops;
 use flotilla_protocol::framing::LineReader;
-use flotilla_protocol::rpc::{codes, LogTarget, Request, RpcError, TunnelInfo, TunnelParams};
+use flotilla_protocol::rpc::{methods, Request, RpcError, TunnelParams};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+use tracing::debug;
 
 /// Finds the job's host and opens a stream to its SSH port.
 pub async fn open(
     d: &Daemon,
     caller: &Caller,
     req: &Request,
-) -> Result<(Value, Box<dyn Stream>), RpcError> {
-    let p: TunnelParams = serde_json::from_value(req.params.clone().unwrap_or(Value::Null))
-        .map_err(|e| {
-            RpcError::new(
-                codes::INVALID_PARAMS,
-                format!("tunnel.open: invalid params: {e}"),
-            )
-        })?;
-    let target = LogTarget {
-        run: p.run.clone(),
-        replica: p.replica,
-        job: p.job,
-        submission: None,
-    };
-    let (run, _, _) = resolve_log(d, &target)?;
-    if run.uid != caller.uid && !caller.admin {
-        return Err(RpcError::new(
-            codes::FORBIDDEN,
-            format!("run {} belongs to {}", run.name, run.user),
-        ));
-    }
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == p.replica && j.job_num == p.job)
-        .ok_or_else(|| RpcError::new(codes::NOT_FOUND, "no such job"))?;
-    let sub = &job.current;
-    let not_running = || {
-        RpcError::new(
-            codes::CONFLICT,
-            format!(
-                "job {}/{} of {} is {}, not on a host",
-                p.replica, p.job, run.name, sub.status
-            ),
-        )
-    };
-    if !sub.status.is_on_host() {
-        return Err(not_running());
-    }
-    let Host::Ssh(host) = d.host_for(sub.instance_id) else {
-        return Err(RpcError::new(
-            codes::CONFLICT,
-            format!(
-                "run {} runs on the daemon's own machine: open a shell there (flotilla ssh does so when it runs on that machine)",
-                run.name
-            ),
-        ));
-    };
-    let ep = host.endpoint().clone();
-    let stream = host
-        .open_tcp(&ep.hostname, ep.port)
-        .await
-        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("cannot open a tunnel: {e}")))?;
-    let info = TunnelInfo {
-        instance: sub.instance.clone().unwrap_or_default(),
-        hostname: ep.hostname.clone(),
-        port: ep.port,
-        user: ep.user.clone(),
-        host_key: host.host_key(),
-        workdir: sub.job_dir.as_ref().map(|j| format!("{j}/work")),
-    };
-    let info = serde_json::to_value(info)
-        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))?;
-    Ok((info, stream))
+) -> Result<(Value, Box<dyn ByteStream>), RpcError> {
+    let p: TunnelParams = decode(
+        methods::TUNNEL_OPEN,
+        req.params.clone().unwrap_or(Value::Null),
+    )?;
+    let (info, stream) = ops::tunnels::open(d, caller, &p).await.map_err(op_error)?;
+    Ok((json(info)?, stream))
 }
 
 /// Copies bytes both ways until either side closes; bytes the line reader had buffered go first.
 pub async fn pump(
     reader: LineReader<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
-    mut stream: Box<dyn Stream>,
+    mut stream: Box<dyn ByteStream>,
 ) {
     let buffered = reader.into_inner();
     let pending = buffered.buffer().to_vec();
@@ -99,5 +41,7 @@ pub async fn pump(
     if !pending.is_empty() && stream.write_all(&pending).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut unix, &mut stream).await;
+    if let Err(e) = tokio::io::copy_bidirectional(&mut unix, &mut stream).await {
+        debug!("tunnel closed: {e}");
+    }
 }

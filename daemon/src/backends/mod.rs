@@ -1,4 +1,4 @@
-//! Where instances come from: a backend creates machines for offers and terminates them; the
+//! Bottom layer. Where instances come from: a backend creates machines for offers and terminates them; the
 //! daemon then reaches what it created over SSH, like any host. Cloud providers implement the
 //! same trait; `pool` hands out pre-started machines.
 
@@ -37,6 +37,8 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &str;
     /// What this backend can create now that satisfies `req` (availability `available`).
     fn offers(&self, req: &ResourcesSpec) -> Vec<Offer>;
+    /// Everything this backend can create now (what a scheduling pass takes a snapshot of).
+    fn available_offers(&self) -> Vec<Offer>;
     fn create<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<Created, BackendError>>;
     fn terminate<'a>(&'a self, backend_id: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Marks machines as taken after a restart (from the instances in the store).
@@ -64,6 +66,18 @@ impl Backends {
 
     pub fn names(&self) -> Vec<String> {
         self.list.iter().map(|b| b.name().to_string()).collect()
+    }
+
+    /// Everything the backends can create now, cheapest first: one snapshot for a whole
+    /// scheduling pass.
+    pub fn available_offers(&self) -> Vec<Offer> {
+        let mut out: Vec<Offer> = self
+            .list
+            .iter()
+            .flat_map(|b| b.available_offers())
+            .collect();
+        crate::catalog::sort_offers(&mut out);
+        out
     }
 
     /// Offers for `req` of the backends named in `only` (all when `None`), cheapest first.

@@ -3,6 +3,7 @@
 
 use super::{Backend, BackendError, BoxFuture, Created};
 use crate::catalog::matching::{exact_spec, resources_match};
+use crate::sync::LockExt;
 use flotilla_protocol::config::ResourcesSpec;
 use flotilla_protocol::model::{Availability, Instance, InstanceResources, Offer, SshEndpoint};
 use serde::Deserialize;
@@ -60,7 +61,7 @@ impl PoolBackend {
     }
 
     fn taken(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.taken.lock().unwrap_or_else(|p| p.into_inner())
+        self.taken.locked()
     }
 
     fn offer(&self, h: &PoolHost) -> Offer {
@@ -91,6 +92,16 @@ impl Backend for PoolBackend {
             .hosts
             .iter()
             .filter(|h| !taken.contains(&Self::id(h)) && resources_match(req, &h.resources))
+            .map(|h| self.offer(h))
+            .collect()
+    }
+
+    fn available_offers(&self) -> Vec<Offer> {
+        let taken = self.taken();
+        self.config
+            .hosts
+            .iter()
+            .filter(|h| !taken.contains(&Self::id(h)))
             .map(|h| self.offer(h))
             .collect()
     }

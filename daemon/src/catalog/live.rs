@@ -11,6 +11,7 @@
 
 use super::load::{check_header, load_files};
 use super::table::Catalog;
+use crate::sync::{LockExt, RwLockExt};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -153,7 +154,7 @@ impl LiveCatalog {
     }
 
     fn is_loaded(&self) -> bool {
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+        *self.loaded.locked()
     }
 
     /// Builds the catalog from the cached files (off the async threads) and swaps it in.
@@ -162,8 +163,8 @@ impl LiveCatalog {
         let built = tokio::task::spawn_blocking(move || build_from_cache(&config)).await;
         match built {
             Ok(catalog) => {
-                *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
-                *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                *current.write_locked() = Arc::new(catalog);
+                *self.loaded.locked() = true;
             }
             Err(e) => tracing::error!("loading the cached catalog failed: {e}"),
         }
@@ -217,15 +218,14 @@ impl LiveCatalog {
             self.load_cache(current).await;
             report.reloaded = true;
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
-            report.providers.iter().cloned().collect();
+        *self.last.locked() = report.providers.iter().cloned().collect();
         report
     }
 
     /// Status lines for the user: providers that could not be refreshed, and what is used
     /// instead.
     pub fn warnings(&self) -> Vec<String> {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self.last.locked();
         if last.is_empty() {
             if self.is_loaded() {
                 return Vec::new();

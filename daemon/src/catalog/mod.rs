@@ -1,4 +1,4 @@
-//! Offers from gpuhunt-format catalogs: a local directory loaded once, or the live catalog
+//! Bottom layer. Offers from gpuhunt-format catalogs: a local directory loaded once, or the live catalog
 //! (downloaded, cached, refreshed in the background), behind one cheap-to-clone service.
 //!
 //! - `matching`: the requirement-matching rules (also used by the scheduler);
@@ -20,6 +20,7 @@ pub use offer_list::{group_offers, offer_order, parse_group_by, sort_offers, Gro
 pub use query::{requirements_from_query, Requirements, DEFAULT_MAX_OFFERS};
 pub use table::{Catalog, CatalogStats, SourceStats};
 
+use crate::sync::RwLockExt;
 use flotilla_protocol::model::Offer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -107,11 +108,7 @@ impl CatalogService {
 
     /// The catalog in use now (a refresh swaps in a new one; this one stays valid).
     pub fn snapshot(&self) -> Arc<Catalog> {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.current.read_locked().clone()
     }
 
     /// The matching offers, cheapest first, at most `q.limit`, and the number of matches.

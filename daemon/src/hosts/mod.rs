@@ -1,4 +1,4 @@
-//! Reaching machines: the local machine through child processes, SSH hosts through one russh
+//! Bottom layer. Reaching machines: the local machine through child processes, SSH hosts through one russh
 //! connection each; every host action is a supervisor verb run through [`Host::exec`].
 
 pub mod inventory;
@@ -12,6 +12,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
+
+/// A two-way byte stream to a port a host reaches (what `tunnel.open` pipes a socket into).
+pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The supervisor script, embedded at build time.
 pub const SUPERVISOR_SCRIPT: &str = include_str!("../../../assets/supervisor.sh");

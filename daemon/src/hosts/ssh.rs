@@ -2,6 +2,7 @@
 //! file or SSH agent), `proxy_jump`, keepalive, reconnect on demand, and pinned host keys.
 
 use super::{sh_quote, supervisor_hash, Exec, HostError, SUPERVISOR_SCRIPT};
+use crate::sync::LockExt;
 use flotilla_protocol::model::SshEndpoint;
 use russh::client::{self, Handle};
 use russh::keys::{load_secret_key, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
@@ -28,7 +29,7 @@ impl client::Handler for KeyCheck {
     ) -> Result<bool, Self::Error> {
         let text = key_text(key);
         let ok = self.expected.as_ref().is_none_or(|e| e == &text);
-        *lock(&self.seen) = Some(text);
+        *self.seen.locked() = Some(text);
         Ok(ok)
     }
 }
@@ -38,10 +39,6 @@ fn key_text(key: &PublicKeyOrCertificate) -> String {
         PublicKeyOrCertificate::PublicKey { key, .. } => key.to_openssh().unwrap_or_default(),
         PublicKeyOrCertificate::Certificate(c) => c.to_openssh().unwrap_or_default(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Conn {
@@ -89,11 +86,12 @@ impl SshHost {
     }
 
     pub fn host_key(&self) -> Option<String> {
-        lock(&self.host_key).clone()
+        self.host_key.locked().clone()
     }
 
     pub fn root(&self) -> String {
-        lock(&self.root)
+        self.root
+            .locked()
             .clone()
             .unwrap_or_else(|| "$HOME/.flotilla".to_string())
     }
@@ -132,9 +130,9 @@ impl SshHost {
         match &target.proxy_jump {
             None => {
                 let tcp = tcp_connect(target).await?;
-                let expected = lock(&self.host_key).clone();
+                let expected = self.host_key.locked().clone();
                 let (h, seen) = handshake(target, tcp, expected).await?;
-                *lock(&self.host_key) = Some(seen);
+                *self.host_key.locked() = Some(seen);
                 Ok(Conn {
                     handle: Arc::new(h),
                     jump: None,
@@ -142,9 +140,9 @@ impl SshHost {
             }
             Some(jump) => {
                 let tcp = tcp_connect(jump).await?;
-                let expected = lock(&self.jump_key).clone();
+                let expected = self.jump_key.locked().clone();
                 let (jh, seen) = handshake(jump, tcp, expected).await?;
-                *lock(&self.jump_key) = Some(seen);
+                *self.jump_key.locked() = Some(seen);
                 let channel = jh
                     .channel_open_direct_tcpip(
                         target.hostname.clone(),
@@ -157,9 +155,9 @@ impl SshHost {
                         host: target.label(),
                         message: format!("through {}: {e}", jump.label()),
                     })?;
-                let expected = lock(&self.host_key).clone();
+                let expected = self.host_key.locked().clone();
                 let (h, seen) = handshake(target, channel.into_stream(), expected).await?;
-                *lock(&self.host_key) = Some(seen);
+                *self.host_key.locked() = Some(seen);
                 Ok(Conn {
                     handle: Arc::new(h),
                     jump: Some(Arc::new(jh)),
@@ -277,7 +275,7 @@ impl SshHost {
                 verb: "inventory".into(),
                 message: "no root in the answer".into(),
             })?;
-        *lock(&self.root) = Some(root.clone());
+        *self.root.locked() = Some(root.clone());
         Ok(Prepared {
             root,
             host_key: self.host_key(),
@@ -311,7 +309,7 @@ impl SshHost {
         &self,
         hostname: &str,
         port: u16,
-    ) -> Result<Box<dyn crate::api::tunnel::Stream>, HostError> {
+    ) -> Result<Box<dyn super::ByteStream>, HostError> {
         if self.endpoint.proxy_jump.is_some() {
             self.handle().await?;
             let jump = self
@@ -393,7 +391,7 @@ where
         seen: seen.clone(),
     };
     let connected = client::connect_stream(client_config(), stream, check).await;
-    let seen_key = lock(&seen).clone();
+    let seen_key = seen.locked().clone();
     let mut handle = match connected {
         Ok(h) => h,
         Err(e) => {

@@ -1,8 +1,9 @@
-//! Per-submission log files in the data dir, and live follow: readers wait on each log's size.
+//! Bottom layer. Per-submission log files in the data dir, and live follow: readers wait on each log's size.
 //!
 //! A job's bytes are appended to `logs/<submission>.log` by its runner; followers read the
 //! file itself from their own offset, so a slow follower never holds up the job or others.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -50,7 +51,7 @@ impl LogHub {
     }
 
     fn channel(&self, submission: u64) -> watch::Sender<LogState> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.locked();
         live.entry(submission)
             .or_insert_with(|| {
                 watch::channel(LogState {
@@ -106,11 +107,13 @@ impl LogHub {
     }
 
     pub fn remove(&self, submission: u64) {
-        let _ = std::fs::remove_file(self.path(submission));
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&submission);
+        let path = self.path(submission);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove the log {}: {e}", path.display());
+            }
+        }
+        self.live.locked().remove(&submission);
     }
 }
 

@@ -1,10 +1,14 @@
-//! The instances loop: provisions the hosts of SSH fleets (connect, supervisor, inventory, blocks),
+//! Driver layer: the instances loop. It provisions the hosts of SSH fleets (connect, supervisor, inventory, blocks),
 //! pings them over their connection, and fails the jobs of a host unreachable past the grace.
 
-use crate::fleets::{block_count, host_blocks};
+use super::{Loop, WakeSource};
+use crate::handle::Daemon;
+use crate::hosts::ssh::SshHost;
 use crate::hosts::{Host, HostError};
 use crate::lifecycle::finish;
-use crate::state::Daemon;
+use crate::ops::fleets::{block_count, host_blocks};
+use crate::ops::users::public_keys;
+use crate::sync::LockExt;
 use flotilla_protocol::model::{Instance, InstanceStatus, JobStatus, JobTerminationReason};
 use flotilla_protocol::Timestamp;
 use std::collections::{HashMap, HashSet};
@@ -25,24 +29,39 @@ struct LoopState {
 
 type Shared = Arc<Mutex<LoopState>>;
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, LoopState> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// The loop's state, shared with the provisioning and health tasks it starts.
+#[derive(Default)]
+pub struct InstancesLoop {
+    state: Shared,
 }
 
-pub async fn run(d: Daemon) {
-    let st: Shared = Arc::default();
-    loop {
-        tick(&d, &st);
-        tokio::select! {
-            _ = d.shutdown.cancelled() => break,
-            _ = d.instances_wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
+impl Loop for InstancesLoop {
+    fn name(&self) -> &'static str {
+        "instances"
+    }
+
+    fn wake_source(&self) -> WakeSource {
+        WakeSource::Instances
+    }
+
+    async fn tick(&mut self, d: &Daemon) -> Duration {
+        tick(d, &self.state);
+        INTERVAL
+    }
+}
+
+/// Writes an instance and publishes its events; a store error is logged.
+fn record(d: &Daemon, inst: &Instance) {
+    match d.store().put_instance(inst) {
+        Ok(ev) => d.publish(ev),
+        Err(e) => warn!("cannot record instance {}: {e}", inst.name),
     }
 }
 
 fn tick(d: &Daemon, st: &Shared) {
-    let instances = match d.store.list_instances() {
+    let instances = match d.store().list_instances() {
         Ok(i) => i,
         Err(e) => {
             warn!("instances loop: {e}");
@@ -50,10 +69,16 @@ fn tick(d: &Daemon, st: &Shared) {
         }
     };
     let now = Instant::now();
-    let interval = Duration::from_secs(d.config.health_interval_secs);
-    let users = crate::users::public_keys(d).len();
+    let interval = Duration::from_secs(d.config().health_interval_secs);
+    let users = match public_keys(d) {
+        Ok(keys) => keys.len(),
+        Err(e) => {
+            warn!("instances loop: cannot read the users' keys: {e}");
+            return;
+        }
+    };
     for inst in instances.into_iter().filter(|i| i.ssh.is_some()) {
-        let mut s = lock(st);
+        let mut s = st.locked();
         if s.busy.contains(&inst.id) {
             continue;
         }
@@ -96,7 +121,7 @@ enum Task {
     Health,
 }
 
-fn ssh_host(d: &Daemon, id: u64) -> Option<Arc<crate::hosts::ssh::SshHost>> {
+fn ssh_host(d: &Daemon, id: u64) -> Option<Arc<SshHost>> {
     match d.host_for(Some(id)) {
         Host::Ssh(h) => Some(h),
         Host::Local(_) => None,
@@ -106,31 +131,32 @@ fn ssh_host(d: &Daemon, id: u64) -> Option<Arc<crate::hosts::ssh::SshHost>> {
 async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
     let id = inst.id;
     let Some(host) = ssh_host(d, id) else {
-        lock(st).busy.remove(&id);
+        st.locked().busy.remove(&id);
         return;
     };
     if inst.status == InstanceStatus::Pending {
         inst.status = InstanceStatus::Provisioning;
-        if let Ok(ev) = d.store.put_instance(&inst) {
-            d.publish(ev);
-        }
+        record(d, &inst);
     }
     let result = host.prepare().await;
     // The fleet may have been deleted meanwhile.
-    let Ok(Some(current)) = d.store.get_instance(id) else {
-        lock(st).busy.remove(&id);
+    let Ok(Some(current)) = d.store().get_instance(id) else {
+        st.locked().busy.remove(&id);
         return;
     };
     let mut inst = current;
     match result {
         Ok(p) => {
             let res = p.inventory.resources();
-            let fleet_cfg = d
-                .store
-                .get_fleet(&inst.fleet)
-                .ok()
-                .flatten()
-                .and_then(|f| f.configuration);
+            let fleet_cfg = match d.store().get_fleet(&inst.fleet) {
+                Ok(f) => f.and_then(|f| f.configuration),
+                Err(e) => {
+                    // Still provisioning: the next tick tries again.
+                    warn!(host = %host.label(), "cannot read fleet {}: {e}", inst.fleet);
+                    st.locked().busy.remove(&id);
+                    return;
+                }
+            };
             let blocks = fleet_cfg
                 .as_ref()
                 .map(|c| host_blocks(c, inst.hostname.as_deref().unwrap_or_default()))
@@ -151,19 +177,20 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
             inst.host_root = Some(p.root);
             inst.unreachable = false;
             inst.unreachable_since = None;
-            let keys = crate::users::public_keys(d);
-            if !keys.is_empty() {
-                match host.authorize_keys(&keys).await {
+            match public_keys(d) {
+                Ok(keys) if keys.is_empty() => {
+                    st.locked().keys_sent.insert(id, 0);
+                }
+                Ok(keys) => match host.authorize_keys(&keys).await {
                     Ok(()) => {
-                        lock(st).keys_sent.insert(id, keys.len());
+                        st.locked().keys_sent.insert(id, keys.len());
                     }
                     Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
-                }
-            } else {
-                lock(st).keys_sent.insert(id, 0);
+                },
+                Err(e) => warn!("{}: cannot read the users' keys: {e}", host.label()),
             }
             info!(host = %host.label(), status = %inst.status, "host provisioned");
-            lock(st).retry.remove(&id);
+            st.locked().retry.remove(&id);
         }
         Err(e) => {
             let (status, backoff) = match &e {
@@ -171,7 +198,8 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
                     (InstanceStatus::Failed, Duration::from_secs(60))
                 }
                 _ => {
-                    let prev = lock(st)
+                    let prev = st
+                        .locked()
                         .retry
                         .get(&id)
                         .map(|(_, b)| *b)
@@ -185,26 +213,24 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
             warn!(host = %host.label(), "provisioning failed: {e}; next try in {}s", backoff.as_secs());
             inst.status = status;
             inst.error = Some(e.to_string());
-            lock(st)
+            st.locked()
                 .retry
                 .insert(id, (Instant::now() + backoff, backoff));
         }
     }
-    if let Ok(ev) = d.store.put_instance(&inst) {
-        d.publish(ev);
-    }
-    let _ = d.store.flush().await;
-    d.wake.notify_one();
-    lock(st).busy.remove(&id);
+    record(d, &inst);
+    d.flush_or_warn("an instance's state").await;
+    d.wake_scheduler();
+    st.locked().busy.remove(&id);
 }
 
 async fn health(d: &Daemon, st: &Shared, inst: Instance) {
     let id = inst.id;
     let Some(host) = ssh_host(d, id) else {
-        lock(st).busy.remove(&id);
+        st.locked().busy.remove(&id);
         return;
     };
-    let timeout = Duration::from_secs(d.config.health_interval_secs.max(3));
+    let timeout = Duration::from_secs(d.config().health_interval_secs.max(3));
     let result = match tokio::time::timeout(timeout, host.ping()).await {
         Ok(r) => r,
         Err(_) => Err(HostError::Unreachable {
@@ -212,8 +238,8 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
             message: format!("no answer within {}s", timeout.as_secs()),
         }),
     };
-    let Ok(Some(mut inst)) = d.store.get_instance(id) else {
-        lock(st).busy.remove(&id);
+    let Ok(Some(mut inst)) = d.store().get_instance(id) else {
+        st.locked().busy.remove(&id);
         return;
     };
     let now = Timestamp::now();
@@ -224,16 +250,21 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
                 inst.unreachable = false;
                 inst.unreachable_since = None;
                 inst.error = None;
-                if let Ok(ev) = d.store.put_instance(&inst) {
-                    d.publish(ev);
-                }
-                d.wake.notify_one();
+                record(d, &inst);
+                d.wake_scheduler();
             }
-            let keys = crate::users::public_keys(d);
-            if lock(st).keys_sent.get(&id) != Some(&keys.len())
-                && host.authorize_keys(&keys).await.is_ok()
-            {
-                lock(st).keys_sent.insert(id, keys.len());
+            match public_keys(d) {
+                Ok(keys) => {
+                    if st.locked().keys_sent.get(&id) != Some(&keys.len()) {
+                        match host.authorize_keys(&keys).await {
+                            Ok(()) => {
+                                st.locked().keys_sent.insert(id, keys.len());
+                            }
+                            Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
+                        }
+                    }
+                }
+                Err(e) => warn!("{}: cannot read the users' keys: {e}", host.label()),
             }
         }
         Err(e) => {
@@ -246,24 +277,22 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
                 inst.unreachable_since = Some(now);
             }
             inst.error = Some(e.to_string());
-            if let Ok(ev) = d.store.put_instance(&inst) {
-                d.publish(ev);
-            }
+            record(d, &inst);
             host.disconnect().await;
             let since = inst.unreachable_since.unwrap_or(now);
-            if since.secs_until(now) >= d.config.unreachable_grace_secs {
+            if since.secs_until(now) >= d.config().unreachable_grace_secs {
                 fail_jobs_on(d, &inst, since.secs_until(now)).await;
             }
         }
     }
-    let _ = d.store.flush().await;
-    lock(st).busy.remove(&id);
+    d.flush_or_warn("an instance's state").await;
+    st.locked().busy.remove(&id);
 }
 
 /// Fails every job still on an instance that stayed unreachable past the grace.
 async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
     let now = Timestamp::now();
-    for run in d.store.active_runs() {
+    for run in d.store().active_runs() {
         let affected = run
             .jobs
             .iter()

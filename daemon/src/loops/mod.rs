@@ -1,30 +1,90 @@
-//! The background loops: scheduling of submitted jobs, one runner per job on a host, and timers.
+//! Driver layer: the background loops. Every loop has one shape, [`Loop`]: a name, a wake
+//! source, a tick, and the shutdown that [`spawn`] handles for all of them. Loops call `ops::`
+//! and the handle, never the socket API.
+//!
+//! - `scheduling`: places submitted jobs (woken by submissions and freed blocks);
+//! - `runners`: one task per job submission on a host (not a loop: started by scheduling);
+//! - `instances`: provisions and health-checks the hosts of SSH fleets;
+//! - `fleet_upkeep`: creates and gives back the instances of backend fleets;
+//! - `timers`: `max_duration` and the kills that follow graceful stops;
+//! - `metrics`: samples the GPUs of busy instances.
 
-pub mod fleets;
+pub mod fleet_upkeep;
 pub mod instances;
 pub mod metrics;
-pub mod runner;
+pub mod runners;
 pub mod scheduling;
 pub mod timers;
 
-use crate::state::Daemon;
+use crate::handle::Daemon;
 use flotilla_protocol::model::JobStatus;
+use std::future::Future;
+use std::time::Duration;
+use tracing::debug;
+
+/// What wakes a loop before its tick's sleep is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeSource {
+    /// Nothing but the timer.
+    Timer,
+    /// [`Daemon::wake_scheduler`]: a submission, freed blocks.
+    Scheduler,
+    /// [`Daemon::wake_instances`]: hosts or keys changed.
+    Instances,
+    /// [`Daemon::want_instances`]: a fleet asks for instances.
+    Fleets,
+}
+
+/// One background loop: [`spawn`] calls `tick` until shutdown, sleeping between ticks for
+/// the duration that `tick` returns, or less when its wake source fires.
+pub trait Loop: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn wake_source(&self) -> WakeSource;
+    /// One pass; returns how long to sleep at most before the next.
+    fn tick(&mut self, d: &Daemon) -> impl Future<Output = Duration> + Send;
+}
+
+/// Runs a loop until the daemon shuts down (a tick in progress is finished first).
+pub fn spawn<L: Loop>(d: &Daemon, mut l: L) -> tokio::task::JoinHandle<()> {
+    let d = d.clone();
+    tokio::spawn(async move {
+        let source = l.wake_source();
+        loop {
+            let sleep = l.tick(&d).await;
+            tokio::select! {
+                _ = d.shutdown().cancelled() => break,
+                _ = woken(&d, source) => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        debug!(name = l.name(), "loop stopped");
+    })
+}
+
+async fn woken(d: &Daemon, source: WakeSource) {
+    match source {
+        WakeSource::Timer => std::future::pending().await,
+        WakeSource::Scheduler => d.scheduler_woken().await,
+        WakeSource::Instances => d.instances_woken().await,
+        WakeSource::Fleets => d.fleets_woken().await,
+    }
+}
 
 /// Starts every loop, and reattaches to the jobs that were on hosts when the daemon last stopped.
 pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
-    for run in d.store.active_runs() {
+    for run in d.store().active_runs() {
         for job in &run.jobs {
             let s = job.current.status;
             if s.is_on_host() || s == JobStatus::Provisioning {
-                runner::spawn(d, run.id, job.replica_num, job.job_num, job.current.id);
+                runners::spawn(d, run.id, job.replica_num, job.job_num, job.current.id);
             }
         }
     }
     vec![
-        tokio::spawn(scheduling::run(d.clone())),
-        tokio::spawn(timers::run(d.clone())),
-        tokio::spawn(instances::run(d.clone())),
-        tokio::spawn(metrics::run(d.clone())),
-        tokio::spawn(fleets::run(d.clone())),
+        spawn(d, scheduling::Scheduling::default()),
+        spawn(d, timers::Timers),
+        spawn(d, instances::InstancesLoop::default()),
+        spawn(d, metrics::GpuSampler),
+        spawn(d, fleet_upkeep::FleetUpkeep::default()),
     ]
 }

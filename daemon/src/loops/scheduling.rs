@@ -1,13 +1,21 @@
-//! The submitted-jobs loop: wakes on every submission or freed block and applies the scheduler's decisions.
+//! Driver layer: the scheduling loop. Wakes on every submission or freed block, takes one
+//! snapshot of the runs and the fleets' occupancy, asks the pure scheduler for decisions and
+//! applies them.
 
-use super::runner;
-use crate::lifecycle::finish;
-use crate::scheduler::{self, Decision, FleetView, InstanceSlot, JobKey, JobTerms, PendingJob};
-use crate::state::Daemon;
+use super::runners;
+use super::{Loop, WakeSource};
+use crate::handle::Daemon;
+use crate::lifecycle::{find_job, find_job_mut, finish};
+use crate::ops::instances::create_from_offers;
+use crate::ops::occupancy::views_of;
+use crate::scheduler::{
+    self, Decision, FleetView, JobKey, JobTerms, PendingJob, Provisioning, StaticOffers,
+};
 use crate::store::StoreError;
-use flotilla_protocol::model::{FleetStatus, JobStatus, Run};
+use crate::sync::LockExt;
+use flotilla_protocol::model::{InstanceStatus, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::warn;
@@ -16,81 +24,76 @@ use tracing::warn;
 /// instance, until it is provisioned (the job is then placed like any other).
 pub type Inflight = Arc<Mutex<HashMap<JobKey, Option<u64>>>>;
 
-pub async fn run(d: Daemon) {
-    let inflight: Inflight = Arc::default();
-    loop {
-        let next_due = match schedule_once(&d, &inflight).await {
+/// The slow safety net between passes; submissions and freed blocks wake the loop at once.
+const INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Scheduling {
+    inflight: Inflight,
+}
+
+impl Loop for Scheduling {
+    fn name(&self) -> &'static str {
+        "scheduling"
+    }
+
+    fn wake_source(&self) -> WakeSource {
+        WakeSource::Scheduler
+    }
+
+    async fn tick(&mut self, d: &Daemon) -> Duration {
+        let next_due = match schedule_once(d, &self.inflight).await {
             Ok(due) => due,
             Err(e) => {
                 warn!("scheduling pass failed: {e}");
                 None
             }
         };
-        // Submissions and freed blocks wake the loop at once; the timer is for retry backoffs
-        // (and a slow safety net).
-        let mut sleep = Duration::from_secs(5);
-        if let Some(due) = next_due {
-            let ms = due.millis().saturating_sub(Timestamp::now().millis());
-            sleep = sleep.min(Duration::from_millis(ms.max(10)));
-        }
-        tokio::select! {
-            _ = d.shutdown.cancelled() => break,
-            _ = d.wake.notified() => {}
-            _ = tokio::time::sleep(sleep) => {}
+        // The timer is for retry backoffs (and a slow safety net).
+        match next_due {
+            Some(due) => {
+                let ms = due.millis().saturating_sub(Timestamp::now().millis());
+                INTERVAL.min(Duration::from_millis(ms.max(10)))
+            }
+            None => INTERVAL,
         }
     }
 }
 
-/// The scheduler's view of the fleets: instances with the blocks and GPUs that jobs hold.
-pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, StoreError> {
-    let mut usage: HashMap<u64, (u32, Vec<u32>)> = HashMap::new();
-    for run in runs.iter().filter(|r| !r.status.is_finished()) {
-        for job in &run.jobs {
-            let s = &job.current;
-            if s.status.is_on_host() || s.status == JobStatus::Provisioning {
-                if let Some(id) = s.instance_id {
-                    let u = usage.entry(id).or_default();
-                    u.0 += s.blocks;
-                    u.1.extend(&s.gpus);
-                }
-            }
-        }
-    }
-    let fleets = d.store.list_fleets()?;
-    Ok(fleets
-        .into_iter()
-        .map(|f| FleetView {
-            name: f.name.clone(),
-            config: f.configuration,
-            terminating: matches!(
-                f.status,
-                FleetStatus::Terminating | FleetStatus::Terminated | FleetStatus::Failed
-            ),
-            instances: f
-                .instances
-                .into_iter()
-                .map(|i| {
-                    let (busy_blocks, busy_gpus) = usage.remove(&i.id).unwrap_or_default();
-                    InstanceSlot {
-                        id: i.id,
-                        name: i.name,
-                        status: i.status,
-                        unreachable: i.unreachable,
-                        resources: i.resources,
-                        total_blocks: i.total_blocks,
-                        busy_blocks,
-                        busy_gpus,
-                        price: i.price,
-                        backend: i.backend,
-                        region: i.region,
-                        created_at: i.created_at,
-                        unreachable_since: i.unreachable_since,
-                        ..InstanceSlot::default()
-                    }
-                })
-                .collect(),
+/// What one pass looks at, read once at its start: nothing is read behind a lock during it.
+struct Snapshot {
+    runs: Vec<Arc<Run>>,
+    /// The fleets with their occupancy.
+    fleets: Vec<FleetView>,
+    /// What the configured backends can create now.
+    offers: StaticOffers,
+}
+
+impl Snapshot {
+    fn take(d: &Daemon) -> Result<Snapshot, StoreError> {
+        let runs = d.store().active_runs();
+        let fleets = views_of(d.store().list_fleets()?, &runs);
+        let offers = StaticOffers::new(d.backends().available_offers());
+        Ok(Snapshot {
+            runs,
+            fleets,
+            offers,
         })
-        .collect())
+    }
+
+    /// Whether an instance is still on its way up (pending or provisioning).
+    fn coming_up(&self, instance_id: u64) -> bool {
+        self.fleets
+            .iter()
+            .flat_map(|f| f.instances.iter())
+            .find(|i| i.id == instance_id)
+            .is_some_and(|i| {
+                matches!(
+                    i.status,
+                    InstanceStatus::Pending | InstanceStatus::Provisioning
+                )
+            })
+    }
 }
 
 /// One pass; returns when the next retry backoff ends, if any job waits for one.
@@ -98,19 +101,14 @@ pub async fn schedule_once(
     d: &Daemon,
     inflight: &Inflight,
 ) -> Result<Option<Timestamp>, StoreError> {
-    let runs = d.store.active_runs();
+    let snapshot = Snapshot::take(d)?;
+    let runs = &snapshot.runs;
     // Forget creations whose instance is up (or gone): their jobs are placed normally now.
-    let waiting_for_instance: std::collections::HashSet<JobKey> = {
-        let mut map = inflight.lock().unwrap_or_else(|p| p.into_inner());
+    let waiting_for_instance: HashSet<JobKey> = {
+        let mut map = inflight.locked();
         map.retain(|_, inst| match inst {
             None => true,
-            Some(id) => d.store.get_instance(*id).ok().flatten().is_some_and(|i| {
-                matches!(
-                    i.status,
-                    flotilla_protocol::model::InstanceStatus::Pending
-                        | flotilla_protocol::model::InstanceStatus::Provisioning
-                )
-            }),
+            Some(id) => snapshot.coming_up(*id),
         });
         map.keys().copied().collect()
     };
@@ -146,10 +144,7 @@ pub async fn schedule_once(
                 fleets: common.fleets.clone(),
                 max_price: common.max_price,
                 nodes: run.configuration.nodes(),
-                master_fleet: run
-                    .jobs
-                    .iter()
-                    .find(|m| m.replica_num == job.replica_num && m.job_num == 0)
+                master_fleet: find_job(run, job.replica_num, 0)
                     .filter(|m| m.current.status != JobStatus::Submitted)
                     .and_then(|m| m.current.fleet.clone()),
                 terms: JobTerms::from_run(common),
@@ -159,8 +154,7 @@ pub async fn schedule_once(
     if pending.is_empty() {
         return Ok(next_due);
     }
-    let fleets = fleet_views(d, &runs)?;
-    let decisions = scheduler::schedule_with(&pending, &fleets, &d.backends, now);
+    let decisions = scheduler::schedule_with(&pending, &snapshot.fleets, &snapshot.offers, now);
     let mut to_create = Vec::new();
     let mut started = Vec::new();
     for decision in decisions {
@@ -170,14 +164,10 @@ pub async fn schedule_once(
         };
         let host = match &decision {
             Decision::Place(p) => d.host_for(Some(p.instance_id)),
-            _ => d.local.clone(),
+            _ => d.local_host(),
         };
         let (_, placed) = d.update_run(key.run_id, |run| {
-            let Some(job) = run
-                .jobs
-                .iter_mut()
-                .find(|j| j.replica_num == key.replica_num && j.job_num == key.job_num)
-            else {
+            let Some(job) = find_job_mut(run, key.replica_num, key.job_num) else {
                 return false;
             };
             let sub = &mut job.current;
@@ -233,15 +223,12 @@ pub async fn schedule_once(
             started.push((key, sub_id));
         }
     }
-    d.store.flush().await?;
+    d.store().flush().await?;
     for (key, sub_id) in started {
-        runner::spawn(d, key.run_id, key.replica_num, key.job_num, sub_id);
+        runners::spawn(d, key.run_id, key.replica_num, key.job_num, sub_id);
     }
     for p in to_create {
-        inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p.key, None);
+        inflight.locked().insert(p.key, None);
         tokio::spawn(create_for_job(d.clone(), inflight.clone(), p));
     }
     Ok(next_due)
@@ -249,29 +236,23 @@ pub async fn schedule_once(
 
 /// Creates the instance a job waits for; when no offer can be created, the job fails with
 /// `failed_to_start_due_to_no_capacity` (its run's `retry` may resubmit it).
-async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<scheduler::Provisioning>) {
+async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<Provisioning>) {
     let mut offers = vec![p.offer.clone()];
     offers.extend(p.fallback_offers.iter().cloned());
-    match super::fleets::create_from_offers(&d, &p.fleet, &offers).await {
+    match create_from_offers(&d, &p.fleet, &offers).await {
         Ok(inst) => {
-            inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(p.key, Some(inst.id));
+            inflight.locked().insert(p.key, Some(inst.id));
         }
         Err(e) => {
-            inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&p.key);
+            inflight.locked().remove(&p.key);
             let now = Timestamp::now();
             let r = d.update_run(p.key.run_id, |run| {
-                if let Some(job) = super::runner::find_job(run, p.key.replica_num, p.key.job_num) {
+                if let Some(job) = find_job_mut(run, p.key.replica_num, p.key.job_num) {
                     if job.current.status == JobStatus::Submitted {
                         finish(
                             &mut job.current,
                             JobStatus::Failed,
-                            Some(flotilla_protocol::model::JobTerminationReason::FailedToStartDueToNoCapacity),
+                            Some(JobTerminationReason::FailedToStartDueToNoCapacity),
                             Some(format!("no offers could be created: {e}")),
                             now,
                         );
@@ -281,7 +262,7 @@ async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<scheduler::Provisi
             if let Err(e) = r {
                 warn!("cannot record the failed creation: {e}");
             }
-            let _ = d.store.flush().await;
+            d.flush_or_warn("a failed creation").await;
         }
     }
 }

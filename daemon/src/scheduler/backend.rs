@@ -8,7 +8,7 @@
 //! fleet only when a pair first provisions.
 
 use super::fingerprint::{fingerprint, hash_resources, FxBuild};
-use super::offers::OfferSource;
+use super::offer_sources::OfferSource;
 use super::shares::{machine_of, smallest_share, total_blocks};
 use super::terms::backend_requirements;
 use super::{FleetView, PendingJob, MAX_PROVISION_OFFERS};

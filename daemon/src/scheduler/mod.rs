@@ -1,36 +1,37 @@
-//! Pure placement: (pending jobs, fleets with their instances and block usage, backend offers,
+//! Bottom layer. Pure placement: (pending jobs, fleets with their instances and block usage, backend offers,
 //! now) -> decisions, plus the fleet-maintenance and retry rules (SPEC sections 4 and 5).
 //!
 //! No I/O and no clock: the caller passes everything in (`now` included) and applies the
 //! decisions. The parts:
-//! - [`schedule`] / [`schedule_with`] (`placement`, `replicas`): jobs by priority (high first),
+//! - [`schedule`] / [`schedule_with`] (`placement`, `replicas`, on the state of `pass`): jobs by priority (high first),
 //!   then oldest first; each to the cheapest idle share of an instance in the best fleet, else a
 //!   new instance from the cheapest backend offer, else it waits for a busy instance or fails;
 //! - `terms`: how a run's profile and a fleet's profile combine into one offer request;
 //! - `shares`: instance shapes, block shares and GPU pinning; `fingerprint`: the fast hashing
 //!   of the pass's interning tables;
-//! - `offers`: the [`OfferSource`] of backend offers, and [`pool_offers`]; `backend`: how a
+//! - `offer_sources`: the [`OfferSource`] of backend offers, and [`pool_offers`]; `backend`: how a
 //!   pass asks for them once per distinct request;
 //! - `messages`: the human reasons for waiting and failing;
-//! - `fleets`: [`plan_fleet`], what a fleet's instances need (keep `nodes.min`, trim, timeouts);
+//! - `fleet_plan`: [`plan_fleet`], what a fleet's instances need (keep `nodes.min`, trim, timeouts);
 //! - `retry`: [`retry_delay`] and [`retry_decision`] for resubmitting failed runs.
 
 mod backend;
 mod fingerprint;
-mod fleets;
+mod fleet_plan;
 mod messages;
-mod offers;
+mod offer_sources;
+mod pass;
 mod placement;
 mod replicas;
 mod retry;
 mod shares;
 mod terms;
 
-pub use fleets::{
+pub use fleet_plan::{
     plan_fleet, FleetAction, InstanceTerminationReason, PROVISIONING_TIMEOUT_SECS,
     UNREACHABLE_TERMINATION_SECS,
 };
-pub use offers::{pool_offers, NoBackendOffers, OfferSource, PerFleetOffers, StaticOffers};
+pub use offer_sources::{pool_offers, NoBackendOffers, OfferSource, PerFleetOffers, StaticOffers};
 pub use placement::{schedule, schedule_with, MAX_PROVISION_OFFERS};
 pub use retry::{retry_decision, retry_delay, retry_event, RetryDecision, RETRY_DELAYS_SECS};
 pub use shares::{new_instance_gpus, total_blocks};

@@ -4,7 +4,7 @@
 //! master wait until the master is placed, then follow it into its fleet.
 
 use super::messages;
-use super::placement::{Entry, GroupFleet, InstState, Pass};
+use super::pass::{Entry, GroupFleet, InstState, Pass};
 use super::{Decision, PendingJob};
 use flotilla_protocol::config::CreationPolicy;
 use std::cmp::Ordering;

@@ -1,7 +1,10 @@
-//! Users and their SSH key pairs: made by the daemon at a user's first contact, refreshable (dstack 0.19.33).
+//! Operations layer: users and their SSH key pairs, made by the daemon at a user's first contact,
+//! refreshable (dstack 0.19.33).
 
-use crate::api::Caller;
-use crate::state::Daemon;
+use super::OpError;
+use crate::caller::Caller;
+use crate::handle::Daemon;
+use crate::hosts::Host;
 use crate::store::StoreError;
 use flotilla_protocol::model::User;
 use flotilla_protocol::Timestamp;
@@ -40,7 +43,7 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
 /// The caller's user record, made (with a key pair) at first contact; a new key is added to
 /// the SSH hosts before this returns, so the user's own ssh works at once.
 pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
-    if let Some(u) = d.store.get_user(caller.uid)? {
+    if let Some(u) = d.store().get_user(caller.uid)? {
         return Ok(u);
     }
     let user = create(d, caller)?;
@@ -51,8 +54,14 @@ pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
 /// Adds a public key to every SSH host that is up (bounded in time; the instances loop catches
 /// up with the others).
 pub async fn push_key(d: &Daemon, key: &str) {
-    let Ok(instances) = d.store.list_instances() else {
-        return;
+    let instances = match d.store().list_instances() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(
+                "cannot list the hosts to add a key to: {e}; the instances loop adds it later"
+            );
+            return;
+        }
     };
     let tasks: Vec<_> = instances
         .iter()
@@ -65,22 +74,29 @@ pub async fn push_key(d: &Daemon, key: &str) {
             )
         })
         .filter_map(|i| match d.host_for(Some(i.id)) {
-            crate::hosts::Host::Ssh(h) => Some(h),
-            crate::hosts::Host::Local(_) => None,
+            Host::Ssh(h) => Some(h),
+            Host::Local(_) => None,
         })
         .map(|h| {
             let key = vec![key.to_string()];
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(
+                let pushed = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
                     h.authorize_keys(&key),
                 )
                 .await;
+                match pushed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{}: cannot add a user's key: {e}", h.label()),
+                    Err(_) => tracing::warn!("{}: adding a user's key timed out", h.label()),
+                }
             })
         })
         .collect();
     for t in tasks {
-        let _ = t.await;
+        if let Err(e) = t.await {
+            tracing::warn!("adding a user's key to a host failed: {e}");
+        }
     }
 }
 
@@ -94,28 +110,60 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         ssh_private_key: Some(private),
         created_at: Timestamp::now(),
     };
-    d.store.put_user(&user)?;
-    d.instances_wake.notify_one();
+    d.store().put_user(&user)?;
+    d.wake_instances();
     Ok(user)
 }
 
 /// Replaces a user's key pair (the new public key is pushed to the hosts).
 pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
-    let Some(mut user) = d.store.get_user(uid)? else {
+    let Some(mut user) = d.store().get_user(uid)? else {
         return Ok(None);
     };
     let (public, private) = generate_key_pair(&format!("flotilla:{}", user.name))?;
     user.ssh_public_key = public;
     user.ssh_private_key = Some(private);
-    d.store.put_user(&user)?;
+    d.store().put_user(&user)?;
     push_key(d, &user.ssh_public_key).await;
     Ok(Some(user))
 }
 
 /// Every user's public key (what hosts must accept).
-pub fn public_keys(d: &Daemon) -> Vec<String> {
-    d.store
-        .list_users()
-        .map(|us| us.into_iter().map(|u| u.ssh_public_key).collect())
-        .unwrap_or_default()
+pub fn public_keys(d: &Daemon) -> Result<Vec<String>, StoreError> {
+    Ok(d.store()
+        .list_users()?
+        .into_iter()
+        .map(|u| u.ssh_public_key)
+        .collect())
+}
+
+/// `user.refresh_ssh_key`: a new key pair for the caller, or (an admin) for another user,
+/// whose private key then stays with its owner.
+pub async fn refresh_key(d: &Daemon, caller: &Caller, uid: Option<u32>) -> Result<User, OpError> {
+    let uid = uid.unwrap_or(caller.uid);
+    if uid != caller.uid && !caller.admin {
+        return Err(OpError::Forbidden(
+            "only an admin can refresh another user's key".into(),
+        ));
+    }
+    let internal = |e: UserError| OpError::Internal(e.to_string());
+    if uid == caller.uid {
+        ensure(d, caller).await.map_err(internal)?;
+    }
+    let mut user = refresh(d, uid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| OpError::NotFound(format!("no user with uid {uid}")))?;
+    if uid != caller.uid {
+        // The private key goes to its owner alone.
+        user.ssh_private_key = None;
+    }
+    Ok(user)
+}
+
+/// `user.me`: the caller's user record (made at first contact).
+pub async fn me(d: &Daemon, caller: &Caller) -> Result<User, OpError> {
+    ensure(d, caller)
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))
 }

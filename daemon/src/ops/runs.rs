@@ -1,33 +1,18 @@
-//! Submitting, stopping and deleting runs: what `run.apply`, `run.stop` and `run.delete` do to the store.
+//! Operations layer: runs. What `run.plan`, `run.apply`, `run.list`, `run.get`, `run.stop` and
+//! `run.delete` do.
 
-use crate::api::Caller;
-use crate::lifecycle::request_job_stop;
-use crate::loops::timers::carry_out_stops;
-use crate::state::Daemon;
+use super::offers::{self, OfferRequest};
+use super::stops::carry_out_stops;
+use super::OpError;
+use crate::caller::Caller;
+use crate::handle::Daemon;
+use crate::lifecycle::{new_submission, request_job_stop};
 use crate::store::StoreError;
-use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
-use flotilla_protocol::model::{
-    Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
-};
-use flotilla_protocol::rpc::RunApplyParams;
+use flotilla_protocol::config::{parse_configuration, RunConfiguration};
+use flotilla_protocol::model::{Job, JobTerminationReason, Run, RunStatus, RunTerminationReason};
+use flotilla_protocol::rpc::{JobPlan, RunApplyParams, RunPlan};
 use flotilla_protocol::Timestamp;
 use std::collections::BTreeMap;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{0}")]
-    Config(ConfigErrors),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// A parsed run configuration with its final name and resolved environment.
 pub struct RunRequest {
@@ -37,14 +22,14 @@ pub struct RunRequest {
     pub caller_env: BTreeMap<String, String>,
 }
 
-pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, RunError> {
+pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, OpError> {
     let file = params
         .file_name
         .clone()
         .unwrap_or_else(|| "configuration".into());
-    let config = parse_configuration(&file, &params.configuration).map_err(RunError::Config)?;
+    let config = parse_configuration(&file, &params.configuration).map_err(OpError::Config)?;
     let Some(configuration) = config.as_run() else {
-        return Err(RunError::Invalid(format!(
+        return Err(OpError::Invalid(format!(
             "{file} is a {} configuration; run.apply takes a task, service or dev-environment (fleets and volumes are not supported yet)",
             config.type_name()
         )));
@@ -56,7 +41,7 @@ pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, RunError> {
         .filter(|k| !params.env.contains_key(*k))
         .collect();
     if !missing.is_empty() {
-        return Err(RunError::Invalid(format!(
+        return Err(OpError::Invalid(format!(
             "{file}: env: {} must be set in your environment (the configuration lists {} without a value)",
             missing.join(", "),
             if missing.len() == 1 { "it" } else { "them" }
@@ -77,7 +62,7 @@ pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, RunError> {
     })
 }
 
-fn validate_name(n: &str) -> Result<(), RunError> {
+fn validate_name(n: &str) -> Result<(), OpError> {
     let ok = n.len() <= 60
         && n.starts_with(|c: char| c.is_ascii_lowercase())
         && n.chars()
@@ -85,7 +70,7 @@ fn validate_name(n: &str) -> Result<(), RunError> {
     if ok {
         Ok(())
     } else {
-        Err(RunError::Invalid(format!(
+        Err(OpError::Invalid(format!(
             "run name {n:?} is invalid: use lowercase letters, digits and '-', starting with a letter (at most 60 characters)"
         )))
     }
@@ -106,16 +91,85 @@ pub fn generate_name(d: &Daemon, seed: u64) -> Result<String, StoreError> {
     let b = ANIMALS[((seed / 7) % ANIMALS.len() as u64) as usize];
     for n in 1.. {
         let name = format!("{a}-{b}-{n}");
-        if d.store.run_by_name(&name)?.is_none() {
+        if d.store().run_by_name(&name)?.is_none() {
             return Ok(name);
         }
     }
     unreachable!("an unbounded range always yields a free name")
 }
 
+/// `run.apply`: parses the configuration and submits the run.
+pub async fn apply_params(
+    d: &Daemon,
+    caller: &Caller,
+    params: &RunApplyParams,
+) -> Result<Run, OpError> {
+    let mut req = parse_request(params)?;
+    req.configuration.common_mut().name = None;
+    let mut run = apply(d, caller, req).await?;
+    run.configuration_path = params.file_name.clone();
+    Ok(run)
+}
+
+/// `run.plan`: what `run.apply` would submit, with the offers each job could take now (the
+/// same offers as `offer.list` for the run's profile).
+pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunPlan, OpError> {
+    let req = parse_request(params)?;
+    let common = req.configuration.common();
+    let mut offers = offers::assemble(d, &OfferRequest::for_run(common))?;
+    let total = offers.len();
+    let max_price = offers
+        .iter()
+        .map(|o| o.price)
+        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+    offers.truncate(50);
+    let current = if req.name_generated {
+        None
+    } else {
+        d.store()
+            .run_by_name(&req.name)?
+            .map(|r| r.status.to_string())
+    };
+    let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
+    let nodes = req.configuration.nodes().max(1);
+    let jobs = (0..replicas)
+        .flat_map(|r| (0..nodes).map(move |j| (r, j)))
+        .map(|(r, j)| JobPlan {
+            replica_num: r,
+            job_num: j,
+            job_name: format!("{}-{j}-{r}", req.name),
+            offers: offers.clone(),
+            total_offers: total,
+            max_price,
+        })
+        .collect();
+    Ok(RunPlan {
+        run_name: req.name.clone(),
+        configuration_type: req.configuration.type_name().to_string(),
+        user: caller.user.clone(),
+        current_run_status: current,
+        jobs,
+    })
+}
+
+/// `run.list`: every run (`all`), newest first; else the unfinished runs, newest first, or
+/// else the last run.
+pub fn list(d: &Daemon, all: bool) -> Result<Vec<Run>, OpError> {
+    if all {
+        let mut runs: Vec<Run> = d.store().list_runs()?;
+        runs.reverse(); // newest first
+        return Ok(runs);
+    }
+    let active = d.store().active_runs();
+    if active.is_empty() {
+        return Ok(d.store().last_run()?.into_iter().collect());
+    }
+    Ok(active.iter().rev().map(|r| Run::clone(r)).collect())
+}
+
 /// Stores a new run with one submitted job per node of each replica, and wakes the scheduler.
-pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, RunError> {
-    let id = d.store.next_id()?;
+pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, OpError> {
+    let id = d.store().next_id()?;
     let name = if req.name_generated {
         generate_name(
             d,
@@ -124,14 +178,14 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
     } else {
         req.name.clone()
     };
-    if let Some(existing) = d.store.run_by_name(&name)? {
+    if let Some(existing) = d.store().run_by_name(&name)? {
         if !existing.status.is_finished() {
-            return Err(RunError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "run {name} is still {}; stop it first (`flotilla stop {name}`) or give this one another name",
                 existing.status
             )));
         }
-        delete_finished(d, &existing)?;
+        d.delete_run(&existing)?;
     }
     let now = Timestamp::now();
     let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
@@ -143,7 +197,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
                 replica_num,
                 job_num,
                 job_name: format!("{name}-{job_num}-{replica_num}"),
-                current: new_submission(d.store.next_id()?, 0, now),
+                current: new_submission(d.store().next_id()?, 0, now),
                 previous_submissions: Vec::new(),
             });
         }
@@ -165,50 +219,23 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         retry_window_started_at: None,
         jobs,
     };
-    let events = d.store.insert_run(&run)?;
-    d.store.flush().await?;
-    d.publish(events);
-    d.wake.notify_one();
+    d.insert_run(&run).await?;
     Ok(run)
 }
 
-pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
-    JobSubmission {
-        id,
-        submission_num,
-        status: JobStatus::Submitted,
-        termination_reason: None,
-        termination_message: None,
-        exit_code: None,
-        instance: None,
-        instance_id: None,
-        fleet: None,
-        gpus: Vec::new(),
-        blocks: 0,
-        price: None,
-        submitted_at: now,
-        started_at: None,
-        finished_at: None,
-        waiting_reason: None,
-        job_dir: None,
-        retry_at: None,
-        stop: None,
-    }
-}
-
-pub fn find_run(d: &Daemon, name: &str) -> Result<Run, RunError> {
-    d.store.run_by_name(name)?.ok_or_else(|| {
-        RunError::NotFound(format!(
+pub fn find_run(d: &Daemon, name: &str) -> Result<Run, OpError> {
+    d.store().run_by_name(name)?.ok_or_else(|| {
+        OpError::NotFound(format!(
             "run {name} not found; `flotilla ps -a` lists the runs"
         ))
     })
 }
 
-fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), RunError> {
+fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), OpError> {
     if caller.admin || caller.uid == run.uid {
         Ok(())
     } else {
-        Err(RunError::Forbidden(format!(
+        Err(OpError::Forbidden(format!(
             "run {} belongs to {}; only its owner or an admin can {what} it",
             run.name, run.user
         )))
@@ -216,7 +243,7 @@ fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), RunError> {
 }
 
 /// Stops a run: gracefully (SIGTERM, then SIGKILL after `stop_duration`) or at once (`abort`).
-pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Result<Run, RunError> {
+pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Result<Run, OpError> {
     let run = find_run(d, name)?;
     check_owner(caller, &run, "stop")?;
     if run.status.is_finished() {
@@ -243,32 +270,22 @@ pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Resul
             request_job_stop(job, job_reason, abort, stop_duration, now);
         }
     })?;
-    d.store.flush().await?;
+    d.store().flush().await?;
     carry_out_stops(d, run.id).await;
-    Ok(d.store.get_run(run.id)?.unwrap_or(run))
-}
-
-fn delete_finished(d: &Daemon, run: &Run) -> Result<(), StoreError> {
-    d.publish(d.store.delete_run(run.id)?);
-    for job in &run.jobs {
-        for sub in job.previous_submissions.iter().chain([&job.current]) {
-            d.logs.remove(sub.id);
-        }
-    }
-    Ok(())
+    Ok(d.store().get_run(run.id)?.unwrap_or(run))
 }
 
 /// Deletes a finished run with its logs.
-pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunError> {
+pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), OpError> {
     let run = find_run(d, name)?;
     check_owner(caller, &run, "delete")?;
     if !run.status.is_finished() {
-        return Err(RunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "run {name} is still {}; stop it first (`flotilla stop {name}`)",
             run.status
         )));
     }
-    delete_finished(d, &run)?;
-    d.store.flush().await?;
+    d.delete_run(&run)?;
+    d.store().flush().await?;
     Ok(())
 }

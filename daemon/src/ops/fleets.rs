@@ -1,10 +1,15 @@
-//! Applying and deleting SSH fleets: a fleet file's hosts become instances that the instances loop provisions.
+//! Operations layer: fleets. `fleet.apply` and `fleet.delete`: an SSH fleet's hosts become
+//! instances that the instances loop provisions; a backend fleet asks the fleet upkeep loop for
+//! its instances. Also the fleet file's rules (endpoints, blocks).
 
-use crate::api::Caller;
+use super::local_fleet::LOCAL_FLEET;
+use super::occupancy::busy_instances;
+use super::stops::carry_out_stops;
+use super::OpError;
+use crate::caller::Caller;
+use crate::handle::Daemon;
 use crate::lifecycle::request_job_stop;
-use crate::loops::timers::carry_out_stops;
-use crate::runs::RunError;
-use crate::state::Daemon;
+use crate::scheduler::total_blocks;
 use flotilla_protocol::config::{
     parse_configuration, Blocks, Configuration, FleetConfig, SshConfig, SshProxyJump,
 };
@@ -81,7 +86,7 @@ pub fn block_count(blocks: Blocks, res: &InstanceResources) -> Result<u32, Strin
             ));
         }
     }
-    Ok(crate::scheduler::total_blocks(blocks, res))
+    Ok(total_blocks(blocks, res))
 }
 
 fn same_host(i: &Instance, ep: &SshEndpoint) -> bool {
@@ -96,12 +101,12 @@ pub async fn apply(
     d: &Daemon,
     caller: &Caller,
     params: &FleetApplyParams,
-) -> Result<Fleet, RunError> {
+) -> Result<Fleet, OpError> {
     let file = params.file_name.clone().unwrap_or_else(|| "fleet".into());
-    let cfg = match parse_configuration(&file, &params.configuration).map_err(RunError::Config)? {
+    let cfg = match parse_configuration(&file, &params.configuration).map_err(OpError::Config)? {
         Configuration::Fleet(f) => f,
         other => {
-            return Err(RunError::Invalid(format!(
+            return Err(OpError::Invalid(format!(
                 "{file} is a {} configuration; fleet.apply takes a fleet",
                 other.type_name()
             )))
@@ -111,7 +116,7 @@ pub async fn apply(
         return apply_backend_fleet(d, caller, &file, cfg).await;
     };
     if ssh.hosts.is_empty() {
-        return Err(RunError::Invalid(format!(
+        return Err(OpError::Invalid(format!(
             "{file}: ssh_config.hosts is empty"
         )));
     }
@@ -122,7 +127,7 @@ pub async fn apply(
     let busy = busy_instances(d);
     for old in &fleet.instances {
         if !eps.iter().any(|ep| same_host(old, ep)) && busy.contains(&old.id) {
-            return Err(RunError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "host {} of fleet {name} runs jobs; stop them before removing it from the fleet",
                 old.ssh
                     .as_ref()
@@ -133,7 +138,7 @@ pub async fn apply(
     }
     for old in fleet.instances.clone() {
         if !eps.iter().any(|ep| same_host(&old, ep)) {
-            let ev = d.store.delete_instance(&old, "removed from the fleet")?;
+            let ev = d.store().delete_instance(&old, "removed from the fleet")?;
             d.publish(ev);
             if let Some(h) = d.forget_host(old.id) {
                 h.disconnect().await;
@@ -154,12 +159,12 @@ pub async fn apply(
                 inst.ssh = Some(ep.clone());
                 inst.status = InstanceStatus::Pending;
                 d.forget_host(inst.id);
-                d.publish(d.store.put_instance(&inst)?);
+                d.publish(d.store().put_instance(&inst)?);
             }
             continue;
         }
         let inst = pending_instance(
-            d.store.next_id()?,
+            d.store().next_id()?,
             &name,
             next_num,
             ep.clone(),
@@ -169,14 +174,14 @@ pub async fn apply(
             None,
         );
         next_num += 1;
-        d.publish(d.store.put_instance(&inst)?);
+        d.publish(d.store().put_instance(&inst)?);
     }
     fleet.configuration = Some(cfg.clone());
     fleet.status = FleetStatus::Active;
-    d.store.put_fleet(&fleet)?;
-    d.store.flush().await?;
-    d.instances_wake.notify_one();
-    Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
+    d.store().put_fleet(&fleet)?;
+    d.store().flush().await?;
+    d.wake_instances();
+    Ok(d.store().get_fleet(&name)?.unwrap_or(fleet))
 }
 
 /// A fleet whose instances come from backends: stored, then its `target` instances created.
@@ -185,66 +190,73 @@ async fn apply_backend_fleet(
     caller: &Caller,
     file: &str,
     cfg: FleetConfig,
-) -> Result<Fleet, RunError> {
-    if d.backends.is_empty() {
-        return Err(RunError::Invalid(format!(
+) -> Result<Fleet, OpError> {
+    if d.backends().is_empty() {
+        return Err(OpError::Invalid(format!(
             "{file}: a fleet without ssh_config needs a backend, and none is configured; list your machines under ssh_config.hosts, or add a backend to the daemon's config.yml"
         )));
     }
     if let Some(names) = &cfg.backends {
         let unknown: Vec<&String> = names
             .iter()
-            .filter(|n| d.backends.get(n).is_none())
+            .filter(|n| d.backends().get(n).is_none())
             .collect();
         if !unknown.is_empty() {
-            return Err(RunError::Invalid(format!(
+            return Err(OpError::Invalid(format!(
                 "{file}: backends: {} not configured (configured: {})",
                 unknown
                     .iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                d.backends.names().join(", ")
+                d.backends().names().join(", ")
             )));
         }
     }
     let mut fleet = fleet_for_apply(d, caller, &cfg)?;
     let name = fleet.name.clone();
     fleet.configuration = Some(cfg.clone());
-    d.store.put_fleet(&fleet)?;
-    d.store.flush().await?;
+    d.store().put_fleet(&fleet)?;
+    d.store().flush().await?;
     let have = fleet.instances.len() as u32;
     let target = cfg.nodes.map(|n| n.target.max(n.min)).unwrap_or(0);
-    for _ in have..target {
-        if let Err(e) = crate::loops::fleets::create_instance(d, &fleet.name, &cfg).await {
-            return Err(RunError::Conflict(format!(
+    if target > have {
+        // The fleet upkeep loop creates them; the answer waits for it.
+        let created = d.want_instances(&fleet.name, target - have).await;
+        let failed = match created {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("the daemon is shutting down".to_string()),
+        };
+        if let Some(e) = failed {
+            return Err(OpError::Conflict(format!(
                 "fleet {name}: cannot create an instance: {e}"
             )));
         }
     }
-    Ok(d.store.get_fleet(&name)?.unwrap_or(fleet))
+    Ok(d.store().get_fleet(&name)?.unwrap_or(fleet))
 }
 
 /// The fleet a fleet file names (its name generated when absent): the stored one, checked for
 /// ownership, or a new one.
-fn fleet_for_apply(d: &Daemon, caller: &Caller, cfg: &FleetConfig) -> Result<Fleet, RunError> {
+fn fleet_for_apply(d: &Daemon, caller: &Caller, cfg: &FleetConfig) -> Result<Fleet, OpError> {
     let name = match &cfg.name {
         Some(n) => n.clone(),
-        None => format!("fleet-{}", d.store.next_id()?),
+        None => format!("fleet-{}", d.store().next_id()?),
     };
-    if name == crate::LOCAL_FLEET {
-        return Err(RunError::Conflict(format!(
+    if name == LOCAL_FLEET {
+        return Err(OpError::Conflict(format!(
             "the fleet name {name} is reserved for this machine; choose another name"
         )));
     }
-    match d.store.get_fleet(&name)? {
-        Some(f) if f.user != caller.user && !caller.admin => Err(RunError::Forbidden(format!(
+    match d.store().get_fleet(&name)? {
+        Some(f) if f.user != caller.user && !caller.admin => Err(OpError::Forbidden(format!(
             "fleet {name} belongs to {}; only its owner or an admin can change it",
             f.user
         ))),
         Some(f) => Ok(f),
         None => Ok(Fleet {
-            id: d.store.next_id()?,
+            id: d.store().next_id()?,
             name,
             status: FleetStatus::Active,
             user: caller.user.clone(),
@@ -298,39 +310,28 @@ pub fn pending_instance(
     }
 }
 
-/// Instances that hold jobs now.
-fn busy_instances(d: &Daemon) -> std::collections::HashSet<u64> {
-    d.store
-        .active_runs()
-        .iter()
-        .flat_map(|r| r.jobs.iter())
-        .filter(|j| !j.current.status.is_finished())
-        .filter_map(|j| j.current.instance_id)
-        .collect()
-}
-
 /// Deletes a fleet: its jobs are aborted, its hosts released (nothing on them is removed but
 /// the connection), its records removed.
-pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunError> {
-    if name == crate::LOCAL_FLEET {
-        return Err(RunError::Conflict(format!(
+pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), OpError> {
+    if name == LOCAL_FLEET {
+        return Err(OpError::Conflict(format!(
             "the fleet {name} is this machine and cannot be deleted"
         )));
     }
-    let fleet = d.store.get_fleet(name)?.ok_or_else(|| {
-        RunError::NotFound(format!(
+    let fleet = d.store().get_fleet(name)?.ok_or_else(|| {
+        OpError::NotFound(format!(
             "fleet {name} not found; `flotilla fleet list` lists the fleets"
         ))
     })?;
     if fleet.user != caller.user && !caller.admin {
-        return Err(RunError::Forbidden(format!(
+        return Err(OpError::Forbidden(format!(
             "fleet {name} belongs to {}; only its owner or an admin can delete it",
             fleet.user
         )));
     }
     let ids: Vec<u64> = fleet.instances.iter().map(|i| i.id).collect();
     let now = Timestamp::now();
-    for run in d.store.active_runs() {
+    for run in d.store().active_runs() {
         let on_fleet = run.jobs.iter().any(|j| {
             !j.current.status.is_finished()
                 && j.current.instance_id.is_some_and(|i| ids.contains(&i))
@@ -351,22 +352,112 @@ pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), RunEr
                 }
             }
         })?;
-        d.store.flush().await?;
+        d.store().flush().await?;
         carry_out_stops(d, run.id).await;
     }
     for inst in &fleet.instances {
         // Machines a backend made go back to it; SSH hosts are only released.
-        if let (Some(b), Some(id)) = (d.backends.get(&inst.backend), &inst.backend_id) {
+        if let (Some(b), Some(id)) = (d.backends().get(&inst.backend), &inst.backend_id) {
             if let Err(e) = b.terminate(id).await {
                 tracing::warn!("{}: cannot terminate {}: {e}", inst.backend, inst.name);
             }
         }
-        d.publish(d.store.delete_instance(inst, "terminated_by_user")?);
+        d.publish(d.store().delete_instance(inst, "terminated_by_user")?);
         if let Some(h) = d.forget_host(inst.id) {
             h.disconnect().await;
         }
     }
-    d.publish(d.store.delete_fleet(name)?);
-    d.store.flush().await?;
+    d.publish(d.store().delete_fleet(name)?);
+    d.store().flush().await?;
     Ok(())
+}
+
+/// `fleet.list`: fleets with their instances and what jobs hold on them now.
+pub fn list(d: &Daemon) -> Result<Vec<Fleet>, OpError> {
+    Ok(super::occupancy::fleets_with_usage(d)?)
+}
+
+/// `fleet.get`: one fleet as `fleet.list` shows it.
+pub fn get(d: &Daemon, name: &str) -> Result<Fleet, OpError> {
+    list(d)?
+        .into_iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| {
+            OpError::NotFound(format!(
+                "fleet {name} not found; `flotilla fleet list` lists the fleets"
+            ))
+        })
+}
+
+/// `instance.list`: the instances of every fleet, as `fleet.list` shows them.
+pub fn instances(d: &Daemon) -> Result<Vec<Instance>, OpError> {
+    Ok(list(d)?.into_iter().flat_map(|f| f.instances).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::config::CpuArch;
+    use flotilla_protocol::model::Gpu;
+
+    fn machine(gpus: usize, cpus: u32) -> InstanceResources {
+        InstanceResources {
+            cpus,
+            cpu_arch: CpuArch::X86,
+            memory_gb: 64.0,
+            disk_gb: None,
+            gpus: (0..gpus)
+                .map(|_| Gpu {
+                    name: "H100".into(),
+                    memory_gb: 80.0,
+                    vendor: flotilla_protocol::config::GpuVendor::Nvidia,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn auto_blocks_are_one_per_gpu_else_one_per_cpu() {
+        assert_eq!(block_count(Blocks::Auto, &machine(8, 64)), Ok(8));
+        assert_eq!(block_count(Blocks::Auto, &machine(0, 16)), Ok(16));
+        assert_eq!(block_count(Blocks::Auto, &machine(0, 0)), Ok(1));
+    }
+
+    #[test]
+    fn a_block_count_must_split_the_host_evenly() {
+        assert_eq!(block_count(Blocks::Count(4), &machine(8, 64)), Ok(4));
+        assert_eq!(block_count(Blocks::Count(1), &machine(8, 64)), Ok(1));
+        assert_eq!(
+            block_count(Blocks::Count(3), &machine(8, 64)),
+            Err("blocks: 3 does not divide the host's 8 GPUs".into())
+        );
+        assert_eq!(
+            block_count(Blocks::Count(0), &machine(8, 64)),
+            Err("blocks must be at least 1".into())
+        );
+        assert_eq!(block_count(Blocks::Count(4), &machine(0, 8)), Ok(4));
+        assert_eq!(
+            block_count(Blocks::Count(16), &machine(0, 8)),
+            Err("blocks: 16 is more than the host's 8 CPUs".into())
+        );
+    }
+
+    #[test]
+    fn a_hosts_own_blocks_win_over_the_fleets() {
+        let cfg = match parse_configuration(
+            "f.yml",
+            "type: fleet\nname: lab\nblocks: 2\nssh_config:\n  user: ubuntu\n  hosts:\n    - a.example\n    - hostname: b.example\n      blocks: 4\n",
+        )
+        .expect("a valid fleet")
+        {
+            Configuration::Fleet(f) => f,
+            other => panic!("not a fleet: {}", other.type_name()),
+        };
+        assert_eq!(host_blocks(&cfg, "a.example"), Blocks::Count(2));
+        assert_eq!(host_blocks(&cfg, "b.example"), Blocks::Count(4));
+        let eps = endpoints(cfg.ssh_config.as_ref().expect("ssh_config"), "alice");
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].user, "ubuntu");
+        assert_eq!(eps[0].port, 22);
+    }
 }

@@ -1,16 +1,17 @@
-//! One runner per job submission on a host: start it through the supervisor, copy its log, record how it ended.
+//! Driver layer: one runner per job submission on a host. Starts it through the supervisor,
+//! copies its log, records how it ended.
 //!
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
-//! repeats a byte; the offset is also kept in the store.
+//! repeats a byte.
 
-use super::timers::carry_out_stops;
+use crate::handle::Daemon;
 use crate::hosts::supervisor::{self, FollowEnd};
-use crate::hosts::Host;
-use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
-use crate::state::Daemon;
+use crate::hosts::{sh_quote, Host};
+use crate::lifecycle::{find_job, find_job_mut, finish, finish_from_exit, request_job_stop};
+use crate::ops::stops::carry_out_stops;
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
 
 pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
@@ -22,8 +23,8 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
         if let Err(message) = drive(&d, run_id, replica, job_num, sub_id).await {
             warn!("job submission {sub_id}: {message}");
             let now = Timestamp::now();
-            let _ = d.update_run(run_id, |run| {
-                if let Some(job) = find_job(run, replica, job_num) {
+            let recorded = d.update_run(run_id, |run| {
+                if let Some(job) = find_job_mut(run, replica, job_num) {
                     if job.current.id == sub_id && !job.current.status.is_finished() {
                         finish(
                             &mut job.current,
@@ -35,17 +36,14 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
                     }
                 }
             });
-            let _ = d.store.flush().await;
-            d.logs.complete(sub_id);
+            if let Err(e) = recorded {
+                warn!("job submission {sub_id}: cannot record its failure: {e}");
+            }
+            d.flush_or_warn("a job's failure").await;
+            d.logs().complete(sub_id);
         }
         d.release_runner(sub_id);
     });
-}
-
-pub fn find_job(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
-    run.jobs
-        .iter_mut()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
 }
 
 async fn drive(
@@ -56,15 +54,11 @@ async fn drive(
     sub_id: u64,
 ) -> Result<(), String> {
     let run = d
-        .store
+        .store()
         .get_run(run_id)
         .map_err(|e| e.to_string())?
         .ok_or("the run is gone")?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
-        .ok_or("the job is gone")?;
+    let job = find_job(&run, replica, job_num).ok_or("the job is gone")?;
     if job.current.id != sub_id || job.current.status.is_finished() {
         return Ok(());
     }
@@ -95,7 +89,7 @@ async fn start(
     if job.current.stop.is_some() {
         // Stopped before it started: nothing runs on the host.
         d.update_run(run.id, |run| {
-            if let Some(j) = find_job(run, job.replica_num, job.job_num) {
+            if let Some(j) = find_job_mut(run, job.replica_num, job.job_num) {
                 if let Some(stop) = j.current.stop.clone() {
                     let status = if stop.abort {
                         JobStatus::Aborted
@@ -113,8 +107,8 @@ async fn start(
             }
         })
         .map_err(|e| e.to_string())?;
-        d.store.flush().await.map_err(|e| e.to_string())?;
-        d.logs.complete(sub_id);
+        d.store().flush().await.map_err(|e| e.to_string())?;
+        d.logs().complete(sub_id);
         return Ok(false);
     }
     let common = run.configuration.common();
@@ -123,15 +117,17 @@ async fn start(
             "running in a Docker image ({image}) is not supported yet; remove `image` to run on the host"
         ));
     }
-    let fleet_env = job
-        .current
-        .fleet
-        .as_deref()
-        .and_then(|f| d.store.get_fleet(f).ok().flatten())
-        .and_then(|f| f.configuration)
-        .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
-        .unwrap_or_default();
-    let node_ips = node_ips(d, run, job.replica_num);
+    let fleet_env = match job.current.fleet.as_deref() {
+        Some(f) => d
+            .store()
+            .get_fleet(f)
+            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
+            .and_then(|f| f.configuration)
+            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let node_ips = node_ips(d, run, job.replica_num)?;
     let script = job_script(run, job, &fleet_env, &node_ips)?;
     let workdir = match &common.working_dir {
         Some(w) if w.starts_with('/') => w.clone(),
@@ -146,7 +142,7 @@ async fn start(
     let now = Timestamp::now();
     let (_, stop_pending) = d
         .update_run(run.id, |run| {
-            let Some(j) = find_job(run, job.replica_num, job.job_num) else {
+            let Some(j) = find_job_mut(run, job.replica_num, job.job_num) else {
                 return false;
             };
             if j.current.id != sub_id {
@@ -162,7 +158,7 @@ async fn start(
             }
         })
         .map_err(|e| e.to_string())?;
-    d.store.flush().await.map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
     if stop_pending {
         carry_out_stops(d, run.id).await;
     }
@@ -180,7 +176,7 @@ async fn follow_to_end(
 ) -> Result<(), String> {
     let mut backoff = Duration::from_millis(200);
     let exit = loop {
-        let mut writer = match d.logs.writer(sub_id) {
+        let mut writer = match d.logs().writer(sub_id) {
             Ok(w) => w,
             Err(e) => {
                 warn!("cannot open the log of submission {sub_id}: {e}; retrying");
@@ -192,17 +188,7 @@ async fn follow_to_end(
             }
         };
         let offset = writer.size();
-        let mut last_saved = Instant::now();
-        let end = supervisor::follow(host, job_dir, offset, |bytes| {
-            writer.append(bytes)?;
-            if last_saved.elapsed() > Duration::from_secs(1) {
-                let _ = d.store.set_log_offset(sub_id, writer.size());
-                last_saved = Instant::now();
-            }
-            Ok(())
-        })
-        .await;
-        let _ = d.store.set_log_offset(sub_id, writer.size());
+        let end = supervisor::follow(host, job_dir, offset, |bytes| writer.append(bytes)).await;
         match end {
             Ok(FollowEnd::Exited(code)) => break Some(code),
             Ok(FollowEnd::Lost) => break None,
@@ -214,32 +200,29 @@ async fn follow_to_end(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
         // Ended elsewhere meanwhile (its host stayed unreachable past the grace, say).
-        let ended = d
-            .store
-            .get_run(run_id)
-            .ok()
-            .flatten()
-            .and_then(|r| {
-                r.jobs
-                    .iter()
-                    .find(|j| j.replica_num == replica && j.job_num == job_num)
-                    .map(|j| j.current.id != sub_id || j.current.status.is_finished())
-            })
-            .unwrap_or(true);
+        let ended = match d.store().get_run(run_id) {
+            Ok(run) => run
+                .as_ref()
+                .and_then(|r| find_job(r, replica, job_num))
+                .is_none_or(|j| j.current.id != sub_id || j.current.status.is_finished()),
+            Err(e) => {
+                warn!("following submission {sub_id}: cannot read its run: {e}; following on");
+                false
+            }
+        };
         if ended {
             return Ok(());
         }
     };
     let now = Timestamp::now();
     let stop_duration = d
-        .store
+        .store()
         .get_run(run_id)
-        .ok()
-        .flatten()
+        .map_err(|e| e.to_string())?
         .and_then(|r| r.configuration.common().stop_duration);
     let (run, others_to_stop) = d
         .update_run(run_id, |run| {
-            let Some(job) = find_job(run, replica, job_num) else {
+            let Some(job) = find_job_mut(run, replica, job_num) else {
                 return false;
             };
             if job.current.id != sub_id || job.current.status.is_finished() {
@@ -263,8 +246,8 @@ async fn follow_to_end(
             any
         })
         .map_err(|e| e.to_string())?;
-    d.store.flush().await.map_err(|e| e.to_string())?;
-    d.logs.complete(sub_id);
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
     info!(run = %run.name, job = job_num, ?exit, status = %run.status, "job ended");
     if others_to_stop {
         carry_out_stops(d, run_id).await;
@@ -275,20 +258,15 @@ async fn follow_to_end(
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
 async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
     tokio::select! {
-        _ = d.shutdown.cancelled() => true,
+        _ = d.shutdown().cancelled() => true,
         _ = tokio::time::sleep(dur) => false,
     }
 }
 
-/// Single-quotes a value for POSIX sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
 /// The address of each node of a replica, master (job 0) first: an SSH host's `internal_ip`,
 /// else its hostname; 127.0.0.1 for the local machine.
-fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Vec<String> {
+/// A store error is an error: it never turns a node into `127.0.0.1`.
+fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Result<Vec<String>, String> {
     let mut jobs: Vec<&Job> = run
         .jobs
         .iter()
@@ -297,16 +275,22 @@ fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Vec<String> {
     jobs.sort_by_key(|j| j.job_num);
     jobs.iter()
         .map(|j| {
-            j.current
-                .instance_id
-                .and_then(|id| d.store.get_instance(id).ok().flatten())
+            let instance = match j.current.instance_id {
+                Some(id) => d
+                    .store()
+                    .get_instance(id)
+                    .map_err(|e| format!("cannot read instance {id}: {e}"))?,
+                None => None,
+            };
+            Ok(instance
                 .and_then(|i| i.ssh)
                 .map(|ep| ep.internal_ip.unwrap_or(ep.hostname))
-                .unwrap_or_else(|| "127.0.0.1".to_string())
+                .unwrap_or_else(|| "127.0.0.1".to_string()))
         })
         .collect()
 }
 
+/// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
 pub fn job_script(
     run: &Run,
     job: &Job,
@@ -355,4 +339,97 @@ fn is_env_name(k: &str) -> bool {
     !k.is_empty()
         && !k.starts_with(|c: char| c.is_ascii_digit())
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::new_submission;
+    use flotilla_protocol::config::parse_configuration;
+    use flotilla_protocol::model::RunStatus;
+    use flotilla_protocol::Timestamp;
+    use std::collections::BTreeMap;
+
+    fn run_of(yaml: &str) -> Run {
+        let configuration = parse_configuration("t.yml", yaml)
+            .expect("a valid task")
+            .as_run()
+            .expect("a run configuration");
+        let nodes = configuration.nodes().max(1);
+        Run {
+            id: 1,
+            name: "calm-owl-1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            status: RunStatus::Running,
+            termination_reason: None,
+            status_message: None,
+            submitted_at: Timestamp(0),
+            finished_at: None,
+            configuration_type: "task".into(),
+            configuration_path: None,
+            configuration,
+            caller_env: Default::default(),
+            retry_window_started_at: None,
+            jobs: (0..nodes)
+                .map(|j| Job {
+                    replica_num: 0,
+                    job_num: j,
+                    job_name: format!("calm-owl-1-{j}-0"),
+                    current: new_submission(10 + u64::from(j), 0, Timestamp(0)),
+                    previous_submissions: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_script_exports_the_job_environment_quoted_then_runs_the_commands() {
+        let mut run = run_of(
+            "type: task\nnodes: 2\nenv:\n  - GREETING=it's me\ncommands:\n  - echo \"$GREETING\"\n  - python train.py\n",
+        );
+        run.jobs[1].current.gpus = vec![2, 3];
+        let fleet_env = BTreeMap::from([("FLEET_WIDE".to_string(), "yes".to_string())]);
+        let ips = vec!["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        let script = job_script(&run, &run.jobs[1], &fleet_env, &ips).expect("a script");
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "# written by flotillad");
+        for want in [
+            "export DSTACK_RUN_NAME='calm-owl-1'",
+            "export DSTACK_NODE_RANK='1'",
+            "export DSTACK_NODES_NUM='2'",
+            "export DSTACK_GPUS_PER_NODE='2'",
+            "export DSTACK_GPUS_NUM='4'",
+            "export DSTACK_MASTER_NODE_IP='10.0.0.1'",
+            "export CUDA_VISIBLE_DEVICES='2,3'",
+            "export FLEET_WIDE='yes'",
+            "export GREETING='it'\\''s me'",
+        ] {
+            assert!(lines.contains(&want), "{want} missing from\n{script}");
+        }
+        assert!(script.contains("export DSTACK_NODES_IPS='10.0.0.1\n10.0.0.2'\n"));
+        assert!(script.ends_with("set -e\necho \"$GREETING\"\npython train.py\n"));
+        // The run's own env comes after the fleet's, so it wins.
+        let fleet_at = script.find("FLEET_WIDE").expect("fleet env");
+        let run_at = script.find("GREETING=").expect("run env");
+        assert!(fleet_at < run_at);
+    }
+
+    #[test]
+    fn a_single_node_job_without_addresses_has_the_local_master() {
+        let run = run_of("type: task\ncommands: [\"true\"]\n");
+        let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");
+        assert!(script.contains("export DSTACK_MASTER_NODE_IP='127.0.0.1'\n"));
+        assert!(script.contains("export CUDA_VISIBLE_DEVICES=''\n"));
+    }
+
+    #[test]
+    fn a_bad_variable_name_is_an_error_that_names_it() {
+        let run = run_of("type: task\ncommands: [\"true\"]\n");
+        let fleet_env = BTreeMap::from([("1BAD".to_string(), "x".to_string())]);
+        let err = job_script(&run, &run.jobs[0], &fleet_env, &[]).expect_err("refused");
+        assert!(err.contains("\"1BAD\""), "{err}");
+        assert!(is_env_name("_OK_1"));
+        assert!(!is_env_name("") && !is_env_name("A-B"));
+    }
 }

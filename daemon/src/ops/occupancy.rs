@@ -1,0 +1,109 @@
+//! Operations layer: the fleet occupancy read model. Which blocks and GPUs of each instance the
+//! unfinished jobs hold, as the scheduler sees it ([`fleet_views`]) and as `fleet.list` shows it
+//! ([`fleets_with_usage`]).
+
+use crate::handle::Daemon;
+use crate::scheduler::{FleetView, InstanceSlot};
+use crate::store::StoreError;
+use flotilla_protocol::model::{Fleet, FleetStatus, Instance, InstanceStatus, JobStatus, Run};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Blocks and GPU indices that the jobs of `runs` hold, by instance id.
+fn usage_by_instance(runs: &[Arc<Run>]) -> HashMap<u64, (u32, Vec<u32>)> {
+    let mut usage: HashMap<u64, (u32, Vec<u32>)> = HashMap::new();
+    for run in runs.iter().filter(|r| !r.status.is_finished()) {
+        for job in &run.jobs {
+            let s = &job.current;
+            if s.status.is_on_host() || s.status == JobStatus::Provisioning {
+                if let Some(id) = s.instance_id {
+                    let u = usage.entry(id).or_default();
+                    u.0 += s.blocks;
+                    u.1.extend(&s.gpus);
+                }
+            }
+        }
+    }
+    usage
+}
+
+/// The scheduler's view of `fleets`: instances with the blocks and GPUs that the jobs of
+/// `runs` hold. Pure: the caller reads both once.
+pub fn views_of(fleets: Vec<Fleet>, runs: &[Arc<Run>]) -> Vec<FleetView> {
+    let mut usage = usage_by_instance(runs);
+    fleets
+        .into_iter()
+        .map(|f| FleetView {
+            name: f.name.clone(),
+            config: f.configuration,
+            terminating: matches!(
+                f.status,
+                FleetStatus::Terminating | FleetStatus::Terminated | FleetStatus::Failed
+            ),
+            instances: f
+                .instances
+                .into_iter()
+                .map(|i| {
+                    let (busy_blocks, busy_gpus) = usage.remove(&i.id).unwrap_or_default();
+                    InstanceSlot {
+                        id: i.id,
+                        name: i.name,
+                        status: i.status,
+                        unreachable: i.unreachable,
+                        resources: i.resources,
+                        total_blocks: i.total_blocks,
+                        busy_blocks,
+                        busy_gpus,
+                        price: i.price,
+                        backend: i.backend,
+                        region: i.region,
+                        created_at: i.created_at,
+                        unreachable_since: i.unreachable_since,
+                        ..InstanceSlot::default()
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The scheduler's view of the stored fleets, with what the jobs of `runs` hold.
+pub fn fleet_views(d: &Daemon, runs: &[Arc<Run>]) -> Result<Vec<FleetView>, StoreError> {
+    Ok(views_of(d.store().list_fleets()?, runs))
+}
+
+/// Fleets with their instances, block usage and idle/busy status as of now.
+pub fn fleets_with_usage(d: &Daemon) -> Result<Vec<Fleet>, StoreError> {
+    let runs = d.store().active_runs();
+    let usage = usage_by_instance(&runs);
+    let mut fleets = d.store().list_fleets()?;
+    for f in fleets.iter_mut() {
+        for i in f.instances.iter_mut() {
+            apply_usage(i, &usage);
+        }
+    }
+    Ok(fleets)
+}
+
+fn apply_usage(i: &mut Instance, usage: &HashMap<u64, (u32, Vec<u32>)>) {
+    let busy_blocks = usage.get(&i.id).map(|u| u.0).unwrap_or(0);
+    i.busy_blocks = busy_blocks;
+    if matches!(i.status, InstanceStatus::Idle | InstanceStatus::Busy) {
+        i.status = if busy_blocks > 0 {
+            InstanceStatus::Busy
+        } else {
+            InstanceStatus::Idle
+        };
+    }
+}
+
+/// Instances that hold unfinished jobs now.
+pub fn busy_instances(d: &Daemon) -> std::collections::HashSet<u64> {
+    d.store()
+        .active_runs()
+        .iter()
+        .flat_map(|r| r.jobs.iter())
+        .filter(|j| !j.current.status.is_finished())
+        .filter_map(|j| j.current.instance_id)
+        .collect()
+}

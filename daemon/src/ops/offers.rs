@@ -1,0 +1,111 @@
+//! Operations layer: THE offers assembler. `run.plan` and `offer.list` both ask [`assemble`],
+//! so a plan and the `offer` command can never disagree: pool offers from the fleets'
+//! free blocks, offers the configured backends can create, and (for `offer.list`) the catalog's
+//! offers, all through one terms filter, cheapest first.
+
+use super::occupancy::fleet_views;
+use super::OpError;
+use crate::catalog::{
+    group_offers, parse_group_by, requirements_from_query, sort_offers, Requirements,
+    DEFAULT_MAX_OFFERS,
+};
+use crate::handle::Daemon;
+use crate::scheduler::pool_offers;
+use flotilla_protocol::config::RunCommon;
+use flotilla_protocol::model::Offer;
+use flotilla_protocol::rpc::{OfferList, OfferQuery};
+
+/// What to assemble offers for.
+#[derive(Debug, Clone)]
+pub struct OfferRequest {
+    /// The machine and the terms (spot, price, where) that every offer must meet; `limit`
+    /// bounds the catalog's offers alone.
+    pub requirements: Requirements,
+    /// Pool offers only from these fleets (a run's `fleets:`); `None` = every fleet.
+    pub fleets: Option<Vec<String>>,
+    /// Creatable offers only from these configured backends (a run's `backends:`); `None` = all.
+    pub backends: Option<Vec<String>>,
+    /// Also the catalog's offers (what `offer.list` shows beyond what this daemon can create).
+    pub with_catalog: bool,
+}
+
+impl OfferRequest {
+    /// The offers a run with this profile could take: pool and creatable, no catalog.
+    pub fn for_run(common: &RunCommon) -> OfferRequest {
+        OfferRequest {
+            requirements: Requirements {
+                resources: common.resources.clone(),
+                spot_policy: common.spot_policy,
+                max_price: common.max_price,
+                ..Requirements::default()
+            },
+            fleets: common.fleets.clone(),
+            backends: common.backends.clone(),
+            with_catalog: false,
+        }
+    }
+}
+
+/// The offers that answer `req`, cheapest first, and how many matched in all (the catalog's
+/// `limit` leaves some of its matches out of the list, not out of the count).
+pub fn assemble_counted(d: &Daemon, req: &OfferRequest) -> Result<(Vec<Offer>, usize), OpError> {
+    let terms = &req.requirements;
+    let runs = d.store().active_runs();
+    let fleets = fleet_views(d, &runs)?;
+    let mut offers: Vec<Offer> = pool_offers(&fleets, &terms.resources, req.fleets.as_deref())
+        .into_iter()
+        .filter(|o| terms.accepts_terms(o))
+        .collect();
+    // Machines that configured backends can create now.
+    offers.extend(
+        d.backends()
+            .offers(&terms.resources, req.backends.as_deref())
+            .into_iter()
+            .filter(|o| terms.accepts_terms(o)),
+    );
+    let mut total = offers.len();
+    if req.with_catalog {
+        let (catalog_offers, catalog_total) = d.catalog().query(terms);
+        total += catalog_total;
+        offers.extend(catalog_offers);
+    }
+    sort_offers(&mut offers);
+    Ok((offers, total))
+}
+
+/// The offers that answer `req`, cheapest first.
+pub fn assemble(d: &Daemon, req: &OfferRequest) -> Result<Vec<Offer>, OpError> {
+    Ok(assemble_counted(d, req)?.0)
+}
+
+/// `offer.list`: every source's offers for the query, grouped when asked, at most `max_offers`.
+pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, OpError> {
+    let mut requirements = requirements_from_query(q).map_err(OpError::Invalid)?;
+    let group_by = parse_group_by(&q.group_by).map_err(OpError::Invalid)?;
+    let limit = q.max_offers.unwrap_or(DEFAULT_MAX_OFFERS);
+    // Grouping looks at every match; a plain listing needs only the cheapest `limit`.
+    requirements.limit = if group_by.is_empty() {
+        Some(limit)
+    } else {
+        None
+    };
+    let req = OfferRequest {
+        requirements,
+        fleets: None,
+        backends: None,
+        with_catalog: true,
+    };
+    let (mut offers, total) = assemble_counted(d, &req)?;
+    let groups = if group_by.is_empty() {
+        None
+    } else {
+        Some(group_offers(&offers, &group_by))
+    };
+    offers.truncate(limit);
+    Ok(OfferList {
+        offers,
+        total,
+        groups,
+        warnings: d.catalog().warnings(),
+    })
+}

@@ -1,0 +1,51 @@
+//! Operations layer: `tunnel.open`. Finds a job's host and opens a byte stream to its SSH port,
+//! so a user's own SSH client reaches hosts that only the daemon can reach.
+
+use super::logs::find_target_job;
+use super::OpError;
+use crate::caller::Caller;
+use crate::handle::Daemon;
+use crate::hosts::{ByteStream, Host};
+use flotilla_protocol::rpc::{TunnelInfo, TunnelParams};
+
+/// Where the tunnel leads, and the stream to it.
+pub async fn open(
+    d: &Daemon,
+    caller: &Caller,
+    p: &TunnelParams,
+) -> Result<(TunnelInfo, Box<dyn ByteStream>), OpError> {
+    let (run, job) = find_target_job(d, &p.run, p.replica, p.job)?;
+    if run.uid != caller.uid && !caller.admin {
+        return Err(OpError::Forbidden(format!(
+            "run {} belongs to {}",
+            run.name, run.user
+        )));
+    }
+    let sub = &job.current;
+    if !sub.status.is_on_host() {
+        return Err(OpError::Conflict(format!(
+            "job {}/{} of {} is {}, not on a host",
+            p.replica, p.job, run.name, sub.status
+        )));
+    }
+    let Host::Ssh(host) = d.host_for(sub.instance_id) else {
+        return Err(OpError::Conflict(format!(
+            "run {} runs on the daemon's own machine: open a shell there (flotilla ssh does so when it runs on that machine)",
+            run.name
+        )));
+    };
+    let ep = host.endpoint().clone();
+    let stream = host
+        .open_tcp(&ep.hostname, ep.port)
+        .await
+        .map_err(|e| OpError::Internal(format!("cannot open a tunnel: {e}")))?;
+    let info = TunnelInfo {
+        instance: sub.instance.clone().unwrap_or_default(),
+        hostname: ep.hostname.clone(),
+        port: ep.port,
+        user: ep.user.clone(),
+        host_key: host.host_key(),
+        workdir: sub.job_dir.as_ref().map(|j| format!("{j}/work")),
+    };
+    Ok((info, stream))
+}

@@ -1,0 +1,112 @@
+//! Top layer, start-up: opens the store, logs, local host, catalog and backends, builds the
+//! handle, sets up the local fleet, starts the loops and serves the socket; on shutdown drains
+//! and flushes.
+
+use crate::config::{self, DaemonConfig};
+use crate::handle::{Daemon, Parts};
+use crate::hosts::{Host, LocalHost};
+use crate::{api, backends, catalog, logs, loops, notify, ops, store};
+use anyhow::Context;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Runs the daemon until `shutdown` is cancelled (SIGTERM, `daemon.stop`), then drains:
+/// requests in flight are answered, the store is flushed, the socket removed. Jobs keep running.
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    if let Err(e) =
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+    {
+        warn!(
+            "cannot make {} private (0700): {e}",
+            config.data_dir.display()
+        );
+    }
+    let listener = api::socket::bind(&config.socket)?;
+    let socket_path = config.socket.clone();
+    let result = serve(config, shutdown, listener).await;
+    if let Err(e) = std::fs::remove_file(&socket_path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!("cannot remove the socket {}: {e}", socket_path.display());
+        }
+    }
+    result
+}
+
+async fn serve(
+    config: DaemonConfig,
+    shutdown: CancellationToken,
+    listener: std::os::unix::net::UnixListener,
+) -> anyhow::Result<()> {
+    let store = store::Store::open(&config.data_dir.join("state"))?;
+    let logs = logs::LogHub::new(&config.data_dir.join("logs"))
+        .with_context(|| format!("cannot create the log dir in {}", config.data_dir.display()))?;
+    let local = Host::Local(LocalHost::install(&config.data_dir.join("host"))?);
+    let catalog = catalog_service(&config);
+    let backends = backends_from(&config);
+    let d = Daemon::new(Parts {
+        config,
+        store,
+        logs,
+        local,
+        catalog,
+        backends,
+        shutdown: shutdown.clone(),
+    });
+    ops::local_fleet::ensure_local_fleet(&d).await?;
+    d.backends().reconcile(&d.store().list_instances()?);
+    if d.config().live_catalog {
+        d.catalog().spawn_refresh(shutdown.clone());
+    }
+    let loops = loops::spawn_all(&d);
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .context("cannot register the socket with the runtime")?;
+    info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
+    notify::notify("READY=1");
+    api::serve(d.clone(), listener).await;
+    notify::notify("STOPPING=1");
+    info!("shutting down: jobs keep running and are picked up at the next start");
+    for l in loops {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), l)
+            .await
+            .is_err()
+        {
+            warn!("a background loop did not stop within 5s");
+        }
+    }
+    d.store().flush().await?;
+    Ok(())
+}
+
+fn backends_from(config: &DaemonConfig) -> backends::Backends {
+    let list: Vec<Arc<dyn backends::Backend>> = config
+        .backends
+        .iter()
+        .map(|b| match b {
+            config::BackendConfig::Pool(p) => {
+                Arc::new(backends::pool::PoolBackend::new(p.clone())) as Arc<dyn backends::Backend>
+            }
+        })
+        .collect();
+    backends::Backends::new(list)
+}
+
+fn catalog_service(config: &DaemonConfig) -> catalog::CatalogService {
+    if let Some(dir) = &config.catalog_dir {
+        match catalog::CatalogService::from_dir(dir) {
+            Ok(c) => return c,
+            Err(e) => warn!("catalog_dir {}: {e}; no backend offers", dir.display()),
+        }
+    }
+    if config.live_catalog {
+        return catalog::CatalogService::live(
+            &config.data_dir,
+            &config.catalog_url,
+            std::time::Duration::from_secs(config.catalog_refresh_secs.max(60)),
+        );
+    }
+    catalog::CatalogService::empty()
+}
