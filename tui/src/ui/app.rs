@@ -18,9 +18,10 @@ use crate::ui::views::fleets::FleetsView;
 use crate::ui::views::jobs::JobsView;
 use crate::ui::views::logs::LogsView;
 use crate::ui::views::offers::OffersView;
+use crate::ui::views::run_actions;
 use crate::ui::views::runs::RunsView;
 use flotilla_protocol::model::Run;
-use flotilla_protocol::rpc::{HelloResult, LogTarget, MetricsParams};
+use flotilla_protocol::rpc::{HelloResult, LogTarget};
 use flotilla_protocol::Timestamp;
 use ratatui::crossterm::event::KeyCode;
 
@@ -309,16 +310,7 @@ impl App {
                 ) {
                     return Handled::Consumed;
                 }
-                let last = keys::help_entries().len().saturating_sub(1);
-                let scroll = match keys::lookup(View::Runs, key).map(|b| b.action) {
-                    Some(Action::Down) => (scroll + 1).min(last),
-                    Some(Action::Up) => scroll.saturating_sub(1),
-                    Some(Action::PageDown) => (scroll + 10).min(last),
-                    Some(Action::PageUp) => scroll.saturating_sub(10),
-                    Some(Action::Top) => 0,
-                    Some(Action::Bottom) => last,
-                    _ => scroll,
-                };
+                let scroll = keys::help_scroll(scroll, key);
                 self.overlay = Some(Overlay::Help { scroll });
             }
             None => {}
@@ -461,30 +453,16 @@ impl App {
     /// A shell in the job at `target`: the job's directory and environment locally, or
     /// `flotilla ssh` on a host.
     fn open_shell(&mut self, target: &LogTarget) {
-        let Some(run) = self.store.run_named(&target.run) else {
-            return;
-        };
-        let Some(job) = run
-            .jobs
-            .iter()
-            .find(|j| j.replica_num == target.replica && j.job_num == target.job)
-        else {
-            return;
-        };
-        let sub = match target.submission {
-            None => &job.current,
-            Some(n) => match job
-                .previous_submissions
-                .iter()
-                .find(|s| s.submission_num == n)
-            {
-                Some(sub) => sub,
-                None => return,
-            },
-        };
-        match shell::spec(run, job, sub, self.shell.as_deref(), self.ssh_via.as_ref()) {
-            Ok(spec) => self.send(Command::Shell(spec)),
-            Err(e) => self.flash(e, true),
+        let spec = run_actions::shell_spec(
+            &self.store,
+            target,
+            self.shell.as_deref(),
+            self.ssh_via.as_ref(),
+        );
+        match spec {
+            Some(Ok(spec)) => self.send(Command::Shell(spec)),
+            Some(Err(e)) => self.flash(e, true),
+            None => {}
         }
     }
 
@@ -492,29 +470,11 @@ impl App {
         if !self.store.metrics.supported || !matches!(self.conn, Conn::Connected) {
             return;
         }
-        let mut wanted: Vec<(String, MetricsParams)> = Vec::new();
-        match self.view() {
-            View::Fleets => {
-                for f in &self.store.fleets {
-                    for i in &f.instances {
-                        let key = format!("{}/{}", f.name, i.name);
-                        let params = MetricsParams {
-                            instance: Some(key.clone()),
-                            ..MetricsParams::default()
-                        };
-                        wanted.push((key, params));
-                    }
-                }
-            }
-            View::Jobs if !self.jobs.run.is_empty() => {
-                let params = MetricsParams {
-                    run: Some(self.jobs.run.clone()),
-                    ..MetricsParams::default()
-                };
-                wanted.push((format!("run:{}", self.jobs.run), params));
-            }
+        let wanted = match self.view() {
+            View::Fleets => self.store.fleet_series(),
+            View::Jobs if !self.jobs.run.is_empty() => Store::run_series(&self.jobs.run),
             _ => return,
-        }
+        };
         for c in self.store.metrics.request(wanted, self.now) {
             self.send(c);
         }

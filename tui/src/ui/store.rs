@@ -25,6 +25,31 @@ impl Store {
         self.runs.iter().find(|r| r.name == name)
     }
 
+    /// The GPU series of every instance of every fleet (the fleets view's sparklines).
+    pub fn fleet_series(&self) -> Vec<(String, MetricsParams)> {
+        let mut wanted = Vec::new();
+        for f in &self.fleets {
+            for i in &f.instances {
+                let key = format!("{}/{}", f.name, i.name);
+                let params = MetricsParams {
+                    instance: Some(key.clone()),
+                    ..MetricsParams::default()
+                };
+                wanted.push((key, params));
+            }
+        }
+        wanted
+    }
+
+    /// The GPU series of the run `name` (the jobs view's sparkline).
+    pub fn run_series(name: &str) -> Vec<(String, MetricsParams)> {
+        let params = MetricsParams {
+            run: Some(name.to_string()),
+            ..MetricsParams::default()
+        };
+        vec![(format!("run:{name}"), params)]
+    }
+
     /// The instance a job runs on, from the fleets list.
     pub fn find_instance(&self, fleet: Option<&str>, name: Option<&str>) -> Option<&Instance> {
         let (fleet, name) = (fleet?, name?);

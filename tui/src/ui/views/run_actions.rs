@@ -4,6 +4,8 @@
 use crate::ui::component::{Dialog, Request};
 use crate::ui::keys::Action;
 use crate::ui::messages::Command;
+use crate::ui::shell::{self, ShellSpec, SshVia};
+use crate::ui::store::Store;
 use flotilla_protocol::model::{Job, Run};
 use flotilla_protocol::rpc::LogTarget;
 
@@ -39,6 +41,29 @@ pub fn on_run(
         Action::Delete => vec![confirm_delete(run)],
         _ => vec![],
     }
+}
+
+/// How to open a shell in the job at `target` (`Err`: why not, or what to type instead);
+/// `None` when the job is not known.
+pub fn shell_spec(
+    store: &Store,
+    target: &LogTarget,
+    user_shell: Option<&str>,
+    ssh_via: Option<&SshVia>,
+) -> Option<Result<ShellSpec, String>> {
+    let run = store.run_named(&target.run)?;
+    let job = run
+        .jobs
+        .iter()
+        .find(|j| j.replica_num == target.replica && j.job_num == target.job)?;
+    let sub = match target.submission {
+        None => &job.current,
+        Some(n) => job
+            .previous_submissions
+            .iter()
+            .find(|s| s.submission_num == n)?,
+    };
+    Some(shell::spec(run, job, sub, user_shell, ssh_via))
 }
 
 fn confirm_stop(run: &Run, abort: bool) -> Request {
