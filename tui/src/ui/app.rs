@@ -83,7 +83,6 @@ macro_rules! ctx {
         Ctx {
             now: $app.now,
             size: $app.size,
-            connected: matches!($app.conn, Conn::Connected),
             store: &mut $app.store,
             queue: &mut $app.queue,
         }

@@ -134,7 +134,6 @@ pub struct Ctx<'a> {
     pub now: Timestamp,
     /// Terminal size (columns, rows).
     pub size: (u16, u16),
-    pub connected: bool,
     /// The daemon's data shared by several views (runs, fleets, metrics).
     pub store: &'a mut Store,
     pub queue: &'a mut Vec<Request>,
