@@ -145,3 +145,40 @@ fn ctrl_c_and_q_quit() {
     press(&mut app, "ctrl-c");
     assert_eq!(app.take_commands(), vec![Command::Quit]);
 }
+
+#[test]
+fn components_answer_for_their_own_keys_and_ask_the_app_for_the_rest() {
+    use crate::ui::component::{Component, Ctx, Handled, Request};
+    let mut app = app_with(sample_runs());
+    let mut queue = Vec::new();
+    let mut ctx = Ctx {
+        now: NOW,
+        size: app.size,
+        store: &mut app.store,
+        queue: &mut queue,
+    };
+    // Quit and prompts are the app's: the runs view leaves them.
+    assert_eq!(
+        app.runs.handle_key(Key::ch('q'), &mut ctx),
+        Handled::Ignored
+    );
+    assert_eq!(
+        app.runs.handle_key(Key::ch(':'), &mut ctx),
+        Handled::Ignored
+    );
+    assert_eq!(
+        app.runs.handle_key(Key::ch('j'), &mut ctx),
+        Handled::Consumed
+    );
+    assert_eq!(app.runs.cursor.selected, 1);
+    // Enter does not open the jobs view itself: it asks for it.
+    let enter = Key::plain(KeyCode::Enter);
+    assert_eq!(app.runs.handle_key(enter, &mut ctx), Handled::Consumed);
+    assert_eq!(
+        queue,
+        vec![Request::OpenJobs {
+            run: "eval-7b".into()
+        }]
+    );
+    assert_eq!(app.view(), View::Runs);
+}
