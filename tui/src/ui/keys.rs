@@ -339,6 +339,20 @@ pub fn help_entries() -> Vec<HelpEntry> {
     out.into_iter().map(|(_, _, e)| e).collect()
 }
 
+/// The help screen's first line after `key` (the moves of the key table), from `scroll`.
+pub fn help_scroll(scroll: usize, key: Key) -> usize {
+    let last = help_entries().len().saturating_sub(1);
+    match lookup(View::Runs, key).map(|b| b.action) {
+        Some(Action::Down) => (scroll + 1).min(last),
+        Some(Action::Up) => scroll.saturating_sub(1),
+        Some(Action::PageDown) => (scroll + 10).min(last),
+        Some(Action::PageUp) => scroll.saturating_sub(10),
+        Some(Action::Top) => 0,
+        Some(Action::Bottom) => last,
+        _ => scroll,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,25 @@
 //! The dashboard (`flotilla` with no arguments): a k9s-like terminal UI on the daemon.
 //!
-//! `app` holds the state and its transitions, `render` draws it (a pure function of the state),
-//! `keys` is the key table, `views` the tables and the log view, `link` the async side that talks
-//! to the daemon, `terminal` the terminal's lifecycle and input thread. This module's loop ties
+//! `views` are the components (runs, jobs, fleets, offers, events, logs), each owning its state,
+//! keys and drawing (`component` is their trait and context); `store` the daemon's data several
+//! views share; `app` the root that holds the shared state (connection, navigation, prompt,
+//! dialogs) and dispatches to them; `render` draws it all (a pure function of the state); `keys`
+//! is the key table; `messages` what goes to and comes from `link`, the async side that talks to
+//! the daemon; `terminal` the terminal's lifecycle and input thread. This module's loop ties
 //! them: input and daemon messages in, commands out, a frame drawn only when something changed.
 
 pub mod app;
+pub mod apply_dialog;
 pub mod cells;
+pub mod component;
 pub mod keys;
 pub mod link;
 pub mod log_window;
+pub mod messages;
 pub mod prompt;
 pub mod render;
 pub mod shell;
+pub mod store;
 pub mod terminal;
 pub mod theme;
 pub mod views;

@@ -1,7 +1,22 @@
 //! The one-line editor at the bottom of the dashboard (`:` views, `/` filter or search, `a` a
 //! file path) and its completions: view names, and file names from the directory being typed.
 
+use crate::ui::keys::Key;
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 use std::path::{Path, PathBuf};
+
+/// What a key did to the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Esc: the line is dropped and what it did is undone.
+    Cancel,
+    /// Backspace on an empty line: it closes, like k9s.
+    Close,
+    /// Enter.
+    Submit,
+    /// The line (maybe) changed and stays open.
+    Typed,
+}
 
 /// What the line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +62,35 @@ impl Prompt {
             cursor: input.len(),
             candidates: Vec::new(),
         }
+    }
+
+    /// A key typed into the line (readline's keys: ctrl-w, ctrl-u, ctrl-a, ctrl-e).
+    pub fn edit(&mut self, key: Key) -> Edit {
+        let ctrl = key.mods.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Esc => return Edit::Cancel,
+            KeyCode::Enter => return Edit::Submit,
+            KeyCode::Tab => self.complete(),
+            KeyCode::Backspace if self.input.is_empty() => return Edit::Close,
+            KeyCode::Backspace => {
+                self.backspace();
+            }
+            KeyCode::Delete => self.delete(),
+            KeyCode::Left => self.left(),
+            KeyCode::Right => self.right(),
+            KeyCode::Home => self.home(),
+            KeyCode::End => self.end(),
+            KeyCode::Char('w') if ctrl => self.delete_word(),
+            KeyCode::Char('u') if ctrl => {
+                self.input.clear();
+                self.cursor = 0;
+            }
+            KeyCode::Char('a') if ctrl => self.home(),
+            KeyCode::Char('e') if ctrl => self.end(),
+            KeyCode::Char(c) if !ctrl => self.insert(c),
+            _ => {}
+        }
+        Edit::Typed
     }
 
     pub fn insert(&mut self, c: char) {

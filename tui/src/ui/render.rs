@@ -1,8 +1,9 @@
 //! Drawing: a pure function of [`App`]. The header (daemon, user, connection, counts, $/h), the
-//! view's title bar, the view, and the bottom line (prompt, message or key hints), with the help
-//! screen and dialogs over them.
+//! title bar (breadcrumbs, then what the shown component says of itself), the component's own
+//! drawing, and the bottom line (prompt, message or key hints), with the help screen and dialogs
+//! over them.
 
-use crate::ui::app::{App, Conn, Overlay};
+use crate::ui::app::{App, Conn, Dialog, Overlay};
 use crate::ui::cells::{self, width};
 use crate::ui::keys::{self, View};
 use crate::ui::prompt::PromptKind;
@@ -57,14 +58,7 @@ pub fn draw_into(buf: &mut Buffer, area: Rect, app: &App) -> Option<Position> {
     let bottom = Rect::new(area.x, body.y + body_h, area.width, BOTTOM_ROWS);
     draw_header(buf, header, app);
     draw_title(buf, title, app);
-    match app.view() {
-        View::Runs => views::runs::draw(buf, body, app),
-        View::Jobs => views::jobs::draw(buf, body, app),
-        View::Fleets => views::fleets::draw(buf, body, app),
-        View::Offers => views::offers::draw(buf, body, app),
-        View::Events => views::events::draw(buf, body, app),
-        View::Logs => views::logs::draw(buf, body, app),
-    }
+    app.component(app.view()).draw(buf, body, &app.draw_ctx());
     let cursor = draw_bottom(buf, bottom, body, app);
     match &app.overlay {
         Some(Overlay::Help { scroll }) => draw_help(buf, body, app, *scroll),
@@ -145,16 +139,8 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App) {
     // Breadcrumbs: the stack of views.
     for (i, v) in app.stack.iter().enumerate() {
         let current = i + 1 == app.stack.len();
-        let label = match v {
-            View::Jobs => format!(" {} ‹{}› ", v.name(), app.jobs.run),
-            View::Logs => format!(
-                " logs ‹{}› ",
-                app.logs.as_ref().map(|l| l.title.as_str()).unwrap_or("")
-            ),
-            _ => format!(" {} ", v.name()),
-        };
         parts.push((
-            label,
+            app.component(*v).crumb(),
             if current {
                 t.selected().patch(t.accent())
             } else {
@@ -163,86 +149,12 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App) {
         ));
         parts.push((" ".to_string(), t.normal()));
     }
-    match view {
-        View::Runs => {
-            let scope = if app.runs.all {
-                "all"
-            } else {
-                "active & recent"
-            };
-            parts.push((
-                format!(
-                    "{scope} · {}",
-                    count(app.runs.visible.len(), app.runs.list.len())
-                ),
-                t.dim(),
-            ));
-        }
-        View::Fleets => {
-            let n: usize = app.fleets.list.iter().map(|f| f.instances.len()).sum();
-            parts.push((
-                format!("{} fleets · {n} instances", app.fleets.list.len()),
-                t.dim(),
-            ));
-        }
-        View::Offers => {
-            if let Some(l) = &app.offers.list {
-                parts.push((format!("{} of {} offers", l.offers.len(), l.total), t.dim()));
-            }
-        }
-        View::Events => {
-            parts.push((
-                count(app.events.visible.len(), app.events.list.len()),
-                t.dim(),
-            ));
-        }
-        View::Jobs => {}
-        View::Logs => {
-            if let Some(l) = &app.logs {
-                for (name, on) in [
-                    ("follow", l.follow),
-                    ("wrap", l.wrap),
-                    ("time", l.timestamps),
-                ] {
-                    parts.push((
-                        format!("{}{name} ", if on { "●" } else { "○" }),
-                        if on { t.good() } else { t.dim() },
-                    ));
-                }
-                // Where the viewport is in the whole log (the window is only a part of it).
-                let rows = table_rows(View::Logs, app.size);
-                let at = l
-                    .window
-                    .line(l.shown_top(rows, usize::from(app.size.0)))
-                    .map_or(0, |(offset, _)| offset);
-                let size = l.window.size();
-                let pct = at.saturating_mul(100).checked_div(size).unwrap_or(100);
-                parts.push((format!(" {pct}% of {}", cells::bytes(size)), t.dim()));
-                if let Some(end) = &l.ended {
-                    parts.push((format!("  {end}"), t.bold()));
-                }
-                if let Some(e) = &l.error {
-                    parts.push((format!("  {}", cells::one_line(e)), t.error()));
-                }
-            }
-        }
-    }
-    let filter = match view {
-        View::Logs => app.logs.as_ref().map(|l| l.search.as_str()).unwrap_or(""),
-        v => app.filter_of(v),
-    };
+    parts.extend(app.component(view).title(&app.draw_ctx()));
+    let filter = app.filter_of(view);
     if !filter.is_empty() {
         parts.push((format!("  /{filter}"), t.warn()));
     }
     spans(buf, area.x, area.y, right, &parts);
-}
-
-fn count(shown: usize, total: usize) -> String {
-    if shown == total {
-        total.to_string()
-    } else {
-        format!("{shown} of {total}")
-    }
 }
 
 /// The bottom line: the prompt if open, else a message, else the key hints.
@@ -306,21 +218,17 @@ fn draw_bottom(buf: &mut Buffer, area: Rect, body: Rect, app: &App) -> Option<Po
         );
         return None;
     }
-    if app.view() == View::Offers && app.offers.editing.is_some() {
-        let parts = [
-            (" tab".to_string(), t.accent()),
-            (" next field  ".to_string(), t.normal()),
-            ("enter".to_string(), t.accent()),
-            (" search  ".to_string(), t.normal()),
-            ("esc".to_string(), t.accent()),
-            (" done  ".to_string(), t.normal()),
-            ("(spot: any key cycles)".to_string(), t.dim()),
-        ];
+    if let Some(parts) = app.component(app.view()).hint_line(&app.draw_ctx()) {
         spans(buf, area.x, area.y, right, &parts);
         return None;
     }
     let mut parts = Vec::new();
-    for b in keys::hints(app.view()) {
+    for b in app
+        .component(app.view())
+        .keys()
+        .into_iter()
+        .filter(|b| b.hint)
+    {
         parts.push((
             format!(" <{}>", b.key.label()),
             if b.dangerous { t.danger() } else { t.accent() },
@@ -402,7 +310,7 @@ fn draw_help(buf: &mut Buffer, body: Rect, app: &App, scroll: usize) {
     }
 }
 
-fn draw_dialog(buf: &mut Buffer, body: Rect, app: &App, d: &crate::ui::app::Dialog) {
+fn draw_dialog(buf: &mut Buffer, body: Rect, app: &App, d: &Dialog) {
     let t = &app.theme;
     let inner_w = usize::from(body.width.saturating_sub(4)).min(76);
     // Wrap the text to the dialog's width.

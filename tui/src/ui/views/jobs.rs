@@ -1,12 +1,15 @@
 //! The jobs view of one run (enter on a run): the run's detail and GPU sparkline on top, then
 //! each job's current submission followed by its earlier ones.
 
-use super::{below, col, draw_message, draw_table, truncate, Cell, Column};
-use crate::ui::app::App;
+use super::{below, col, draw_message, draw_table, run_actions, truncate, Cell, Column};
 use crate::ui::cells;
-use flotilla_protocol::model::{Job, JobSubmission};
+use crate::ui::component::{Component, Ctx, Cursor, DrawCtx, Handled, Request};
+use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::store::Store;
+use flotilla_protocol::model::{Job, JobSubmission, Run};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 
 pub const COLUMNS: [Column; 9] = [
     col("JOB", 3, 24, 0),
@@ -23,6 +26,120 @@ pub const COLUMNS: [Column; 9] = [
 /// Lines of run detail above the table.
 pub const DETAIL_ROWS: u16 = 3;
 
+/// A row of the jobs view: a job's current submission, or an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRow {
+    pub job: usize,
+    /// Index into `previous_submissions`; `None` for the current submission.
+    pub previous: Option<usize>,
+}
+
+/// The jobs of one run (the run itself lives in the store).
+#[derive(Default)]
+pub struct JobsView {
+    pub run: String,
+    pub filter: String,
+    pub cursor: Cursor,
+}
+
+impl JobsView {
+    /// Shows the jobs of `run`, from the top, unfiltered.
+    pub fn show(&mut self, run: String) {
+        self.run = run;
+        self.cursor = Cursor::default();
+        self.filter.clear();
+    }
+
+    /// The rows: each job, then its earlier submissions, newest first.
+    pub fn rows(&self, store: &Store) -> Vec<JobRow> {
+        let Some(run) = store.run_named(&self.run) else {
+            return Vec::new();
+        };
+        let filter = self.filter.to_lowercase();
+        let mut rows = Vec::new();
+        for (j, job) in run.jobs.iter().enumerate() {
+            let mut push = |previous: Option<usize>, sub: &JobSubmission| {
+                if filter.is_empty() || row_text(job, sub).to_lowercase().contains(&filter) {
+                    rows.push(JobRow { job: j, previous });
+                }
+            };
+            push(None, &job.current);
+            for (p, sub) in job.previous_submissions.iter().enumerate().rev() {
+                push(Some(p), sub);
+            }
+        }
+        rows
+    }
+
+    /// The job under the cursor and which submission of it (`None`: the current one).
+    fn selected<'s>(&self, store: &'s Store) -> Option<(&'s Run, &'s Job, Option<u32>)> {
+        let run = store.run_named(&self.run)?;
+        let row = *self.rows(store).get(self.cursor.selected)?;
+        let job = run.jobs.get(row.job)?;
+        match row.previous {
+            None => Some((run, job, None)),
+            Some(p) => {
+                let sub = job.previous_submissions.get(p)?;
+                Some((run, job, Some(sub.submission_num)))
+            }
+        }
+    }
+}
+
+impl Component for JobsView {
+    fn view(&self) -> View {
+        View::Jobs
+    }
+
+    fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
+        let Some(action) = keys::lookup(View::Jobs, key).map(|b| b.action) else {
+            return Handled::Ignored;
+        };
+        let (len, page) = (self.rows(ctx.store).len(), ctx.page(View::Jobs));
+        if self.cursor.apply(action, len, page) {
+            return Handled::Consumed;
+        }
+        match action {
+            Action::Logs | Action::Shell => {
+                if let Some((run, job, submission)) = self.selected(ctx.store) {
+                    let requests = run_actions::on_run(action, run, Some(job), submission);
+                    ctx.queue.extend(requests);
+                }
+            }
+            Action::Stop | Action::Abort | Action::Delete => {
+                if let Some(run) = ctx.store.run_named(&self.run) {
+                    let requests = run_actions::on_run(action, run, None, None);
+                    ctx.queue.extend(requests);
+                }
+            }
+            Action::Refresh => ctx.queue.push(Request::ReloadRuns),
+            _ => return Handled::Ignored,
+        }
+        Handled::Consumed
+    }
+
+    fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    fn set_filter(&mut self, filter: String, _ctx: &mut Ctx<'_>) {
+        self.filter = filter;
+        self.cursor = Cursor::default();
+    }
+
+    fn crumb(&self) -> String {
+        format!(" {} ‹{}› ", View::Jobs.name(), self.run)
+    }
+
+    fn title(&self, _ctx: &DrawCtx<'_>) -> Vec<(String, Style)> {
+        Vec::new()
+    }
+
+    fn draw(&self, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
+        draw(self, buf, area, ctx)
+    }
+}
+
 /// The searchable text of a row.
 pub fn row_text(job: &Job, sub: &JobSubmission) -> String {
     format!(
@@ -34,7 +151,7 @@ pub fn row_text(job: &Job, sub: &JobSubmission) -> String {
     )
 }
 
-fn texts(app: &App, job: &Job, sub: &JobSubmission, previous: bool) -> [String; 9] {
+fn texts(ctx: &DrawCtx<'_>, job: &Job, sub: &JobSubmission, previous: bool) -> [String; 9] {
     let name = if previous {
         format!("  └ #{}", sub.submission_num)
     } else {
@@ -54,7 +171,9 @@ fn texts(app: &App, job: &Job, sub: &JobSubmission, previous: bool) -> [String; 
             .collect::<Vec<_>>()
             .join(",")
     };
-    let inst = super::runs::find_instance(app, sub.fleet.as_deref(), sub.instance.as_deref());
+    let inst = ctx
+        .store
+        .find_instance(sub.fleet.as_deref(), sub.instance.as_deref());
     let blocks = match inst {
         Some(i) if i.total_blocks > 0 => format!("{}/{}", sub.blocks, i.total_blocks),
         _ => sub.blocks.to_string(),
@@ -78,7 +197,7 @@ fn texts(app: &App, job: &Job, sub: &JobSubmission, previous: bool) -> [String; 
         sub.instance.clone().unwrap_or_else(|| "-".into()),
         gpus,
         blocks,
-        cells::age(sub.started_at.unwrap_or(sub.submitted_at), app.now),
+        cells::age(sub.started_at.unwrap_or(sub.submitted_at), ctx.now),
         sub.exit_code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -86,14 +205,10 @@ fn texts(app: &App, job: &Job, sub: &JobSubmission, previous: bool) -> [String; 
     ]
 }
 
-pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
-    let t = &app.theme;
-    let Some(run) = app.run_named(&app.jobs.run) else {
-        draw_message(
-            buf,
-            area,
-            &[(format!("Loading run {}…", app.jobs.run), t.dim())],
-        );
+fn draw(v: &JobsView, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
+    let t = ctx.theme;
+    let Some(run) = ctx.store.run_named(&v.run) else {
+        draw_message(buf, area, &[(format!("Loading run {}…", v.run), t.dim())]);
         return;
     };
     // Detail: what the run is, how it is doing, its GPUs.
@@ -106,13 +221,14 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
                 format!(
                     "  user {}  submitted {} ago",
                     run.user,
-                    cells::age(run.submitted_at, app.now)
+                    cells::age(run.submitted_at, ctx.now)
                 ),
                 t.dim(),
             ),
         ],
         vec![(cells::one_line(&super::runs::error(run)), t.error())],
-        match app
+        match ctx
+            .store
             .metrics
             .get(&format!("run:{}", run.name))
             .filter(|v| !v.is_empty())
@@ -145,9 +261,9 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
         }
     }
     let table = below(area, DETAIL_ROWS);
-    let rows = app.job_rows();
+    let rows = v.rows(ctx.store);
     let page = usize::from(table.height.saturating_sub(1)).max(1);
-    let offset = app.jobs.cursor.visible_offset(rows.len(), page);
+    let offset = v.cursor.visible_offset(rows.len(), page);
     let end = (offset + page).min(rows.len());
     let cells: Vec<Vec<Cell>> = rows[offset..end]
         .iter()
@@ -158,7 +274,7 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
                 Some(p) => (job.previous_submissions.get(p)?, true),
             };
             Some(
-                texts(app, job, sub, previous)
+                texts(ctx, job, sub, previous)
                     .into_iter()
                     .enumerate()
                     .map(|(c, text)| {
@@ -174,6 +290,6 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
             )
         })
         .collect();
-    let selected = app.jobs.cursor.selected.checked_sub(offset);
+    let selected = v.cursor.selected.checked_sub(offset);
     draw_table(buf, table, t, &COLUMNS, &cells, selected);
 }

@@ -1,11 +1,13 @@
-//! The views of the dashboard, one module each, and the table renderer they share: columns that
-//! drop by priority when the terminal is narrow, and only the visible rows formatted.
+//! The views of the dashboard, one component each (its state, keys and drawing), and the table
+//! renderer they share: columns that drop by priority when the terminal is narrow, and only the
+//! visible rows formatted.
 
 pub mod events;
 pub mod fleets;
 pub mod jobs;
 pub mod logs;
 pub mod offers;
+pub mod run_actions;
 pub mod runs;
 
 use crate::ui::cells::{char_width, width};

@@ -1,13 +1,20 @@
 //! The runs view: one row per run (name, user, status, instance, GPU, price, age, error), the
-//! cells that just changed highlighted; only the rows on screen are formatted.
+//! cells that just changed highlighted; only the rows on screen are formatted. The component
+//! keeps the runs in the shared store up to date (the list, then one run per event).
 
-use super::{col, draw_message, draw_table, Cell, Column};
-use crate::ui::app::{App, Conn, Load};
+use super::{col, draw_message, draw_table, run_actions, Cell, Column};
 use crate::ui::cells;
+use crate::ui::component::{count, Component, Conn, Ctx, Cursor, DrawCtx, Handled, Load, Request};
+use crate::ui::keys::{self, Action, Key, View};
 use crate::ui::log_window::contains_ci;
-use flotilla_protocol::model::{Instance, Run, RunStatus};
+use crate::ui::messages::{Command, Msg};
+use crate::ui::store::Store;
+use flotilla_protocol::model::{Run, RunStatus};
+use flotilla_protocol::Timestamp;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
+use std::collections::{HashMap, HashSet};
 
 pub const COLUMNS: [Column; 8] = [
     col("NAME", 8, 32, 0),
@@ -20,24 +27,304 @@ pub const COLUMNS: [Column; 8] = [
     col("ERROR", 5, 80, 6),
 ];
 
-/// The instance a job runs on, from the fleets list.
-pub fn find_instance<'a>(
-    app: &'a App,
-    fleet: Option<&str>,
-    name: Option<&str>,
-) -> Option<&'a Instance> {
-    let (fleet, name) = (fleet?, name?);
-    app.fleets
-        .list
-        .iter()
-        .find(|f| f.name == fleet)?
-        .instances
-        .iter()
-        .find(|i| i.name == name)
+const CHANGE_MS: u64 = 2000;
+
+/// A run's changed cells and until when they stay highlighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub columns: u16,
+    pub until: Timestamp,
+}
+
+/// The runs view and the loading of runs (the list lives in the [`Store`]).
+pub struct RunsView {
+    pub load: Load,
+    pub all: bool,
+    pub filter: String,
+    /// Indices into the store's runs of the rows shown, in order.
+    pub visible: Vec<usize>,
+    pub cursor: Cursor,
+    pub changes: HashMap<String, Change>,
+    /// Runs by status, for the header.
+    pub counts: Vec<(RunStatus, usize)>,
+    in_flight: HashSet<String>,
+    stale: HashSet<String>,
+    list_in_flight: bool,
+}
+
+impl Default for RunsView {
+    fn default() -> RunsView {
+        RunsView {
+            load: Load::Loading,
+            // A dashboard shows history too; ctrl-a narrows to the daemon's default list.
+            all: true,
+            filter: String::new(),
+            visible: Vec::new(),
+            cursor: Cursor::default(),
+            changes: HashMap::new(),
+            counts: Vec::new(),
+            in_flight: HashSet::new(),
+            stale: HashSet::new(),
+            list_in_flight: false,
+        }
+    }
+}
+
+impl RunsView {
+    /// The run under the cursor.
+    pub fn selected<'s>(&self, store: &'s Store) -> Option<&'s Run> {
+        self.visible
+            .get(self.cursor.selected)
+            .and_then(|i| store.runs.get(*i))
+    }
+
+    /// Puts the cursor on the run `name` if it is shown.
+    pub fn select(&mut self, store: &Store, name: &str, page: usize) {
+        if let Some(pos) = self
+            .visible
+            .iter()
+            .position(|i| store.runs[*i].name == name)
+        {
+            self.cursor.selected = pos;
+            self.cursor.scroll(self.visible.len(), page);
+        }
+    }
+
+    /// The next moment a highlight ends.
+    pub fn next_change_end(&self) -> Option<Timestamp> {
+        self.changes.values().map(|c| c.until).min()
+    }
+
+    pub fn expire_changes(&mut self, now: Timestamp) {
+        self.changes.retain(|_, c| c.until > now);
+    }
+
+    pub fn load_list(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.list_in_flight {
+            self.list_in_flight = true;
+            ctx.send(Command::LoadRuns { all: self.all });
+        }
+    }
+
+    /// Loads one run again (one request in flight per run; later asks wait for its answer).
+    pub fn load_run(&mut self, name: &str, ctx: &mut Ctx<'_>) {
+        if self.in_flight.contains(name) {
+            self.stale.insert(name.to_string());
+        } else {
+            self.in_flight.insert(name.to_string());
+            ctx.send(Command::LoadRun {
+                name: name.to_string(),
+            });
+        }
+    }
+
+    /// A new connection: nothing is in flight any more; load the list again.
+    pub fn reconnected(&mut self, ctx: &mut Ctx<'_>) {
+        self.list_in_flight = false;
+        self.in_flight.clear();
+        self.load_list(ctx);
+    }
+
+    fn upsert(&mut self, run: Run, ctx: &mut Ctx<'_>) {
+        let store = &mut *ctx.store;
+        match store.runs.iter().position(|r| r.name == run.name) {
+            Some(i) => {
+                let old = row_texts(store, ctx.now, &store.runs[i]);
+                let new = row_texts(store, ctx.now, &run);
+                let mut columns = 0u16;
+                for (c, (a, b)) in old.iter().zip(new.iter()).enumerate() {
+                    if a != b {
+                        columns |= 1 << c;
+                    }
+                }
+                if columns != 0 {
+                    self.changes.insert(
+                        run.name.clone(),
+                        Change {
+                            columns,
+                            until: Timestamp(ctx.now.0 + CHANGE_MS),
+                        },
+                    );
+                }
+                store.runs[i] = run;
+            }
+            None => {
+                // Newest first, as the daemon lists them.
+                let pos = store
+                    .runs
+                    .iter()
+                    .position(|r| (r.submitted_at, r.id) < (run.submitted_at, run.id))
+                    .unwrap_or(store.runs.len());
+                store.runs.insert(pos, run);
+            }
+        }
+        if self.load != Load::Ready && !self.list_in_flight {
+            self.load = Load::Ready;
+        }
+        self.refilter(ctx);
+    }
+
+    fn remove(&mut self, name: &str, ctx: &mut Ctx<'_>) {
+        ctx.store.runs.retain(|r| r.name != name);
+        self.changes.remove(name);
+        self.refilter(ctx);
+    }
+
+    fn refilter(&mut self, ctx: &mut Ctx<'_>) {
+        let runs = &ctx.store.runs;
+        let keep = self
+            .visible
+            .get(self.cursor.selected)
+            .and_then(|i| runs.get(*i))
+            .map(|r| r.name.clone());
+        let filter = self.filter.to_lowercase();
+        self.visible = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| filter.is_empty() || matches(r, &filter))
+            .map(|(i, _)| i)
+            .collect();
+        let mut counts: Vec<(RunStatus, usize)> = Vec::new();
+        for r in runs {
+            match counts.iter_mut().find(|(s, _)| *s == r.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r.status, 1)),
+            }
+        }
+        counts.sort_by_key(|(s, _)| status_rank(*s));
+        self.counts = counts;
+        if let Some(name) = keep {
+            if let Some(pos) = self.visible.iter().position(|i| runs[*i].name == name) {
+                self.cursor.selected = pos;
+            }
+        }
+        let (len, page) = (self.visible.len(), ctx.page(View::Runs));
+        self.cursor.move_by(0, len, page);
+    }
+}
+
+impl Component for RunsView {
+    fn view(&self) -> View {
+        View::Runs
+    }
+
+    fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
+        let Some(action) = keys::lookup(View::Runs, key).map(|b| b.action) else {
+            return Handled::Ignored;
+        };
+        let page = ctx.page(View::Runs);
+        if self.cursor.apply(action, self.visible.len(), page) {
+            return Handled::Consumed;
+        }
+        match action {
+            Action::DrillDown => {
+                if let Some(run) = self.selected(ctx.store) {
+                    let run = run.name.clone();
+                    ctx.queue.push(Request::OpenJobs { run });
+                }
+            }
+            Action::Logs | Action::Shell | Action::Stop | Action::Abort | Action::Delete => {
+                if let Some(run) = self.selected(ctx.store) {
+                    let request = run_actions::on_run(action, run, run.jobs.first(), None);
+                    ctx.queue.extend(request);
+                }
+            }
+            Action::ToggleAll => {
+                self.all = !self.all;
+                ctx.flash(
+                    if self.all {
+                        "showing all runs"
+                    } else {
+                        "showing active and recent runs"
+                    },
+                    false,
+                );
+                self.load_list(ctx);
+            }
+            Action::Refresh => self.load_list(ctx),
+            _ => return Handled::Ignored,
+        }
+        Handled::Consumed
+    }
+
+    fn handle_msg(&mut self, msg: Msg, ctx: &mut Ctx<'_>) -> Handled {
+        match msg {
+            Msg::Runs(result) => {
+                self.list_in_flight = false;
+                match result {
+                    Ok(list) => {
+                        ctx.store.runs = list;
+                        self.load = Load::Ready;
+                        self.refilter(ctx);
+                    }
+                    Err(e) => self.load = Load::Failed(e),
+                }
+            }
+            Msg::Run { name, result } => {
+                self.in_flight.remove(&name);
+                match result {
+                    Ok(Some(run)) => self.upsert(run, ctx),
+                    Ok(None) => self.remove(&name, ctx),
+                    Err(_) => {} // the next event or reconnect loads it again
+                }
+                if self.stale.remove(&name) {
+                    self.load_run(&name, ctx);
+                }
+            }
+            Msg::Applied(run) => self.upsert(run, ctx),
+            Msg::Deleted(name) => self.remove(&name, ctx),
+            Msg::Event(e) => match e.kind.as_str() {
+                "run" => self.load_run(&e.resource, ctx),
+                // `run/replica/job`: the run's name may not contain `/`.
+                "job" => self.load_run(e.resource.split('/').next().unwrap_or_default(), ctx),
+                _ => return Handled::Ignored,
+            },
+            _ => return Handled::Ignored,
+        }
+        Handled::Consumed
+    }
+
+    fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    fn set_filter(&mut self, filter: String, ctx: &mut Ctx<'_>) {
+        self.filter = filter;
+        self.refilter(ctx);
+    }
+
+    fn title(&self, ctx: &DrawCtx<'_>) -> Vec<(String, Style)> {
+        let scope = if self.all { "all" } else { "active & recent" };
+        vec![(
+            format!(
+                "{scope} · {}",
+                count(self.visible.len(), ctx.store.runs.len())
+            ),
+            ctx.theme.dim(),
+        )]
+    }
+
+    fn draw(&self, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
+        draw(self, buf, area, ctx)
+    }
+}
+
+/// The header's order of statuses: active ones first.
+pub fn status_rank(s: RunStatus) -> u8 {
+    match s {
+        RunStatus::Running => 0,
+        RunStatus::Provisioning => 1,
+        RunStatus::Submitted => 2,
+        RunStatus::Pending => 3,
+        RunStatus::Terminating => 4,
+        RunStatus::Failed => 5,
+        RunStatus::Terminated => 6,
+        RunStatus::Done => 7,
+    }
 }
 
 /// The texts of a run's row, in column order.
-pub fn row_texts(app: &App, run: &Run) -> [String; 8] {
+pub fn row_texts(store: &Store, now: Timestamp, run: &Run) -> [String; 8] {
     let first = run.jobs.first().map(|j| &j.current);
     let mut instances: Vec<&str> = run
         .jobs
@@ -51,7 +338,7 @@ pub fn row_texts(app: &App, run: &Run) -> [String; 8] {
         [one, rest @ ..] => format!("{one} +{}", rest.len()),
     };
     let gpu_count: usize = run.jobs.iter().map(|j| j.current.gpus.len()).sum();
-    let inst = first.and_then(|s| find_instance(app, s.fleet.as_deref(), s.instance.as_deref()));
+    let inst = first.and_then(|s| store.find_instance(s.fleet.as_deref(), s.instance.as_deref()));
     let gpu_name = inst
         .and_then(|i| i.resources.gpus.first())
         .map(|g| (g.name.as_str(), g.memory_gb));
@@ -61,11 +348,9 @@ pub fn row_texts(app: &App, run: &Run) -> [String; 8] {
         let mut total = 0.0;
         let mut known = false;
         for j in &run.jobs {
-            if let Some(i) = find_instance(
-                app,
-                j.current.fleet.as_deref(),
-                j.current.instance.as_deref(),
-            ) {
+            if let Some(i) =
+                store.find_instance(j.current.fleet.as_deref(), j.current.instance.as_deref())
+            {
                 known = true;
                 let share = if i.total_blocks > 1 {
                     f64::from(j.current.blocks) / f64::from(i.total_blocks)
@@ -88,7 +373,7 @@ pub fn row_texts(app: &App, run: &Run) -> [String; 8] {
         instance,
         cells::gpus(gpu_count, gpu_name),
         price,
-        cells::age(run.submitted_at, app.now),
+        cells::age(run.submitted_at, now),
         cells::one_line(&error(run)),
     ]
 }
@@ -129,14 +414,14 @@ pub fn matches(run: &Run, filter: &str) -> bool {
         })
 }
 
-pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
-    let t = &app.theme;
-    let r = &app.runs;
+fn draw(r: &RunsView, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
+    let t = ctx.theme;
+    let runs = &ctx.store.runs;
     if r.load != Load::Ready {
-        let lines = match (&r.load, &app.conn) {
+        let lines = match (&r.load, ctx.conn) {
             (_, Conn::Reconnecting { attempt, error }) => vec![
                 (
-                    format!("Cannot reach the daemon at {}", app.socket),
+                    format!("Cannot reach the daemon at {}", ctx.socket),
                     t.error(),
                 ),
                 (cells::one_line(error), t.dim()),
@@ -153,7 +438,7 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
         return;
     }
     if r.visible.is_empty() {
-        let lines = if r.list.is_empty() {
+        let lines = if runs.is_empty() {
             vec![
                 ("No runs yet".to_string(), t.bold()),
                 ("a: apply a configuration file".to_string(), t.dim()),
@@ -174,12 +459,12 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App) {
     let rows: Vec<Vec<Cell>> = r.visible[offset..end]
         .iter()
         .map(|i| {
-            let run = &r.list[*i];
-            let texts = row_texts(app, run);
+            let run = &runs[*i];
+            let texts = row_texts(ctx.store, ctx.now, run);
             let changed = r
                 .changes
                 .get(&run.name)
-                .filter(|c| c.until > app.now)
+                .filter(|c| c.until > ctx.now)
                 .map(|c| c.columns)
                 .unwrap_or(0);
             texts
