@@ -182,7 +182,7 @@ impl App {
 
     /// Rows of data a table of `view` shows at the current size.
     pub fn page(&self, view: View) -> usize {
-        crate::ui::render::table_rows(view, self.size).max(1)
+        crate::ui::layout::table_rows(view, self.size).max(1)
     }
 
     pub fn flash(&mut self, text: impl Into<String>, error: bool) {

@@ -142,7 +142,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Rows of data a table of `view` shows at the current size.
     pub fn page(&self, view: View) -> usize {
-        crate::ui::render::table_rows(view, self.size).max(1)
+        crate::ui::layout::table_rows(view, self.size).max(1)
     }
 
     pub fn send(&mut self, command: Command) {

@@ -13,6 +13,7 @@ pub mod apply_dialog;
 pub mod cells;
 pub mod component;
 pub mod keys;
+pub mod layout;
 pub mod link;
 pub mod log_window;
 pub mod messages;

@@ -5,30 +5,16 @@
 
 use crate::ui::app::{App, Conn, Dialog, Overlay};
 use crate::ui::cells::{self, width};
-use crate::ui::keys::{self, View};
+use crate::ui::keys;
 use crate::ui::prompt::PromptKind;
-use crate::ui::views::{self, truncate};
+use crate::ui::views::truncate;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Position, Rect};
 use ratatui::style::Style;
 use ratatui::widgets::{Block, Borders, Clear, Widget};
 use ratatui::Frame;
 
-const HEADER_ROWS: u16 = 2;
-const TITLE_ROWS: u16 = 1;
-const BOTTOM_ROWS: u16 = 1;
-
-/// Rows of data (table rows, or log lines) that `view` has at terminal size `(cols, rows)`.
-pub fn table_rows(view: View, (_, rows): (u16, u16)) -> usize {
-    let body = rows.saturating_sub(HEADER_ROWS + TITLE_ROWS + BOTTOM_ROWS);
-    let extra = match view {
-        View::Logs => 0,
-        View::Jobs => 1 + views::jobs::DETAIL_ROWS,
-        View::Offers => 1 + views::offers::QUERY_ROWS,
-        View::Runs | View::Fleets | View::Events => 1,
-    };
-    usize::from(body.saturating_sub(extra))
-}
+use crate::ui::layout::{BOTTOM_ROWS, HEADER_ROWS, TITLE_ROWS};
 
 /// Draws the whole dashboard.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {

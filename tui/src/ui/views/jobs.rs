@@ -24,7 +24,7 @@ pub const COLUMNS: [Column; 9] = [
 ];
 
 /// Lines of run detail above the table.
-pub const DETAIL_ROWS: u16 = 3;
+use crate::ui::layout::DETAIL_ROWS;
 
 /// A row of the jobs view: a job's current submission, or an earlier one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use crate::ui::component::{Component, Ctx, DrawCtx, Handled};
 use crate::ui::keys::{self, Action, Key, View};
 use crate::ui::log_window::{match_ranges, LogWindow, Shift, READ_WINDOW};
 use crate::ui::messages::{Command, LogRead, Msg};
-use crate::ui::render::table_rows;
+use crate::ui::layout::table_rows;
 use crate::ui::theme::Theme;
 use flotilla_protocol::rpc::LogTarget;
 use ratatui::buffer::Buffer;

@@ -25,7 +25,7 @@ pub const COLUMNS: [Column; 8] = [
 ];
 
 /// Lines above the table: the query.
-pub const QUERY_ROWS: u16 = 1;
+use crate::ui::layout::QUERY_ROWS;
 
 pub struct OffersView {
     pub query: OfferQueryForm,
