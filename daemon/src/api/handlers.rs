@@ -7,10 +7,11 @@ use crate::state::Daemon;
 use crate::store::StoreError;
 use flotilla_protocol::model::{Fleet, Instance, InstanceStatus, Run};
 use flotilla_protocol::rpc::{
-    codes, methods, ConfigErrorData, DaemonStatus, EventList, EventsParams, FleetApplyParams,
-    FleetNameParams, JobPlan, LogChunk, LogTarget, LogsReadParams, LogsReadResult, MetricsParams,
-    MetricsResult, OfferList, OfferQuery, RefreshKeyParams, Request, Response, RpcError,
-    RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams, PROTOCOL_VERSION,
+    codes, methods, ConfigErrorData, DaemonStatus, Deleted, EventList, EventsParams,
+    FleetApplyParams, FleetNameParams, JobPlan, LogChunk, LogTarget, LogsReadParams,
+    LogsReadResult, MetricsParams, MetricsResult, OfferList, OfferQuery, RefreshKeyParams, Request,
+    Response, RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
+    Stopping, PROTOCOL_VERSION,
 };
 use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
@@ -49,7 +50,8 @@ pub async fn dispatch(
             Ok(p) => runs::delete(d, caller, &p.name)
                 .await
                 .map_err(run_error)
-                .map(|_| serde_json::json!({"deleted": p.name})),
+                .map(|_| Deleted { deleted: p.name })
+                .and_then(json),
             Err(e) => Err(e),
         },
         methods::LOGS_READ => logs_read(d, decode(method, params)),
@@ -87,7 +89,8 @@ pub async fn dispatch(
             Ok(p) => crate::fleets::delete(d, caller, &p.name)
                 .await
                 .map_err(run_error)
-                .map(|_| serde_json::json!({"deleted": p.name})),
+                .map(|_| Deleted { deleted: p.name })
+                .and_then(json),
             Err(e) => Err(e),
         },
         methods::METRICS_GET => match decode::<MetricsParams>(method, params) {
@@ -106,7 +109,7 @@ pub async fn dispatch(
         methods::DAEMON_STOP => {
             if caller.admin {
                 d.shutdown.cancel();
-                Ok(serde_json::json!({"stopping": true}))
+                json(Stopping { stopping: true })
             } else {
                 Err(RpcError::new(
                     codes::FORBIDDEN,

@@ -6,7 +6,8 @@ use crate::logs::utf8_boundary;
 use crate::state::Daemon;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
-    codes, methods, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams, Notification, RpcError,
+    codes, methods, EventNotice, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams,
+    Notification, RpcError,
 };
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -120,7 +121,10 @@ pub async fn events_watch(
         Some(s) => s,
         None => d.store.last_event_seq().map_err(store_error)?,
     };
-    let send = |e: &Event| notification(methods::EVENT, id, serde_json::json!({ "event": e }));
+    let send = |e: &Event| {
+        let body = serde_json::to_value(EventNotice { event: e.clone() }).unwrap_or(Value::Null);
+        notification(methods::EVENT, id, body)
+    };
     // Replay what the caller missed.
     loop {
         let missed = d.store.events_since(last, 1000).map_err(store_error)?;
