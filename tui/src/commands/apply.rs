@@ -8,8 +8,7 @@ use flotilla_protocol::client::{Client, StreamItem};
 use flotilla_protocol::config::{parse_configuration, RunConfiguration};
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
-    methods, LogChunk, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams,
-    RunPlan,
+    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams, RunPlan,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -56,7 +55,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let mut params = run_params(&run_config, &file_name, text);
     params.name = args.name.clone();
     let client = connect_or_start(target).await?;
-    let plan: RunPlan = client.call(methods::RUN_PLAN, &params).await?;
+    let plan = client.call::<methods::RunPlan>(&params).await?;
     print_plan(
         &plan,
         &file_name,
@@ -73,7 +72,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    let run: Run = client.call(methods::RUN_APPLY, &params).await?;
+    let run = client.call::<methods::RunApply>(&params).await?;
     eprintln!("Submitted run {}", run.name);
     if args.detach {
         println!("{}", run.name);
@@ -133,13 +132,10 @@ pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode>
         submission: None,
     };
     let end = follow_log(client, target, 0).await?;
-    let run: Run = client
-        .call(
-            methods::RUN_GET,
-            RunNameParams {
-                name: name.to_string(),
-            },
-        )
+    let run = client
+        .call::<methods::RunGet>(&RunNameParams {
+            name: name.to_string(),
+        })
         .await?;
     report_end(&run, end.as_ref())
 }
@@ -151,19 +147,18 @@ pub async fn follow_log(
     offset: u64,
 ) -> anyhow::Result<Option<LogsFollowEnd>> {
     let mut sub = client
-        .subscribe(methods::LOGS_FOLLOW, LogsFollowParams { target, offset })
+        .subscribe::<methods::LogsFollow>(&LogsFollowParams { target, offset })
         .await?;
     let stdout = std::io::stdout();
     while let Some(item) = sub.next().await {
         match item {
-            StreamItem::Item(v) => {
-                let chunk: LogChunk = serde_json::from_value(v)?;
+            StreamItem::Item(chunk) => {
                 let bytes = chunk.bytes().map_err(|e| anyhow!(e))?;
                 let mut out = stdout.lock();
                 out.write_all(&bytes)?;
                 out.flush()?;
             }
-            StreamItem::End(Ok(v)) => return Ok(serde_json::from_value(v).ok()),
+            StreamItem::End(Ok(end)) => return Ok(Some(end)),
             StreamItem::End(Err(e)) => return Err(anyhow!(e)),
         }
     }

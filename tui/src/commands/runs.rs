@@ -60,7 +60,7 @@ pub struct DeleteArgs {
 pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
     let client = connect(target).await?;
     let runs: Vec<Run> = client
-        .call(methods::RUN_LIST, RunListParams { all: args.all })
+        .call::<methods::RunList>(&RunListParams { all: args.all })
         .await?;
     if args.json {
         print_json(&runs)?;
@@ -151,14 +151,11 @@ pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     loop {
         let r: LogsReadResult = client
-            .call(
-                methods::LOGS_READ,
-                LogsReadParams {
-                    target: log.clone(),
-                    offset,
-                    limit: None,
-                },
-            )
+            .call::<methods::LogsRead>(&LogsReadParams {
+                target: log.clone(),
+                offset,
+                limit: None,
+            })
             .await?;
         let bytes = r.chunk.bytes().map_err(|e| anyhow!(e))?;
         stdout.lock().write_all(&bytes)?;
@@ -179,13 +176,10 @@ pub async fn stop(target: &Target, args: StopArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let mut run: Run = client
-        .call(
-            methods::RUN_STOP,
-            RunStopParams {
-                name: args.run.clone(),
-                abort: args.abort,
-            },
-        )
+        .call::<methods::RunStop>(&RunStopParams {
+            name: args.run.clone(),
+            abort: args.abort,
+        })
         .await?;
     // Wait a little for the end, so that scripts see the final status; a graceful stop may
     // take up to stop_duration, and goes on in the daemon either way.
@@ -193,12 +187,9 @@ pub async fn stop(target: &Target, args: StopArgs) -> anyhow::Result<ExitCode> {
     while !run.status.is_finished() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         run = client
-            .call(
-                methods::RUN_GET,
-                RunNameParams {
-                    name: args.run.clone(),
-                },
-            )
+            .call::<methods::RunGet>(&RunNameParams {
+                name: args.run.clone(),
+            })
             .await?;
     }
     if run.status.is_finished() {
@@ -218,13 +209,10 @@ pub async fn delete(target: &Target, args: DeleteArgs) -> anyhow::Result<ExitCod
         println!("Cancelled.");
         return Ok(ExitCode::FAILURE);
     }
-    let _: serde_json::Value = client
-        .call(
-            methods::RUN_DELETE,
-            RunNameParams {
-                name: args.run.clone(),
-            },
-        )
+    client
+        .call::<methods::RunDelete>(&RunNameParams {
+            name: args.run.clone(),
+        })
         .await?;
     println!("Deleted {}", args.run);
     Ok(ExitCode::SUCCESS)
