@@ -333,7 +333,7 @@ impl Store {
             .map(|(d, seq)| Event {
                 seq,
                 time: now,
-                kind: d.kind.to_string(),
+                kind: d.kind.into(),
                 resource: d.resource,
                 old_status: d.old_status,
                 new_status: d.new_status,
@@ -577,7 +577,7 @@ impl Store {
             let e = Event {
                 seq: self.next_id()?,
                 time: now,
-                kind: d.kind.to_string(),
+                kind: d.kind.into(),
                 resource: d.resource,
                 old_status: d.old_status,
                 new_status: d.new_status,

@@ -39,7 +39,10 @@ pub fn encode_result<M: Method>(result: &M::Result) -> Result<Value, RpcError> {
 }
 
 /// The notification carrying `item` of the stream opened by request `id`: the item's fields plus `id`.
-pub fn encode_item<S: Stream>(id: &Value, item: &S::Item) -> Result<Notification, serde_json::Error> {
+pub fn encode_item<S: Stream>(
+    id: &Value,
+    item: &S::Item,
+) -> Result<Notification, serde_json::Error> {
     let mut params = serde_json::to_value(item)?;
     if let Value::Object(m) = &mut params {
         m.insert("id".into(), id.clone());
