@@ -329,6 +329,22 @@ pub struct Run {
     pub jobs: Vec<Job>,
 }
 
+impl Run {
+    /// Job `job` of replica `replica` (the one place a job is looked up by its numbers).
+    pub fn job(&self, replica: u32, job: u32) -> Option<&Job> {
+        self.jobs
+            .iter()
+            .find(|j| j.replica_num == replica && j.job_num == job)
+    }
+
+    /// Job `job` of replica `replica`, to change it.
+    pub fn job_mut(&mut self, replica: u32, job: u32) -> Option<&mut Job> {
+        self.jobs
+            .iter_mut()
+            .find(|j| j.replica_num == replica && j.job_num == job)
+    }
+}
+
 /// A machine in a fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {

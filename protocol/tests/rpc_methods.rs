@@ -478,3 +478,20 @@ fn event_subjects_are_read_from_kind_and_resource() {
         "a job resource needs replica and job numbers"
     );
 }
+
+#[test]
+fn run_job_finds_a_job_by_replica_and_job_number() {
+    let mut r = run();
+    let mut second = r.jobs[0].clone();
+    second.replica_num = 1;
+    second.job_num = 1;
+    second.job_name = "r-1-1".into();
+    r.jobs.push(second);
+    assert_eq!(r.job(1, 1).map(|j| j.job_name.as_str()), Some("r-1-1"));
+    assert_eq!(r.job(0, 0).map(|j| j.job_name.as_str()), Some("r-0-0"));
+    assert!(r.job(0, 1).is_none() && r.job(1, 0).is_none());
+    if let Some(j) = r.job_mut(1, 1) {
+        j.current.exit_code = Some(3);
+    }
+    assert_eq!(r.jobs[1].current.exit_code, Some(3));
+}

@@ -245,19 +245,15 @@ fn run_list(d: &Daemon, params: Result<RunListParams, RpcError>) -> Reply {
 }
 
 fn submission_id(run: &Run, target: &LogTarget) -> Result<(u64, bool), RpcError> {
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == target.replica && j.job_num == target.job)
-        .ok_or_else(|| {
-            RpcError::new(
-                codes::NOT_FOUND,
-                format!(
-                    "run {} has no job replica={} job={}",
-                    run.name, target.replica, target.job
-                ),
-            )
-        })?;
+    let job = run.job(target.replica, target.job).ok_or_else(|| {
+        RpcError::new(
+            codes::NOT_FOUND,
+            format!(
+                "run {} has no job replica={} job={}",
+                run.name, target.replica, target.job
+            ),
+        )
+    })?;
     match target.submission {
         None => Ok((job.current.id, job.current.status.is_finished())),
         Some(n) => job

@@ -94,10 +94,7 @@ pub async fn logs_follow(
         }
     }
     let (run, _, _) = resolve_log(d, &p.target)?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == p.target.replica && j.job_num == p.target.job);
+    let job = run.job(p.target.replica, p.target.job);
     let end = LogsFollowEnd {
         next_offset: offset,
         job_status: job

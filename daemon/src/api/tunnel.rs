@@ -41,9 +41,7 @@ pub async fn open(
         ));
     }
     let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == p.replica && j.job_num == p.job)
+        .job(p.replica, p.job)
         .ok_or_else(|| RpcError::new(codes::NOT_FOUND, "no such job"))?;
     let sub = &job.current;
     let not_running = || {

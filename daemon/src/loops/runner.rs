@@ -43,9 +43,7 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
 }
 
 pub fn find_job(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
-    run.jobs
-        .iter_mut()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
+    run.job_mut(replica, job_num)
 }
 
 async fn drive(
@@ -60,11 +58,7 @@ async fn drive(
         .get_run(run_id)
         .map_err(|e| e.to_string())?
         .ok_or("the run is gone")?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
-        .ok_or("the job is gone")?;
+    let job = run.job(replica, job_num).ok_or("the job is gone")?;
     if job.current.id != sub_id || job.current.status.is_finished() {
         return Ok(());
     }
@@ -220,9 +214,7 @@ async fn follow_to_end(
             .ok()
             .flatten()
             .and_then(|r| {
-                r.jobs
-                    .iter()
-                    .find(|j| j.replica_num == replica && j.job_num == job_num)
+                r.job(replica, job_num)
                     .map(|j| j.current.id != sub_id || j.current.status.is_finished())
             })
             .unwrap_or(true);

@@ -147,9 +147,7 @@ pub async fn schedule_once(
                 max_price: common.max_price,
                 nodes: run.configuration.nodes(),
                 master_fleet: run
-                    .jobs
-                    .iter()
-                    .find(|m| m.replica_num == job.replica_num && m.job_num == 0)
+                    .job(job.replica_num, 0)
                     .filter(|m| m.current.status != JobStatus::Submitted)
                     .and_then(|m| m.current.fleet.clone()),
                 terms: JobTerms::from_run(common),
@@ -173,11 +171,7 @@ pub async fn schedule_once(
             _ => d.local.clone(),
         };
         let (_, placed) = d.update_run(key.run_id, |run| {
-            let Some(job) = run
-                .jobs
-                .iter_mut()
-                .find(|j| j.replica_num == key.replica_num && j.job_num == key.job_num)
-            else {
+            let Some(job) = run.job_mut(key.replica_num, key.job_num) else {
                 return false;
             };
             let sub = &mut job.current;

@@ -313,12 +313,8 @@ impl Store {
             .jobs
             .iter()
             .filter(|j| {
-                old.and_then(|o| {
-                    o.jobs
-                        .iter()
-                        .find(|x| x.replica_num == j.replica_num && x.job_num == j.job_num)
-                })
-                .is_none_or(|prev| prev != *j)
+                old.and_then(|o| o.job(j.replica_num, j.job_num))
+                    .is_none_or(|prev| prev != *j)
             })
             .map(|j| (job_key(run.id, j.replica_num, j.job_num), encode(j)))
             .collect();
@@ -661,10 +657,7 @@ fn status_changes(old: &Run, new: &Run) -> Vec<EventDraft> {
         });
     }
     for j in &new.jobs {
-        let prev = old
-            .jobs
-            .iter()
-            .find(|o| o.replica_num == j.replica_num && o.job_num == j.job_num);
+        let prev = old.job(j.replica_num, j.job_num);
         let prev_status = prev.map(|p| {
             if p.current.id == j.current.id {
                 p.current.status

@@ -43,18 +43,14 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
             name: a.run.clone(),
         })
         .await?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == a.replica && j.job_num == a.job)
-        .ok_or_else(|| {
-            anyhow!(
-                "run {} has no job replica={} job={}",
-                a.run,
-                a.replica,
-                a.job
-            )
-        })?;
+    let job = run.job(a.replica, a.job).ok_or_else(|| {
+        anyhow!(
+            "run {} has no job replica={} job={}",
+            a.run,
+            a.replica,
+            a.job
+        )
+    })?;
     if !job.current.status.is_on_host() {
         bail!(
             "job {}/{} of {} is {}, not running",
