@@ -10,8 +10,8 @@ use flotilla_protocol::rpc::{
     codes, methods, ConfigErrorData, DaemonStatus, Deleted, EventList, EventsParams,
     FleetApplyParams, FleetNameParams, JobPlan, LogChunk, LogTarget, LogsReadParams,
     LogsReadResult, MetricsParams, MetricsResult, OfferList, OfferQuery, RefreshKeyParams, Request,
-    Response, RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
-    Stopping, PROTOCOL_VERSION,
+    RequestId, Response, RpcError, RunApplyParams, RunListParams, RunNameParams, RunPlan,
+    RunStopParams, Stopping, PROTOCOL_VERSION,
 };
 use flotilla_protocol::Timestamp;
 use serde::de::DeserializeOwned;
@@ -24,7 +24,7 @@ pub async fn dispatch(
     d: &Daemon,
     caller: &Caller,
     req: Request,
-    id: Value,
+    id: RequestId,
     out: &Outbox,
 ) -> Option<Response> {
     let method = req.method.as_str();

@@ -7,16 +7,16 @@ use crate::state::Daemon;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
     codes, methods, EventNotice, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams,
-    Notification, RpcError,
+    Notification, RequestId, RpcError,
 };
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 const CHUNK: usize = 256 * 1024;
 
-fn notification(method: &str, id: &Value, mut body: Value) -> Vec<u8> {
+fn notification(method: &str, id: &RequestId, mut body: Value) -> Vec<u8> {
     if let Value::Object(m) = &mut body {
-        m.insert("id".into(), id.clone());
+        m.insert("id".into(), id.to_value());
     }
     encode_line(&Notification {
         jsonrpc: "2.0".into(),
@@ -36,7 +36,7 @@ fn shutting_down() -> RpcError {
 pub async fn logs_follow(
     d: &Daemon,
     p: LogsFollowParams,
-    id: &Value,
+    id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
     let (_, sub, _) = resolve_log(d, &p.target)?;
@@ -110,7 +110,7 @@ pub async fn logs_follow(
 pub async fn events_watch(
     d: &Daemon,
     p: EventsParams,
-    id: &Value,
+    id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
     let mut rx = d.events.subscribe();
