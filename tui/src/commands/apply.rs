@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -123,7 +124,7 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
     println!();
 }
 
-/// Streams the first job's log to stdout until it ends; the exit code tells how the run ended.
+/// Streams the first job's log to stdout until the run ends; the exit code tells how it ended.
 pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
     let target = LogTarget {
         run: name.to_string(),
@@ -131,13 +132,41 @@ pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode>
         job: 0,
         submission: None,
     };
-    let end = follow_log(client, target, 0).await?;
-    let run = client
-        .call::<methods::RunGet>(&RunNameParams {
-            name: name.to_string(),
-        })
-        .await?;
+    let (run, end) = follow_until_run_ends(client, target).await?;
     report_end(&run, end.as_ref())
+}
+
+/// How often the run is looked at while its other jobs or a retry are awaited.
+const RUN_POLL: Duration = Duration::from_millis(250);
+
+/// Writes a job's latest log to stdout until the run itself has ended: a job that ends while other
+/// nodes run is not the end, and neither is a failed submission the run retries (the retry's
+/// log follows). Returns the finished run and how the last followed submission ended.
+pub async fn follow_until_run_ends(
+    client: &Client,
+    target: LogTarget,
+) -> anyhow::Result<(Run, Option<LogsFollowEnd>)> {
+    let mut followed: Option<u64> = None;
+    let mut end = None;
+    loop {
+        let run = client
+            .call::<methods::RunGet>(&RunNameParams {
+                name: target.run.clone(),
+            })
+            .await?;
+        let current = run.job(target.replica, target.job).map(|j| j.current.id);
+        if followed.is_none() || current != followed {
+            // A submission not followed yet (the first, or a retry): its log, from the start.
+            // (A job that does not exist gets the daemon's "no job" error here.)
+            followed = current;
+            end = follow_log(client, target.clone(), 0).await?;
+            continue;
+        }
+        if run.status.is_finished() {
+            return Ok((run, end));
+        }
+        tokio::time::sleep(RUN_POLL).await;
+    }
 }
 
 /// Writes a log to stdout from `offset` until the job ends; `None` when the daemon went away.

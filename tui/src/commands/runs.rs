@@ -1,6 +1,6 @@
 //! `ps`, `logs`, `stop` and `delete`: runs as a table or JSON, their logs, and ending them.
 
-use super::apply::follow_log;
+use super::apply::{follow_log, follow_until_run_ends};
 use super::{confirm, print_json};
 use crate::connect::{connect_or_start as connect, Target};
 use crate::table::{ago, price, print_table};
@@ -144,7 +144,12 @@ pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
         submission: args.submission,
     };
     if args.follow {
-        follow_log(&client, log, 0).await?;
+        if log.submission.is_some() {
+            // One earlier attempt: its log to its end.
+            follow_log(&client, log, 0).await?;
+        } else {
+            follow_until_run_ends(&client, log).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut offset = 0;
