@@ -266,7 +266,7 @@ impl Daemon {
             self.0.logs.complete(sub);
         }
         let freed = events.iter().any(|e| {
-            e.kind == "job"
+            e.kind == flotilla_protocol::model::EventKind::Job
                 && e.new_status
                     .as_deref()
                     .is_some_and(|s| matches!(s, "done" | "failed" | "terminated" | "aborted"))

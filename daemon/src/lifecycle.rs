@@ -270,20 +270,6 @@ pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmis
     }
 }
 
-/// The job `replica`/`job_num` of a run.
-pub fn find_job(run: &Run, replica: u32, job_num: u32) -> Option<&Job> {
-    run.jobs
-        .iter()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
-}
-
-/// The job `replica`/`job_num` of a run, to change.
-pub fn find_job_mut(run: &mut Run, replica: u32, job_num: u32) -> Option<&mut Job> {
-    run.jobs
-        .iter_mut()
-        .find(|j| j.replica_num == replica && j.job_num == job_num)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,9 +492,9 @@ mod tests {
     #[test]
     fn jobs_are_found_by_replica_and_number() {
         let mut run = task(2);
-        assert_eq!(find_job(&run, 0, 1).map(|j| j.current.id), Some(11));
-        assert!(find_job(&run, 1, 0).is_none());
-        find_job_mut(&mut run, 0, 0).expect("job 0").current.status = JobStatus::Running;
+        assert_eq!(run.job(0, 1).map(|j| j.current.id), Some(11));
+        assert!(run.job(1, 0).is_none());
+        run.job_mut(0, 0).expect("job 0").current.status = JobStatus::Running;
         assert_eq!(run.jobs[0].current.status, JobStatus::Running);
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::framing::{write_line, FrameError, LineReader};
 use crate::rpc::{
-    methods, HelloParams, HelloResult, Request, Response, RpcError, ServerMessage, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    decode_item, methods, HelloParams, HelloResult, Method, Request, Response, RpcError,
+    ServerMessage, Stream, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -43,16 +43,22 @@ impl ClientError {
     }
 }
 
-/// One item of a stream: a notification's params, or the final response that ends it.
+/// One item of a raw stream: a notification's params, or the final response that ends it.
 #[derive(Debug)]
-pub enum StreamItem {
+pub enum RawStreamItem {
     Item(Value),
     End(Result<Value, RpcError>),
 }
 
+/// One item of a typed stream `S`: a decoded notification, or the final result that ends it.
+pub enum StreamItem<S: Stream> {
+    Item(S::Item),
+    End(Result<S::Result, ClientError>),
+}
+
 enum Route {
     Call(oneshot::Sender<Response>),
-    Stream(mpsc::Sender<StreamItem>),
+    Stream(mpsc::Sender<RawStreamItem>),
 }
 
 type Routes = Arc<Mutex<HashMap<u64, Route>>>;
@@ -65,16 +71,50 @@ pub struct Client {
     hello: HelloResult,
 }
 
-/// A stream opened by [`Client::subscribe`].
-pub struct Subscription {
-    rx: mpsc::Receiver<StreamItem>,
+/// A stream opened by [`Client::subscribe_raw`]: notifications' params as JSON.
+pub struct RawSubscription {
+    rx: mpsc::Receiver<RawStreamItem>,
 }
 
-impl Subscription {
+impl RawSubscription {
     /// The next item; `None` once the connection is gone without a final response.
-    pub async fn next(&mut self) -> Option<StreamItem> {
+    pub async fn next(&mut self) -> Option<RawStreamItem> {
         self.rx.recv().await
     }
+}
+
+/// A stream opened by [`Client::subscribe`]: the one decoder of stream notifications.
+pub struct Subscription<S: Stream> {
+    raw: RawSubscription,
+    ended: bool,
+    stream: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Stream> Subscription<S> {
+    /// The next item, decoded; after the end (or an item that does not decode, which ends the
+    /// stream with `ClientError::Protocol`), `None`. `None` too when the connection is gone.
+    pub async fn next(&mut self) -> Option<StreamItem<S>> {
+        if self.ended {
+            return None;
+        }
+        let item = match self.raw.next().await? {
+            RawStreamItem::Item(v) => match decode_item::<S>(v) {
+                Ok(item) => StreamItem::Item(item),
+                Err(e) => StreamItem::End(Err(ClientError::Protocol(format!(
+                    "{} notification: {e}",
+                    S::ITEM
+                )))),
+            },
+            RawStreamItem::End(Ok(v)) => StreamItem::End(decode_result::<S>(v)),
+            RawStreamItem::End(Err(e)) => StreamItem::End(Err(ClientError::Rpc(e))),
+        };
+        self.ended = matches!(item, StreamItem::End(_));
+        Some(item)
+    }
+}
+
+fn decode_result<M: Method>(v: Value) -> Result<M::Result, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{}: {e}", M::NAME)))
 }
 
 impl Client {
@@ -105,13 +145,10 @@ impl Client {
             },
         };
         client.hello = client
-            .call(
-                methods::HELLO,
-                HelloParams {
-                    protocol: PROTOCOL_VERSION.into(),
-                    client: Some(client_name.into()),
-                },
-            )
+            .call::<methods::Hello>(&HelloParams {
+                protocol: PROTOCOL_VERSION.into(),
+                client: Some(client_name.into()),
+            })
             .await?;
         Ok(client)
     }
@@ -120,16 +157,33 @@ impl Client {
         &self.hello
     }
 
-    /// Calls `method` and decodes its result.
-    pub async fn call<T: DeserializeOwned>(
+    /// Calls method `M` and decodes its result.
+    pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let v: Value = self.call_raw(M::NAME, params).await?;
+        decode_result::<M>(v)
+    }
+
+    /// Opens stream `S`: decoded notifications until the final result.
+    pub async fn subscribe<S: Stream>(
+        &self,
+        params: &S::Params,
+    ) -> Result<Subscription<S>, ClientError> {
+        Ok(Subscription {
+            raw: self.subscribe_raw(S::NAME, params).await?,
+            ended: false,
+            stream: std::marker::PhantomData,
+        })
+    }
+
+    /// Calls `method` by name with any params (for tests of what the daemon does with odd calls).
+    pub async fn call_raw<T: DeserializeOwned>(
         &self,
         method: &str,
         params: impl Serialize,
     ) -> Result<T, ClientError> {
         let (tx, rx) = oneshot::channel();
-        let id = self.send(method, params, Route::Call(tx)).await?;
+        self.send(method, params, Route::Call(tx)).await?;
         let resp = rx.await.map_err(|_| ClientError::Disconnected)?;
-        let _ = id;
         match (resp.result, resp.error) {
             (_, Some(e)) => Err(ClientError::Rpc(e)),
             (Some(v), None) => {
@@ -141,15 +195,15 @@ impl Client {
         }
     }
 
-    /// Opens a stream: notifications until the final response.
-    pub async fn subscribe(
+    /// Opens a stream by name with any params: undecoded notifications until the final response.
+    pub async fn subscribe_raw(
         &self,
         method: &str,
         params: impl Serialize,
-    ) -> Result<Subscription, ClientError> {
+    ) -> Result<RawSubscription, ClientError> {
         let (tx, rx) = mpsc::channel(1024);
         self.send(method, params, Route::Stream(tx)).await?;
-        Ok(Subscription { rx })
+        Ok(RawSubscription { rx })
     }
 
     async fn send(
@@ -206,7 +260,7 @@ async fn read_loop(
                             Some(e) => Err(e),
                             None => Ok(resp.result.unwrap_or(Value::Null)),
                         };
-                        let _ = tx.send(StreamItem::End(end)).await;
+                        let _ = tx.send(RawStreamItem::End(end)).await;
                     }
                     None => {}
                 }
@@ -219,7 +273,7 @@ async fn read_loop(
                     Some(Route::Stream(tx)) => tx.clone(),
                     _ => continue,
                 };
-                if tx.send(StreamItem::Item(n.params)).await.is_err() {
+                if tx.send(RawStreamItem::Item(n.params)).await.is_err() {
                     lock(&routes).remove(&id);
                 }
             }

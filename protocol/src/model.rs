@@ -329,6 +329,22 @@ pub struct Run {
     pub jobs: Vec<Job>,
 }
 
+impl Run {
+    /// Job `job` of replica `replica` (the one place a job is looked up by its numbers).
+    pub fn job(&self, replica: u32, job: u32) -> Option<&Job> {
+        self.jobs
+            .iter()
+            .find(|j| j.replica_num == replica && j.job_num == job)
+    }
+
+    /// Job `job` of replica `replica`, to change it.
+    pub fn job_mut(&mut self, replica: u32, job: u32) -> Option<&mut Job> {
+        self.jobs
+            .iter_mut()
+            .find(|j| j.replica_num == replica && j.job_num == job)
+    }
+}
+
 /// A machine in a fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
@@ -417,12 +433,124 @@ pub struct Fleet {
 pub struct Event {
     pub seq: u64,
     pub time: Timestamp,
-    /// `run`, `job`, `instance` or `fleet`.
-    pub kind: String,
+    /// What changed: a run, a job, an instance or a fleet.
+    pub kind: EventKind,
     /// `hello-1`, `hello-1/0/0`, `local/local-0`, ...
     pub resource: String,
     pub old_status: Option<String>,
     pub new_status: Option<String>,
     pub reason: Option<String>,
     pub message: Option<String>,
+}
+
+/// What an [`Event`] is about; on the wire the lowercase name (`"run"`, `"job"`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Run,
+    Job,
+    Instance,
+    Fleet,
+    /// A kind this build does not know (sent by a newer daemon), kept as it was written.
+    Other(String),
+}
+
+impl EventKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Run => "run",
+            EventKind::Job => "job",
+            EventKind::Instance => "instance",
+            EventKind::Fleet => "fleet",
+            EventKind::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for EventKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "run" => EventKind::Run,
+            "job" => EventKind::Job,
+            "instance" => EventKind::Instance,
+            "fleet" => EventKind::Fleet,
+            other => EventKind::Other(other.to_string()),
+        }
+    }
+}
+
+/// Reads as its wire name, so that views can show and search it like text.
+impl std::ops::Deref for EventKind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(EventKind::from(&*s))
+    }
+}
+
+/// The thing an [`Event`] is about, read from its `kind` and `resource`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSubject {
+    Run {
+        run: String,
+    },
+    /// `run/replica/job`.
+    Job {
+        run: String,
+        replica: u32,
+        job: u32,
+    },
+    /// `fleet/instance`.
+    Instance {
+        fleet: String,
+        instance: String,
+    },
+    Fleet {
+        fleet: String,
+    },
+}
+
+impl Event {
+    /// The event's subject; `None` for a kind this build does not know or a malformed resource.
+    pub fn subject(&self) -> Option<EventSubject> {
+        let r = self.resource.as_str();
+        Some(match self.kind {
+            EventKind::Run => EventSubject::Run { run: r.to_string() },
+            EventKind::Job => {
+                let mut parts = r.rsplitn(3, '/');
+                let job = parts.next()?.parse().ok()?;
+                let replica = parts.next()?.parse().ok()?;
+                let run = parts.next()?.to_string();
+                EventSubject::Job { run, replica, job }
+            }
+            EventKind::Instance => {
+                let (fleet, instance) = r.split_once('/')?;
+                EventSubject::Instance {
+                    fleet: fleet.to_string(),
+                    instance: instance.to_string(),
+                }
+            }
+            EventKind::Fleet => EventSubject::Fleet {
+                fleet: r.to_string(),
+            },
+            EventKind::Other(_) => return None,
+        })
+    }
 }

@@ -1,4 +1,5 @@
-//! Wall-clock timestamps on the wire: milliseconds since the Unix epoch, written as RFC 3339.
+//! Wall-clock timestamps on the wire: milliseconds since the Unix epoch, written as RFC 3339
+//! (UTC, milliseconds, `Z`); the calendar is `jiff`'s.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -29,50 +30,26 @@ impl Timestamp {
         later.0.saturating_sub(self.0) / 1000
     }
 
-    /// Parses `YYYY-MM-DDTHH:MM:SS[.mmm]Z`.
+    /// Parses an RFC 3339 time (`YYYY-MM-DDTHH:MM:SS[.fff]Z` or with an offset), to the
+    /// millisecond; `None` before 1970 or when it is not a valid time.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let s = s.strip_suffix('Z')?;
-        let (date, time) = s.split_once('T')?;
-        let mut d = date.splitn(3, '-');
-        let y: i64 = d.next()?.parse().ok()?;
-        let mo: u32 = d.next()?.parse().ok()?;
-        let da: u32 = d.next()?.parse().ok()?;
-        let (hms, frac) = match time.split_once('.') {
-            Some((a, b)) => (a, b),
-            None => (time, "0"),
-        };
-        let mut t = hms.splitn(3, ':');
-        let h: u64 = t.next()?.parse().ok()?;
-        let mi: u64 = t.next()?.parse().ok()?;
-        let se: u64 = t.next()?.parse().ok()?;
-        let frac3: String = frac.chars().chain("000".chars()).take(3).collect();
-        let ms: u64 = frac3.parse().ok()?;
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-            return None;
-        }
-        let days = days_from_civil(y, mo, da);
-        if days < 0 {
-            return None;
-        }
-        Some(Timestamp(
-            (days as u64 * 86_400 + h * 3600 + mi * 60 + se) * 1000 + ms,
-        ))
+        let t: jiff::Timestamp = s.parse().ok()?;
+        u64::try_from(t.as_millisecond()).ok().map(Timestamp)
+    }
+
+    /// The same instant as `jiff` holds it; the latest time `jiff` knows (year 9999) when later.
+    fn to_jiff(self) -> jiff::Timestamp {
+        i64::try_from(self.0)
+            .ok()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .unwrap_or(jiff::Timestamp::MAX)
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0 / 1000;
-        let ms = self.0 % 1000;
-        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        write!(
-            f,
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        // jiff writes UTC with `Z`; `.3` keeps exactly three fractional digits.
+        write!(f, "{:.3}", self.to_jiff())
     }
 }
 
@@ -88,30 +65,6 @@ impl<'de> Deserialize<'de> for Timestamp {
         Timestamp::parse_rfc3339(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
     }
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -130,5 +83,28 @@ mod tests {
             Some(Timestamp(951_868_799_000))
         );
         assert_eq!(Timestamp::parse_rfc3339("2000-13-01T00:00:00Z"), None);
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn json_is_rfc3339_utc_with_milliseconds() {
+        let t = Timestamp::parse_rfc3339("2026-11-22T06:00:30.649Z").expect("valid");
+        assert_eq!(
+            serde_json::to_string(&t).ok().as_deref(),
+            Some("\"2026-11-22T06:00:30.649Z\"")
+        );
+        // Whole seconds and sub-millisecond digits come out as exactly three digits.
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T06:00:30Z").map(|t| t.to_string()),
+            Some("2026-11-22T06:00:30.000Z".into())
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T06:00:30.6491234Z").map(|t| t.to_string()),
+            Some("2026-11-22T06:00:30.649Z".into())
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T08:00:30.649+02:00"),
+            Some(t)
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use flotilla_daemon::store::Store;
 use flotilla_e2e::{apply_to_running_ms, percentile, wait_finished, TestDaemon};
-use flotilla_protocol::client::StreamItem;
+use flotilla_protocol::client::RawStreamItem;
 use flotilla_protocol::config::parse_configuration;
 use flotilla_protocol::model::{Job, JobStatus, Run, RunStatus, RunTerminationReason};
 use flotilla_protocol::rpc::{methods, LogTarget, LogsFollowParams, RunListParams};
@@ -83,7 +83,7 @@ fn main() {
     let pid = d.pid().expect("daemon pid");
     rt.block_on(async {
         let c = d.client().await;
-        let _: serde_json::Value = c.call(methods::RUN_LIST, RunListParams { all: false }).await.expect("list");
+        let _: serde_json::Value = c.call_raw(methods::RUN_LIST, RunListParams { all: false }).await.expect("list");
         tokio::time::sleep(Duration::from_secs(2)).await;
         println!("daemon RSS idle with 1,000 runs stored: {:.1} MB", rss_mb(pid));
 
@@ -91,7 +91,7 @@ fn main() {
             let mut lat = Vec::new();
             for i in 0..calls + 20 {
                 let t = Instant::now();
-                let _: serde_json::Value = c.call(methods::RUN_LIST, RunListParams { all }).await.expect("list");
+                let _: serde_json::Value = c.call_raw(methods::RUN_LIST, RunListParams { all }).await.expect("list");
                 if i >= 20 {
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
                 }
@@ -120,7 +120,7 @@ fn main() {
         apply_to_running_ms(&c, big, "throughput").await;
         let t = Instant::now();
         let mut sub = c
-            .subscribe(
+            .subscribe_raw(
                 methods::LOGS_FOLLOW,
                 LogsFollowParams {
                     target: LogTarget { run: "throughput".into(), replica: 0, job: 0, submission: None },
@@ -132,8 +132,8 @@ fn main() {
         let mut bytes = 0usize;
         while let Some(item) = sub.next().await {
             match item {
-                StreamItem::Item(v) => bytes += v["text"].as_str().map(str::len).unwrap_or(0),
-                StreamItem::End(_) => break,
+                RawStreamItem::Item(v) => bytes += v["text"].as_str().map(str::len).unwrap_or(0),
+                RawStreamItem::End(_) => break,
             }
         }
         let secs = t.elapsed().as_secs_f64();

@@ -274,15 +274,15 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 /// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event.
 pub async fn apply_to_running_ms(c: &Client, configuration: &str, name: &str) -> f64 {
-    use flotilla_protocol::client::StreamItem;
+    use flotilla_protocol::client::RawStreamItem;
     use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
     let mut events = c
-        .subscribe(methods::EVENTS_WATCH, EventsParams::default())
+        .subscribe_raw(methods::EVENTS_WATCH, EventsParams::default())
         .await
         .expect("events.watch");
     let t = Instant::now();
     let _: Value = c
-        .call(
+        .call_raw(
             methods::RUN_APPLY,
             RunApplyParams {
                 configuration: configuration.into(),
@@ -296,7 +296,7 @@ pub async fn apply_to_running_ms(c: &Client, configuration: &str, name: &str) ->
     let job = format!("{name}/0/0");
     loop {
         match events.next().await {
-            Some(StreamItem::Item(v)) => {
+            Some(RawStreamItem::Item(v)) => {
                 let e = &v["event"];
                 if e["kind"] == "job"
                     && e["resource"] == job.as_str()
@@ -314,7 +314,7 @@ pub async fn apply_to_running_ms(c: &Client, configuration: &str, name: &str) ->
 pub async fn wait_finished(c: &Client, name: &str) {
     loop {
         let r: Value = c
-            .call(
+            .call_raw(
                 flotilla_protocol::rpc::methods::RUN_GET,
                 serde_json::json!({ "name": name }),
             )

@@ -1,7 +1,7 @@
 //! The socket protocol spoken raw: hello, malformed and oversized frames, unknown methods, streams.
 
 use flotilla_e2e::TestDaemon;
-use flotilla_protocol::client::StreamItem;
+use flotilla_protocol::client::RawStreamItem;
 use flotilla_protocol::rpc::{methods, LogChunk, LogTarget, LogsFollowParams};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -104,7 +104,7 @@ async fn two_clients_follow_the_same_log() {
     );
     let follow = |client: flotilla_protocol::client::Client, name: String| async move {
         let mut sub = client
-            .subscribe(
+            .subscribe_raw(
                 methods::LOGS_FOLLOW,
                 LogsFollowParams {
                     target: LogTarget {
@@ -122,12 +122,12 @@ async fn two_clients_follow_the_same_log() {
         let mut end = Value::Null;
         while let Some(item) = sub.next().await {
             match item {
-                StreamItem::Item(v) => {
+                RawStreamItem::Item(v) => {
                     let c: LogChunk = serde_json::from_value(v).expect("chunk");
                     assert_eq!(c.offset, bytes.len() as u64, "chunks are contiguous");
                     bytes.extend(c.bytes().expect("bytes"));
                 }
-                StreamItem::End(r) => {
+                RawStreamItem::End(r) => {
                     end = r.expect("final response");
                     break;
                 }

@@ -308,6 +308,34 @@ fn invalid_configurations_are_refused_before_submission() {
 }
 
 #[test]
+fn apply_follows_a_retried_run_to_its_end() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("retry_delay_scale: 0.1\n");
+    let mut d = d;
+    d.spawn();
+    let marker = d.dir.path().join("attempted");
+    let p = d.write_config(
+        "twice.dstack.yml",
+        &format!(
+            "type: task\nname: twice\nretry:\n  on_events: [error]\n  duration: 1m\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - if [ -e {m} ]; then echo second attempt; else touch {m}; echo first attempt; exit 1; fi\n",
+            m = marker.display()
+        ),
+    );
+    let out = d.cli(&["apply", "-f", p.to_str().expect("utf-8 path"), "-y"]);
+    let (so, se) = (stdout(&out), stderr(&out));
+    // The first attempt's end is not the run's: apply waits for the retry and its log.
+    assert!(
+        out.status.success(),
+        "apply exits with the run's status: {so}{se}"
+    );
+    assert!(
+        so.contains("first attempt") && so.contains("second attempt"),
+        "{so}"
+    );
+    assert!(se.contains("Run twice done"), "{se}");
+}
+
+#[test]
 fn retry_resubmits_a_failed_job_until_the_retry_duration_runs_out() {
     let d = TestDaemon::new();
     d.write_daemon_config("retry_delay_scale: 0.1\n");

@@ -315,7 +315,7 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     let host = TestHost::start(19, &key, None);
     let client = d.client().await;
     let me: Value = client
-        .call("user.me", serde_json::json!({}))
+        .call_raw("user.me", serde_json::json!({}))
         .await
         .expect("user.me");
     let public = me["ssh_public_key"].as_str().unwrap().to_string();
@@ -361,7 +361,7 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     );
     // a refresh gives a new key
     let again: Value = client
-        .call("user.refresh_ssh_key", serde_json::json!({}))
+        .call_raw("user.refresh_ssh_key", serde_json::json!({}))
         .await
         .expect("refresh");
     assert_ne!(again["ssh_public_key"].as_str().unwrap(), public);
@@ -422,7 +422,7 @@ async fn gpu_metrics_are_sampled_while_jobs_run() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let series = loop {
         let m: Value = client
-            .call("metrics.get", serde_json::json!({"run": name}))
+            .call_raw("metrics.get", serde_json::json!({"run": name}))
             .await
             .expect("metrics.get");
         let s = m["series"].as_array().cloned().unwrap_or_default();

@@ -1,6 +1,7 @@
 //! flotilla-tui: the `flotilla` command line (`commands`) and dashboard (`ui`), and how both reach
 //! the daemon (`connect`); `main.rs` only parses arguments and dispatches.
 
+pub mod closed_stdout;
 pub mod commands;
 pub mod connect;
 pub mod table;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use flotilla_tui::connect::Target;
-use flotilla_tui::{commands, ui};
+use flotilla_tui::{closed_stdout, commands, ui};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    closed_stdout::install_panic_hook();
     let cli = Cli::parse();
     let target = Target {
         socket: cli
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
         return match runtime.block_on(ui::run(&target)) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("flotilla: {e:#}");
+                eprintln!("flotilla: {}", commands::error_text(&e));
                 ExitCode::FAILURE
             }
         };
@@ -118,8 +119,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e) if closed_stdout::is_closed_stdout(&e) => closed_stdout::die_of_sigpipe(),
         Err(e) => {
-            eprintln!("flotilla: {e:#}");
+            eprintln!("flotilla: {}", commands::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -12,8 +12,8 @@ use crate::caller::Caller;
 use crate::handle::Daemon;
 use flotilla_protocol::framing::{FrameError, LineReader};
 use flotilla_protocol::rpc::{
-    codes, methods, HelloParams, HelloResult, Request, Response, RpcError, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    codes, methods, parse_request, HelloParams, HelloResult, Request, RequestId, Response,
+    RpcError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -94,7 +94,9 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
                     codes::FRAME_TOO_LARGE,
                     format!("line longer than {max} bytes; closing the connection"),
                 );
-                let _ = tx.send(encode_line(&Response::err(Value::Null, err))).await;
+                let _ = tx
+                    .send(encode_line(&Response::err(RequestId::null(), err)))
+                    .await;
                 break;
             }
             Err(FrameError::Io(e)) => {
@@ -112,7 +114,7 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
                 continue;
             }
         };
-        let id = req.id.clone().unwrap_or(Value::Null);
+        let id = req.id.clone().unwrap_or_else(RequestId::null);
         if req.method == methods::HELLO {
             let reply = match hello(&req, &caller) {
                 Ok(v) => {
@@ -167,38 +169,6 @@ async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker) {
     if let Ok(mut write) = writer.await {
         let _ = write.shutdown().await;
     }
-}
-
-fn parse_request(line: &[u8]) -> Result<Request, (Value, RpcError)> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| {
-        (
-            Value::Null,
-            RpcError::new(codes::PARSE_ERROR, format!("not valid JSON: {e}")),
-        )
-    })?;
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
-    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
-        return Err((
-            Value::Null,
-            RpcError::new(codes::INVALID_REQUEST, "`id` must be a number or a string"),
-        ));
-    }
-    let req: Request = serde_json::from_value(value).map_err(|e| {
-        (
-            id.clone(),
-            RpcError::new(
-                codes::INVALID_REQUEST,
-                format!("not a JSON-RPC 2.0 request ({e}); expected {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"...\",\"params\":{{...}}}}"),
-            ),
-        )
-    })?;
-    if req.jsonrpc != "2.0" {
-        return Err((
-            id,
-            RpcError::new(codes::INVALID_REQUEST, "`jsonrpc` must be \"2.0\""),
-        ));
-    }
-    Ok(req)
 }
 
 fn hello(req: &Request, caller: &Caller) -> Result<Value, RpcError> {

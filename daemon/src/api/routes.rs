@@ -2,16 +2,15 @@
 //! one operation of `ops::`, and encodes the result or the JSON-RPC error.
 
 use super::streams;
-use super::wire::{decode, json, op_error, Outbox};
+use super::wire::op_error;
+use super::wire::Outbox;
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::ops::{self, OpError};
+use flotilla_protocol::rpc::methods::{self as m, decode_params, encode_result, Method};
 use flotilla_protocol::rpc::{
-    codes, methods, EventList, EventsParams, FleetApplyParams, FleetNameParams, LogsReadParams,
-    MetricsParams, OfferQuery, RefreshKeyParams, Request, Response, RpcError, RunApplyParams,
-    RunListParams, RunNameParams, RunStopParams, PROTOCOL_VERSION,
+    codes, Deleted, EventList, Request, RequestId, Response, RpcError, Stopping, PROTOCOL_VERSION,
 };
-use serde::Serialize;
 use serde_json::Value;
 
 type Reply = Result<Value, RpcError>;
@@ -21,108 +20,120 @@ pub async fn dispatch(
     d: &Daemon,
     caller: &Caller,
     req: Request,
-    id: Value,
+    id: RequestId,
     out: &Outbox,
 ) -> Option<Response> {
-    let method = req.method.as_str();
-    let params = req
-        .params
-        .clone()
-        .unwrap_or(Value::Object(Default::default()));
-    let result = route(d, caller, method, params, &id, out).await;
+    let result = route(d, caller, &req.method, req.params, &id, out).await;
     Some(match result {
         Ok(v) => Response::ok(id, v),
         Err(e) => Response::err(id, e),
     })
 }
 
+/// The route table: each arm is keyed by a protocol [`Method`], decodes that method's params
+/// and must answer that method's result type, so the compiler joins every call to its handler.
 async fn route(
     d: &Daemon,
     caller: &Caller,
     method: &str,
-    params: Value,
-    id: &Value,
+    raw: Option<Value>,
+    id: &RequestId,
     out: &Outbox,
 ) -> Reply {
     match method {
-        methods::RUN_PLAN => {
-            let p: RunApplyParams = decode(method, params)?;
-            reply(ops::runs::plan(d, caller, &p))
+        m::RunPlan::NAME => {
+            let p = decode_params::<m::RunPlan>(raw)?;
+            answer::<m::RunPlan>(ops::runs::plan(d, caller, &p))
         }
-        methods::RUN_APPLY => {
-            let p: RunApplyParams = decode(method, params)?;
-            reply(ops::runs::apply_params(d, caller, &p).await)
+        m::RunApply::NAME => {
+            let p = decode_params::<m::RunApply>(raw)?;
+            answer::<m::RunApply>(ops::runs::apply_params(d, caller, &p).await)
         }
-        methods::RUN_LIST => {
-            let p: RunListParams = decode(method, params)?;
-            reply(ops::runs::list(d, p.all))
+        m::RunList::NAME => {
+            let p = decode_params::<m::RunList>(raw)?;
+            answer::<m::RunList>(ops::runs::list(d, p.all))
         }
-        methods::RUN_GET => {
-            let p: RunNameParams = decode(method, params)?;
-            reply(ops::runs::find_run(d, &p.name))
+        m::RunGet::NAME => {
+            let p = decode_params::<m::RunGet>(raw)?;
+            answer::<m::RunGet>(ops::runs::find_run(d, &p.name))
         }
-        methods::RUN_STOP => {
-            let p: RunStopParams = decode(method, params)?;
-            reply(ops::runs::stop(d, caller, &p.name, p.abort).await)
+        m::RunStop::NAME => {
+            let p = decode_params::<m::RunStop>(raw)?;
+            answer::<m::RunStop>(ops::runs::stop(d, caller, &p.name, p.abort).await)
         }
-        methods::RUN_DELETE => {
-            let p: RunNameParams = decode(method, params)?;
-            ops::runs::delete(d, caller, &p.name)
-                .await
-                .map_err(op_error)?;
-            Ok(serde_json::json!({"deleted": p.name}))
+        m::RunDelete::NAME => {
+            let p = decode_params::<m::RunDelete>(raw)?;
+            let done = ops::runs::delete(d, caller, &p.name).await;
+            answer::<m::RunDelete>(done.map(|_| Deleted { deleted: p.name }))
         }
-        methods::LOGS_READ => {
-            let p: LogsReadParams = decode(method, params)?;
-            reply(ops::logs::read(d, &p))
+        m::LogsRead::NAME => {
+            let p = decode_params::<m::LogsRead>(raw)?;
+            answer::<m::LogsRead>(ops::logs::read(d, &p))
         }
-        methods::LOGS_FOLLOW => streams::logs_follow(d, decode(method, params)?, id, out).await,
-        methods::EVENTS_WATCH => streams::events_watch(d, decode(method, params)?, id, out).await,
-        methods::EVENT_LIST => {
-            let p: EventsParams = decode(method, params)?;
-            reply(ops::events::list(d, p.since, p.limit).map(|events| EventList { events }))
+        m::LogsFollow::NAME => {
+            let p = decode_params::<m::LogsFollow>(raw)?;
+            streams::logs_follow(d, p, id, out).await
         }
-        methods::FLEET_LIST => reply(ops::fleets::list(d)),
-        methods::INSTANCE_LIST => reply(ops::fleets::instances(d)),
-        methods::OFFER_LIST => {
-            let q: OfferQuery = decode(method, params)?;
-            reply(ops::offers::list(d, &q))
+        m::EventsWatch::NAME => {
+            let p = decode_params::<m::EventsWatch>(raw)?;
+            streams::events_watch(d, p, id, out).await
         }
-        methods::FLEET_APPLY => {
-            let p: FleetApplyParams = decode(method, params)?;
-            reply(ops::fleets::apply(d, caller, &p).await)
+        m::EventList::NAME => {
+            let p = decode_params::<m::EventList>(raw)?;
+            let events = ops::events::list(d, p.since, p.limit);
+            answer::<m::EventList>(events.map(|events| EventList { events }))
         }
-        methods::FLEET_GET => {
-            let p: FleetNameParams = decode(method, params)?;
-            reply(ops::fleets::get(d, &p.name))
+        m::FleetList::NAME => {
+            decode_params::<m::FleetList>(raw)?;
+            answer::<m::FleetList>(ops::fleets::list(d))
         }
-        methods::FLEET_DELETE => {
-            let p: FleetNameParams = decode(method, params)?;
-            ops::fleets::delete(d, caller, &p.name)
-                .await
-                .map_err(op_error)?;
-            Ok(serde_json::json!({"deleted": p.name}))
+        m::InstanceList::NAME => {
+            decode_params::<m::InstanceList>(raw)?;
+            answer::<m::InstanceList>(ops::fleets::instances(d))
         }
-        methods::METRICS_GET => {
-            let p: MetricsParams = decode(method, params)?;
-            reply(ops::metrics::get(d, &p))
+        m::OfferList::NAME => {
+            let q = decode_params::<m::OfferList>(raw)?;
+            answer::<m::OfferList>(ops::offers::list(d, &q))
         }
-        methods::USER_ME => reply(ops::users::me(d, caller).await),
-        methods::USER_REFRESH_SSH_KEY => {
-            let p: RefreshKeyParams = decode(method, params)?;
-            reply(ops::users::refresh_key(d, caller, p.uid).await)
+        m::FleetApply::NAME => {
+            let p = decode_params::<m::FleetApply>(raw)?;
+            answer::<m::FleetApply>(ops::fleets::apply(d, caller, &p).await)
         }
-        methods::DAEMON_STATUS => reply(ops::status::status(d)),
-        methods::DAEMON_STOP => {
-            if caller.admin {
-                d.shutdown().cancel();
-                Ok(serde_json::json!({"stopping": true}))
-            } else {
-                Err(RpcError::new(
+        m::FleetGet::NAME => {
+            let p = decode_params::<m::FleetGet>(raw)?;
+            answer::<m::FleetGet>(ops::fleets::get(d, &p.name))
+        }
+        m::FleetDelete::NAME => {
+            let p = decode_params::<m::FleetDelete>(raw)?;
+            let done = ops::fleets::delete(d, caller, &p.name).await;
+            answer::<m::FleetDelete>(done.map(|_| Deleted { deleted: p.name }))
+        }
+        m::MetricsGet::NAME => {
+            let p = decode_params::<m::MetricsGet>(raw)?;
+            answer::<m::MetricsGet>(ops::metrics::get(d, &p))
+        }
+        m::UserMe::NAME => {
+            decode_params::<m::UserMe>(raw)?;
+            answer::<m::UserMe>(ops::users::me(d, caller).await)
+        }
+        m::UserRefreshSshKey::NAME => {
+            let p = decode_params::<m::UserRefreshSshKey>(raw)?;
+            answer::<m::UserRefreshSshKey>(ops::users::refresh_key(d, caller, p.uid).await)
+        }
+        m::DaemonStatus::NAME => {
+            decode_params::<m::DaemonStatus>(raw)?;
+            answer::<m::DaemonStatus>(ops::status::status(d))
+        }
+        m::DaemonStop::NAME => {
+            decode_params::<m::DaemonStop>(raw)?;
+            if !caller.admin {
+                return Err(RpcError::new(
                     codes::FORBIDDEN,
                     "only root or the daemon's own user can stop the daemon",
-                ))
+                ));
             }
+            d.shutdown().cancel();
+            answer::<m::DaemonStop>(Ok(Stopping { stopping: true }))
         }
         _ => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
@@ -131,7 +142,7 @@ async fn route(
     }
 }
 
-/// An operation's answer, encoded.
-fn reply<T: Serialize>(r: Result<T, OpError>) -> Reply {
-    r.map_err(op_error).and_then(json)
+/// An operation's answer for method `M`: it must be `M`'s result type.
+fn answer<M: Method>(r: Result<M::Result, OpError>) -> Reply {
+    r.map_err(op_error).and_then(|v| encode_result::<M>(&v))
 }

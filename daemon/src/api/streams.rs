@@ -2,23 +2,23 @@
 
 use super::wire::{encode_line, op_error, Outbox};
 use crate::handle::Daemon;
-use crate::lifecycle::find_job;
 use crate::logs::utf8_boundary;
 use crate::ops::logs::find_submission;
 use crate::ops::OpError;
 use crate::store::StoreError;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
-    codes, methods, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams, Notification, RpcError,
+    codes, methods, EventNotice, EventsParams, LogChunk, LogsFollowEnd, LogsFollowParams,
+    Notification, RequestId, RpcError,
 };
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 const CHUNK: usize = 256 * 1024;
 
-fn notification(method: &str, id: &Value, mut body: Value) -> Vec<u8> {
+fn notification(method: &str, id: &RequestId, mut body: Value) -> Vec<u8> {
     if let Value::Object(m) = &mut body {
-        m.insert("id".into(), id.clone());
+        m.insert("id".into(), id.to_value());
     }
     encode_line(&Notification {
         jsonrpc: "2.0".into(),
@@ -42,7 +42,7 @@ fn shutting_down() -> RpcError {
 pub async fn logs_follow(
     d: &Daemon,
     p: LogsFollowParams,
-    id: &Value,
+    id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
     let (_, sub, _) = find_submission(d, &p.target).map_err(op_error)?;
@@ -100,7 +100,7 @@ pub async fn logs_follow(
         }
     }
     let (run, _, _) = find_submission(d, &p.target).map_err(op_error)?;
-    let job = find_job(&run, p.target.replica, p.target.job);
+    let job = run.job(p.target.replica, p.target.job);
     let end = LogsFollowEnd {
         next_offset: offset,
         job_status: job
@@ -116,7 +116,7 @@ pub async fn logs_follow(
 pub async fn events_watch(
     d: &Daemon,
     p: EventsParams,
-    id: &Value,
+    id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
     let mut rx = d.subscribe_events();
@@ -124,7 +124,10 @@ pub async fn events_watch(
         Some(s) => s,
         None => d.store().last_event_seq().map_err(store_error)?,
     };
-    let send = |e: &Event| notification(methods::EVENT, id, serde_json::json!({ "event": e }));
+    let send = |e: &Event| {
+        let body = serde_json::to_value(EventNotice { event: e.clone() }).unwrap_or(Value::Null);
+        notification(methods::EVENT, id, body)
+    };
     // Replay what the caller missed.
     loop {
         let missed = d.store().events_since(last, 1000).map_err(store_error)?;

@@ -7,7 +7,7 @@
 use crate::handle::Daemon;
 use crate::hosts::supervisor::{self, FollowEnd};
 use crate::hosts::{sh_quote, Host};
-use crate::lifecycle::{find_job, find_job_mut, finish, finish_from_exit, request_job_stop};
+use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::ops::stops::carry_out_stops;
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
@@ -24,7 +24,7 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
             warn!("job submission {sub_id}: {message}");
             let now = Timestamp::now();
             let recorded = d.update_run(run_id, |run| {
-                if let Some(job) = find_job_mut(run, replica, job_num) {
+                if let Some(job) = run.job_mut(replica, job_num) {
                     if job.current.id == sub_id && !job.current.status.is_finished() {
                         finish(
                             &mut job.current,
@@ -58,7 +58,7 @@ async fn drive(
         .get_run(run_id)
         .map_err(|e| e.to_string())?
         .ok_or("the run is gone")?;
-    let job = find_job(&run, replica, job_num).ok_or("the job is gone")?;
+    let job = run.job(replica, job_num).ok_or("the job is gone")?;
     if job.current.id != sub_id || job.current.status.is_finished() {
         return Ok(());
     }
@@ -89,7 +89,7 @@ async fn start(
     if job.current.stop.is_some() {
         // Stopped before it started: nothing runs on the host.
         d.update_run(run.id, |run| {
-            if let Some(j) = find_job_mut(run, job.replica_num, job.job_num) {
+            if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
                 if let Some(stop) = j.current.stop.clone() {
                     let status = if stop.abort {
                         JobStatus::Aborted
@@ -142,7 +142,7 @@ async fn start(
     let now = Timestamp::now();
     let (_, stop_pending) = d
         .update_run(run.id, |run| {
-            let Some(j) = find_job_mut(run, job.replica_num, job.job_num) else {
+            let Some(j) = run.job_mut(job.replica_num, job.job_num) else {
                 return false;
             };
             if j.current.id != sub_id {
@@ -203,7 +203,7 @@ async fn follow_to_end(
         let ended = match d.store().get_run(run_id) {
             Ok(run) => run
                 .as_ref()
-                .and_then(|r| find_job(r, replica, job_num))
+                .and_then(|r| r.job(replica, job_num))
                 .is_none_or(|j| j.current.id != sub_id || j.current.status.is_finished()),
             Err(e) => {
                 warn!("following submission {sub_id}: cannot read its run: {e}; following on");
@@ -222,7 +222,7 @@ async fn follow_to_end(
         .and_then(|r| r.configuration.common().stop_duration);
     let (run, others_to_stop) = d
         .update_run(run_id, |run| {
-            let Some(job) = find_job_mut(run, replica, job_num) else {
+            let Some(job) = run.job_mut(replica, job_num) else {
                 return false;
             };
             if job.current.id != sub_id || job.current.status.is_finished() {

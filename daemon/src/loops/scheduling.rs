@@ -5,7 +5,7 @@
 use super::runners;
 use super::{Loop, WakeSource};
 use crate::handle::Daemon;
-use crate::lifecycle::{find_job, find_job_mut, finish};
+use crate::lifecycle::finish;
 use crate::ops::instances::create_from_offers;
 use crate::ops::occupancy::views_of;
 use crate::scheduler::{
@@ -144,7 +144,8 @@ pub async fn schedule_once(
                 fleets: common.fleets.clone(),
                 max_price: common.max_price,
                 nodes: run.configuration.nodes(),
-                master_fleet: find_job(run, job.replica_num, 0)
+                master_fleet: run
+                    .job(job.replica_num, 0)
                     .filter(|m| m.current.status != JobStatus::Submitted)
                     .and_then(|m| m.current.fleet.clone()),
                 terms: JobTerms::from_run(common),
@@ -167,7 +168,7 @@ pub async fn schedule_once(
             _ => d.local_host(),
         };
         let (_, placed) = d.update_run(key.run_id, |run| {
-            let Some(job) = find_job_mut(run, key.replica_num, key.job_num) else {
+            let Some(job) = run.job_mut(key.replica_num, key.job_num) else {
                 return false;
             };
             let sub = &mut job.current;
@@ -247,7 +248,7 @@ async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<Provisioning>) {
             inflight.locked().remove(&p.key);
             let now = Timestamp::now();
             let r = d.update_run(p.key.run_id, |run| {
-                if let Some(job) = find_job_mut(run, p.key.replica_num, p.key.job_num) {
+                if let Some(job) = run.job_mut(p.key.replica_num, p.key.job_num) {
                     if job.current.status == JobStatus::Submitted {
                         finish(
                             &mut job.current,

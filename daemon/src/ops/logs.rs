@@ -4,7 +4,6 @@
 use super::runs::find_run;
 use super::OpError;
 use crate::handle::Daemon;
-use crate::lifecycle::find_job;
 use flotilla_protocol::model::{Job, Run};
 use flotilla_protocol::rpc::{LogChunk, LogTarget, LogsReadParams, LogsReadResult};
 
@@ -16,7 +15,7 @@ pub fn find_target_job(
     job: u32,
 ) -> Result<(Run, Job), OpError> {
     let run = find_run(d, run)?;
-    let found = find_job(&run, replica, job).cloned().ok_or_else(|| {
+    let found = run.job(replica, job).cloned().ok_or_else(|| {
         OpError::NotFound(format!(
             "run {} has no job replica={replica} job={job}",
             run.name

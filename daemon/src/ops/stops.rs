@@ -3,7 +3,6 @@
 
 use crate::handle::Daemon;
 use crate::hosts::supervisor;
-use crate::lifecycle::find_job_mut;
 use flotilla_protocol::Timestamp;
 use tracing::warn;
 
@@ -39,7 +38,7 @@ pub async fn carry_out_stops(d: &Daemon, run_id: u64) {
         }
         let (replica, job_num, sub_id) = (job.replica_num, job.job_num, sub.id);
         let r = d.update_run(run_id, |run| {
-            if let Some(j) = find_job_mut(run, replica, job_num) {
+            if let Some(j) = run.job_mut(replica, job_num) {
                 if j.current.id == sub_id {
                     if let Some(s) = j.current.stop.as_mut() {
                         s.signalled = true;

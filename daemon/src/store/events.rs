@@ -22,7 +22,7 @@ impl EventDraft {
         Event {
             seq,
             time,
-            kind: self.kind.to_string(),
+            kind: self.kind.into(),
             resource: self.resource,
             old_status: self.old_status,
             new_status: self.new_status,
@@ -130,10 +130,7 @@ pub fn status_changes(old: &Run, new: &Run) -> Vec<EventDraft> {
         });
     }
     for j in &new.jobs {
-        let prev = old
-            .jobs
-            .iter()
-            .find(|o| o.replica_num == j.replica_num && o.job_num == j.job_num);
+        let prev = old.job(j.replica_num, j.job_num);
         let prev_status = prev.map(|p| {
             if p.current.id == j.current.id {
                 p.current.status

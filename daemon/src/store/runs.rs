@@ -124,12 +124,8 @@ impl Store {
             .jobs
             .iter()
             .filter(|j| {
-                old.and_then(|o| {
-                    o.jobs
-                        .iter()
-                        .find(|x| x.replica_num == j.replica_num && x.job_num == j.job_num)
-                })
-                .is_none_or(|prev| prev != *j)
+                old.and_then(|o| o.job(j.replica_num, j.job_num))
+                    .is_none_or(|prev| prev != *j)
             })
             .map(|j| (job_key(run.id, j.replica_num, j.job_num), encode(j)))
             .collect();

@@ -8,13 +8,13 @@ use flotilla_protocol::client::{Client, StreamItem};
 use flotilla_protocol::config::{parse_configuration, RunConfiguration};
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
-    methods, LogChunk, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams,
-    RunPlan,
+    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams, RunPlan,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,7 +56,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let mut params = run_params(&run_config, &file_name, text);
     params.name = args.name.clone();
     let client = connect_or_start(target).await?;
-    let plan: RunPlan = client.call(methods::RUN_PLAN, &params).await?;
+    let plan = client.call::<methods::RunPlan>(&params).await?;
     print_plan(
         &plan,
         &file_name,
@@ -73,7 +73,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    let run: Run = client.call(methods::RUN_APPLY, &params).await?;
+    let run = client.call::<methods::RunApply>(&params).await?;
     eprintln!("Submitted run {}", run.name);
     if args.detach {
         println!("{}", run.name);
@@ -124,7 +124,7 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
     println!();
 }
 
-/// Streams the first job's log to stdout until it ends; the exit code tells how the run ended.
+/// Streams the first job's log to stdout until the run ends; the exit code tells how it ended.
 pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
     let target = LogTarget {
         run: name.to_string(),
@@ -132,16 +132,41 @@ pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode>
         job: 0,
         submission: None,
     };
-    let end = follow_log(client, target, 0).await?;
-    let run: Run = client
-        .call(
-            methods::RUN_GET,
-            RunNameParams {
-                name: name.to_string(),
-            },
-        )
-        .await?;
+    let (run, end) = follow_until_run_ends(client, target).await?;
     report_end(&run, end.as_ref())
+}
+
+/// How often the run is looked at while its other jobs or a retry are awaited.
+const RUN_POLL: Duration = Duration::from_millis(250);
+
+/// Writes a job's latest log to stdout until the run itself has ended: a job that ends while other
+/// nodes run is not the end, and neither is a failed submission the run retries (the retry's
+/// log follows). Returns the finished run and how the last followed submission ended.
+pub async fn follow_until_run_ends(
+    client: &Client,
+    target: LogTarget,
+) -> anyhow::Result<(Run, Option<LogsFollowEnd>)> {
+    let mut followed: Option<u64> = None;
+    let mut end = None;
+    loop {
+        let run = client
+            .call::<methods::RunGet>(&RunNameParams {
+                name: target.run.clone(),
+            })
+            .await?;
+        let current = run.job(target.replica, target.job).map(|j| j.current.id);
+        if followed.is_none() || current != followed {
+            // A submission not followed yet (the first, or a retry): its log, from the start.
+            // (A job that does not exist gets the daemon's "no job" error here.)
+            followed = current;
+            end = follow_log(client, target.clone(), 0).await?;
+            continue;
+        }
+        if run.status.is_finished() {
+            return Ok((run, end));
+        }
+        tokio::time::sleep(RUN_POLL).await;
+    }
 }
 
 /// Writes a log to stdout from `offset` until the job ends; `None` when the daemon went away.
@@ -151,19 +176,18 @@ pub async fn follow_log(
     offset: u64,
 ) -> anyhow::Result<Option<LogsFollowEnd>> {
     let mut sub = client
-        .subscribe(methods::LOGS_FOLLOW, LogsFollowParams { target, offset })
+        .subscribe::<methods::LogsFollow>(&LogsFollowParams { target, offset })
         .await?;
     let stdout = std::io::stdout();
     while let Some(item) = sub.next().await {
         match item {
-            StreamItem::Item(v) => {
-                let chunk: LogChunk = serde_json::from_value(v)?;
+            StreamItem::Item(chunk) => {
                 let bytes = chunk.bytes().map_err(|e| anyhow!(e))?;
                 let mut out = stdout.lock();
                 out.write_all(&bytes)?;
                 out.flush()?;
             }
-            StreamItem::End(Ok(v)) => return Ok(serde_json::from_value(v).ok()),
+            StreamItem::End(Ok(end)) => return Ok(Some(end)),
             StreamItem::End(Err(e)) => return Err(anyhow!(e)),
         }
     }

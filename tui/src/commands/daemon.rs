@@ -2,7 +2,7 @@
 
 use super::print_json;
 use crate::connect::{connect, start_daemon, Target};
-use flotilla_protocol::rpc::{methods, DaemonStatus};
+use flotilla_protocol::rpc::{methods, DaemonStatus, NoParams};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,7 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
                 println!("flotillad is not running on {}", target.socket.display());
                 return Ok(ExitCode::SUCCESS);
             };
-            let _: serde_json::Value = client
-                .call(methods::DAEMON_STOP, serde_json::json!({}))
-                .await?;
+            client.call::<methods::DaemonStop>(&NoParams {}).await?;
             let deadline = Instant::now() + Duration::from_secs(15);
             while target.socket.exists() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,9 +57,7 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
                     return Ok(ExitCode::from(3));
                 }
             };
-            let s: DaemonStatus = client
-                .call(methods::DAEMON_STATUS, serde_json::json!({}))
-                .await?;
+            let s: DaemonStatus = client.call::<methods::DaemonStatus>(&NoParams {}).await?;
             if json {
                 print_json(&s)?;
             } else {

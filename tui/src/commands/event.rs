@@ -4,7 +4,7 @@ use crate::connect::{connect_or_start, Target};
 use anyhow::anyhow;
 use flotilla_protocol::client::StreamItem;
 use flotilla_protocol::model::Event;
-use flotilla_protocol::rpc::{methods, EventList, EventsParams};
+use flotilla_protocol::rpc::{methods, EventsParams};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -46,14 +46,11 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
 
 pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
     let client = connect_or_start(target).await?;
-    let list: EventList = client
-        .call(
-            methods::EVENT_LIST,
-            EventsParams {
-                since: None,
-                limit: Some(a.last),
-            },
-        )
+    let list = client
+        .call::<methods::EventList>(&EventsParams {
+            since: None,
+            limit: Some(a.last),
+        })
         .await?;
     let mut last = 0;
     for e in &list.events {
@@ -64,20 +61,14 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut sub = client
-        .subscribe(
-            methods::EVENTS_WATCH,
-            EventsParams {
-                since: Some(last),
-                limit: None,
-            },
-        )
+        .subscribe::<methods::EventsWatch>(&EventsParams {
+            since: Some(last),
+            limit: None,
+        })
         .await?;
     while let Some(item) = sub.next().await {
         match item {
-            StreamItem::Item(v) => {
-                let e: Event = serde_json::from_value(v.get("event").cloned().unwrap_or_default())?;
-                print_event(&e, a.json)?;
-            }
+            StreamItem::Item(notice) => print_event(&notice.event, a.json)?,
             StreamItem::End(Ok(_)) => break,
             StreamItem::End(Err(e)) => return Err(anyhow!(e)),
         }

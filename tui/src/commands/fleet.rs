@@ -5,7 +5,7 @@ use super::print_json;
 use crate::connect::{connect_or_start, Target};
 use crate::table::{ago, price, print_table};
 use flotilla_protocol::model::{fmt_gb, Fleet, InstanceStatus};
-use flotilla_protocol::rpc::{methods, FleetApplyParams, FleetNameParams};
+use flotilla_protocol::rpc::{methods, FleetApplyParams, FleetNameParams, NoParams};
 use flotilla_protocol::Timestamp;
 use std::process::ExitCode;
 
@@ -35,9 +35,7 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
     let client = connect_or_start(target).await?;
     let fleets: Vec<Fleet> = match cmd {
         FleetCommand::List { json } => {
-            let fleets: Vec<Fleet> = client
-                .call(methods::FLEET_LIST, serde_json::json!({}))
-                .await?;
+            let fleets: Vec<Fleet> = client.call::<methods::FleetList>(&NoParams {}).await?;
             if json {
                 print_json(&fleets)?;
                 return Ok(ExitCode::SUCCESS);
@@ -46,7 +44,7 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
         }
         FleetCommand::Get { name, json } => {
             let fleet: Fleet = client
-                .call(methods::FLEET_GET, FleetNameParams { name })
+                .call::<methods::FleetGet>(&FleetNameParams { name })
                 .await?;
             if json {
                 print_json(&fleet)?;
@@ -72,11 +70,8 @@ pub async fn run(target: &Target, cmd: FleetCommand) -> anyhow::Result<ExitCode>
                 println!("Cancelled.");
                 return Ok(ExitCode::FAILURE);
             }
-            let _: serde_json::Value = client
-                .call(
-                    methods::FLEET_DELETE,
-                    FleetNameParams { name: name.clone() },
-                )
+            client
+                .call::<methods::FleetDelete>(&FleetNameParams { name: name.clone() })
                 .await?;
             println!("Deleted fleet {name}");
             return Ok(ExitCode::SUCCESS);
@@ -99,13 +94,10 @@ pub async fn apply(
         return Ok(ExitCode::FAILURE);
     }
     let mut fleet: Fleet = client
-        .call(
-            methods::FLEET_APPLY,
-            FleetApplyParams {
-                configuration: text,
-                file_name: Some(file.to_string()),
-            },
-        )
+        .call::<methods::FleetApply>(&FleetApplyParams {
+            configuration: text,
+            file_name: Some(file.to_string()),
+        })
         .await?;
     eprintln!("Provisioning fleet {}...", fleet.name);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -121,12 +113,9 @@ pub async fn apply(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         fleet = client
-            .call(
-                methods::FLEET_GET,
-                FleetNameParams {
-                    name: fleet.name.clone(),
-                },
-            )
+            .call::<methods::FleetGet>(&FleetNameParams {
+                name: fleet.name.clone(),
+            })
             .await?;
     }
     print_fleets(std::slice::from_ref(&fleet));

@@ -17,13 +17,10 @@ pub struct Args {
 pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
     let client = connect_or_start(target).await?;
     let m: MetricsResult = client
-        .call(
-            methods::METRICS_GET,
-            MetricsParams {
-                run: Some(a.run.clone()),
-                ..Default::default()
-            },
-        )
+        .call::<methods::MetricsGet>(&MetricsParams {
+            run: Some(a.run.clone()),
+            ..Default::default()
+        })
         .await?;
     if a.json {
         print_json(&m)?;

@@ -66,7 +66,7 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         group_by: a.group_by,
     };
     let client = connect_or_start(target).await?;
-    let list: OfferList = client.call(methods::OFFER_LIST, &query).await?;
+    let list: OfferList = client.call::<methods::OfferList>(&query).await?;
     for w in &list.warnings {
         eprintln!("warning: {w}");
     }

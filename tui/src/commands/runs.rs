@@ -1,6 +1,6 @@
 //! `ps`, `logs`, `stop` and `delete`: runs as a table or JSON, their logs, and ending them.
 
-use super::apply::follow_log;
+use super::apply::{follow_log, follow_until_run_ends};
 use super::{confirm, print_json};
 use crate::connect::{connect_or_start as connect, Target};
 use crate::table::{ago, price, print_table};
@@ -60,7 +60,7 @@ pub struct DeleteArgs {
 pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
     let client = connect(target).await?;
     let runs: Vec<Run> = client
-        .call(methods::RUN_LIST, RunListParams { all: args.all })
+        .call::<methods::RunList>(&RunListParams { all: args.all })
         .await?;
     if args.json {
         print_json(&runs)?;
@@ -144,21 +144,23 @@ pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
         submission: args.submission,
     };
     if args.follow {
-        follow_log(&client, log, 0).await?;
+        if log.submission.is_some() {
+            // One earlier attempt: its log to its end.
+            follow_log(&client, log, 0).await?;
+        } else {
+            follow_until_run_ends(&client, log).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut offset = 0;
     let stdout = std::io::stdout();
     loop {
         let r: LogsReadResult = client
-            .call(
-                methods::LOGS_READ,
-                LogsReadParams {
-                    target: log.clone(),
-                    offset,
-                    limit: None,
-                },
-            )
+            .call::<methods::LogsRead>(&LogsReadParams {
+                target: log.clone(),
+                offset,
+                limit: None,
+            })
             .await?;
         let bytes = r.chunk.bytes().map_err(|e| anyhow!(e))?;
         stdout.lock().write_all(&bytes)?;
@@ -179,13 +181,10 @@ pub async fn stop(target: &Target, args: StopArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let mut run: Run = client
-        .call(
-            methods::RUN_STOP,
-            RunStopParams {
-                name: args.run.clone(),
-                abort: args.abort,
-            },
-        )
+        .call::<methods::RunStop>(&RunStopParams {
+            name: args.run.clone(),
+            abort: args.abort,
+        })
         .await?;
     // Wait a little for the end, so that scripts see the final status; a graceful stop may
     // take up to stop_duration, and goes on in the daemon either way.
@@ -193,12 +192,9 @@ pub async fn stop(target: &Target, args: StopArgs) -> anyhow::Result<ExitCode> {
     while !run.status.is_finished() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         run = client
-            .call(
-                methods::RUN_GET,
-                RunNameParams {
-                    name: args.run.clone(),
-                },
-            )
+            .call::<methods::RunGet>(&RunNameParams {
+                name: args.run.clone(),
+            })
             .await?;
     }
     if run.status.is_finished() {
@@ -218,13 +214,10 @@ pub async fn delete(target: &Target, args: DeleteArgs) -> anyhow::Result<ExitCod
         println!("Cancelled.");
         return Ok(ExitCode::FAILURE);
     }
-    let _: serde_json::Value = client
-        .call(
-            methods::RUN_DELETE,
-            RunNameParams {
-                name: args.run.clone(),
-            },
-        )
+    client
+        .call::<methods::RunDelete>(&RunNameParams {
+            name: args.run.clone(),
+        })
         .await?;
     println!("Deleted {}", args.run);
     Ok(ExitCode::SUCCESS)

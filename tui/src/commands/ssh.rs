@@ -5,7 +5,7 @@
 use crate::connect::{connect, connect_or_start, Target};
 use anyhow::{anyhow, bail, Context};
 use flotilla_protocol::model::{Run, User};
-use flotilla_protocol::rpc::{methods, RunNameParams, TunnelInfo, TunnelParams};
+use flotilla_protocol::rpc::{methods, NoParams, RunNameParams, TunnelInfo, TunnelParams};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
 
@@ -39,25 +39,18 @@ fn state_dir(t: &Target) -> std::path::PathBuf {
 pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
     let client = connect_or_start(target).await?;
     let run: Run = client
-        .call(
-            methods::RUN_GET,
-            RunNameParams {
-                name: a.run.clone(),
-            },
-        )
+        .call::<methods::RunGet>(&RunNameParams {
+            name: a.run.clone(),
+        })
         .await?;
-    let job = run
-        .jobs
-        .iter()
-        .find(|j| j.replica_num == a.replica && j.job_num == a.job)
-        .ok_or_else(|| {
-            anyhow!(
-                "run {} has no job replica={} job={}",
-                a.run,
-                a.replica,
-                a.job
-            )
-        })?;
+    let job = run.job(a.replica, a.job).ok_or_else(|| {
+        anyhow!(
+            "run {} has no job replica={} job={}",
+            a.run,
+            a.replica,
+            a.job
+        )
+    })?;
     if !job.current.status.is_on_host() {
         bail!(
             "job {}/{} of {} is {}, not running",
@@ -93,7 +86,7 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
     }
     // An SSH host: the user's key, the pinned host key, and the daemon's route.
-    let me: User = client.call(methods::USER_ME, serde_json::json!({})).await?;
+    let me: User = client.call::<methods::UserMe>(&NoParams {}).await?;
     let key = me
         .ssh_private_key
         .ok_or_else(|| anyhow!("the daemon did not give your private key"))?;
@@ -159,14 +152,11 @@ async fn probe_tunnel(
 ) -> anyhow::Result<TunnelInfo> {
     let client = connect(target).await?;
     let info: TunnelInfo = client
-        .call(
-            methods::TUNNEL_OPEN,
-            TunnelParams {
-                run: run.to_string(),
-                replica,
-                job,
-            },
-        )
+        .call::<methods::TunnelOpen>(&TunnelParams {
+            run: run.to_string(),
+            replica,
+            job,
+        })
         .await?;
     Ok(info)
 }

@@ -7,11 +7,9 @@ use crate::connect::{connect, connect_or_start, Target};
 use crate::ui::app::{Command, LogRead, Msg};
 use flotilla_protocol::client::{Client, ClientError, StreamItem};
 use flotilla_protocol::config::parse_configuration;
-use flotilla_protocol::model::{Event, Fleet, Run};
 use flotilla_protocol::rpc::{
-    codes, methods, EventList, EventsParams, LogChunk, LogTarget, LogsFollowEnd, LogsFollowParams,
-    LogsReadParams, LogsReadResult, MetricsResult, OfferList, RunApplyParams, RunListParams,
-    RunNameParams, RunPlan, RunStopParams,
+    codes, methods, EventsParams, LogTarget, LogsFollowParams, LogsReadParams, LogsReadResult,
+    NoParams, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
 };
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
@@ -74,13 +72,10 @@ pub async fn run(
             }
         };
         let sub = client
-            .subscribe(
-                methods::EVENTS_WATCH,
-                EventsParams {
-                    since: last_seq,
-                    limit: None,
-                },
-            )
+            .subscribe::<methods::EventsWatch>(&EventsParams {
+                since: last_seq,
+                limit: None,
+            })
             .await;
         let mut sub = match sub {
             Ok(s) => s,
@@ -116,16 +111,11 @@ pub async fn run(
                     }
                 },
                 item = sub.next() => match item {
-                    Some(StreamItem::Item(v)) => {
-                        match v.get("event").cloned().map(serde_json::from_value::<Event>) {
-                            Some(Ok(e)) => {
-                                last_seq = Some(e.seq);
-                                let _ = msgs.send(Msg::Event(e));
-                            }
-                            _ => continue,
-                        }
+                    Some(StreamItem::Item(notice)) => {
+                        last_seq = Some(notice.event.seq);
+                        let _ = msgs.send(Msg::Event(notice.event));
                     }
-                    Some(StreamItem::End(Err(e))) => break e.message,
+                    Some(StreamItem::End(Err(e))) => break e.to_string(),
                     Some(StreamItem::End(Ok(_))) | None => break "the daemon closed the connection".to_string(),
                 },
             }
@@ -185,13 +175,13 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
     let msg = match cmd {
         Command::LoadRuns { all } => Msg::Runs(
             client
-                .call::<Vec<Run>>(methods::RUN_LIST, RunListParams { all })
+                .call::<methods::RunList>(&RunListParams { all })
                 .await
                 .map_err(|e| err_text(&e)),
         ),
         Command::LoadRun { name } => {
             let result = match client
-                .call::<Run>(methods::RUN_GET, RunNameParams { name: name.clone() })
+                .call::<methods::RunGet>(&RunNameParams { name: name.clone() })
                 .await
             {
                 Ok(r) => Ok(Some(r)),
@@ -202,34 +192,28 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
         }
         Command::LoadFleets => Msg::Fleets(
             client
-                .call::<Vec<Fleet>>(methods::FLEET_LIST, serde_json::json!({}))
+                .call::<methods::FleetList>(&NoParams {})
                 .await
                 .map_err(|e| err_text(&e)),
         ),
         Command::LoadEvents => Msg::Events(
             client
-                .call::<EventList>(
-                    methods::EVENT_LIST,
-                    EventsParams {
-                        since: None,
-                        limit: Some(200),
-                    },
-                )
+                .call::<methods::EventList>(&EventsParams {
+                    since: None,
+                    limit: Some(200),
+                })
                 .await
                 .map(|l| l.events)
                 .map_err(|e| err_text(&e)),
         ),
         Command::LoadOffers(q) => Msg::Offers(
             client
-                .call::<OfferList>(methods::OFFER_LIST, &q)
+                .call::<methods::OfferList>(&q)
                 .await
                 .map_err(|e| err_text(&e)),
         ),
         Command::Metrics { key, params } => {
-            match client
-                .call::<MetricsResult>(methods::METRICS_GET, &params)
-                .await
-            {
+            match client.call::<methods::MetricsGet>(&params).await {
                 Err(e) if e.rpc().is_some_and(|r| r.code == codes::METHOD_NOT_FOUND) => {
                     Msg::MetricsUnsupported
                 }
@@ -243,19 +227,16 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
             Ok((params, plan)) => Msg::Plan { path, params, plan },
             Err(e) => Msg::Error(e),
         },
-        Command::Apply(params) => match client.call::<Run>(methods::RUN_APPLY, &params).await {
+        Command::Apply(params) => match client.call::<methods::RunApply>(&params).await {
             Ok(run) => Msg::Applied(run),
             Err(e) => Msg::Error(format!("apply: {}", err_text(&e))),
         },
         Command::Stop { name, abort } => {
             match client
-                .call::<Run>(
-                    methods::RUN_STOP,
-                    RunStopParams {
-                        name: name.clone(),
-                        abort,
-                    },
-                )
+                .call::<methods::RunStop>(&RunStopParams {
+                    name: name.clone(),
+                    abort,
+                })
                 .await
             {
                 Ok(run) => {
@@ -270,7 +251,7 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
             }
         }
         Command::Delete { name } => match client
-            .call::<serde_json::Value>(methods::RUN_DELETE, RunNameParams { name: name.clone() })
+            .call::<methods::RunDelete>(&RunNameParams { name: name.clone() })
             .await
         {
             Ok(_) => Msg::Deleted(name),
@@ -314,7 +295,7 @@ async fn plan(client: &Client, path: &str) -> Result<(RunApplyParams, RunPlan), 
     };
     let params = crate::commands::apply::run_params(&run_config, path, text);
     let plan = client
-        .call::<RunPlan>(methods::RUN_PLAN, &params)
+        .call::<methods::RunPlan>(&params)
         .await
         .map_err(|e| format!("plan {path}: {}", err_text(&e)))?;
     Ok((params, plan))
@@ -328,14 +309,11 @@ async fn read(
     limit: u64,
 ) -> Result<(u64, Vec<u8>, u64), String> {
     let r: LogsReadResult = client
-        .call(
-            methods::LOGS_READ,
-            LogsReadParams {
-                target: target.clone(),
-                offset,
-                limit: Some(limit),
-            },
-        )
+        .call::<methods::LogsRead>(&LogsReadParams {
+            target: target.clone(),
+            offset,
+            limit: Some(limit),
+        })
         .await
         .map_err(|e| err_text(&e))?;
     let bytes = r.chunk.bytes()?;
@@ -388,13 +366,10 @@ pub async fn follow_log(target: Target, session: u64, log: LogTarget, msgs: Unbo
             }
         };
         let mut sub = match client
-            .subscribe(
-                methods::LOGS_FOLLOW,
-                LogsFollowParams {
-                    target: log.clone(),
-                    offset,
-                },
-            )
+            .subscribe::<methods::LogsFollow>(&LogsFollowParams {
+                target: log.clone(),
+                offset,
+            })
             .await
         {
             Ok(s) => s,
@@ -432,10 +407,7 @@ pub async fn follow_log(target: Target, session: u64, log: LogTarget, msgs: Unbo
                 None => sub.next().await,
             };
             match item {
-                Some(StreamItem::Item(v)) => {
-                    let Ok(chunk) = serde_json::from_value::<LogChunk>(v) else {
-                        continue;
-                    };
+                Some(StreamItem::Item(chunk)) => {
                     let Ok(bytes) = chunk.bytes() else { continue };
                     if batch.is_empty() {
                         batch_offset = chunk.offset;
@@ -453,16 +425,16 @@ pub async fn follow_log(target: Target, session: u64, log: LogTarget, msgs: Unbo
                         deadline = None;
                     }
                 }
-                Some(StreamItem::End(Ok(v))) => {
+                Some(StreamItem::End(Ok(end))) => {
                     flush(&mut batch, batch_offset, batch_time);
-                    break Some(Ok(serde_json::from_value::<LogsFollowEnd>(v).ok()));
+                    break Some(Ok(Some(end)));
                 }
                 Some(StreamItem::End(Err(e))) => {
                     flush(&mut batch, batch_offset, batch_time);
-                    if e.code == codes::SHUTTING_DOWN {
+                    if e.rpc().is_some_and(|r| r.code == codes::SHUTTING_DOWN) {
                         break None;
                     }
-                    break Some(Err(e.message));
+                    break Some(Err(e.to_string()));
                 }
                 None => {
                     flush(&mut batch, batch_offset, batch_time);

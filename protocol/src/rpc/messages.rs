@@ -1,159 +1,10 @@
-//! JSON-RPC 2.0 messages of the socket protocol: envelopes, error codes, and each method's params and results.
+//! The params and results of the socket methods, and the items of its streams.
 
 use crate::config::{ConfigError, Range};
 use crate::model::{Event, Offer, Run};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Protocol version spoken by this build: `MAJOR.MINOR`; a different major is refused.
-pub const PROTOCOL_VERSION: &str = "1.0";
-
-/// The largest line either side accepts; a longer one is an error and closes the connection.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
-
-pub mod methods {
-    pub const HELLO: &str = "hello";
-    pub const RUN_PLAN: &str = "run.plan";
-    pub const RUN_APPLY: &str = "run.apply";
-    pub const RUN_LIST: &str = "run.list";
-    pub const RUN_GET: &str = "run.get";
-    pub const RUN_STOP: &str = "run.stop";
-    pub const RUN_DELETE: &str = "run.delete";
-    pub const LOGS_READ: &str = "logs.read";
-    pub const LOGS_FOLLOW: &str = "logs.follow";
-    pub const EVENTS_WATCH: &str = "events.watch";
-    pub const EVENT_LIST: &str = "event.list";
-    pub const FLEET_LIST: &str = "fleet.list";
-    pub const INSTANCE_LIST: &str = "instance.list";
-    pub const OFFER_LIST: &str = "offer.list";
-    pub const DAEMON_STATUS: &str = "daemon.status";
-    pub const DAEMON_STOP: &str = "daemon.stop";
-    pub const METRICS_GET: &str = "metrics.get";
-    pub const FLEET_APPLY: &str = "fleet.apply";
-    pub const FLEET_GET: &str = "fleet.get";
-    pub const FLEET_DELETE: &str = "fleet.delete";
-    pub const USER_ME: &str = "user.me";
-    pub const TUNNEL_OPEN: &str = "tunnel.open";
-    pub const USER_REFRESH_SSH_KEY: &str = "user.refresh_ssh_key";
-    /// Notification methods of streams.
-    pub const LOGS_CHUNK: &str = "logs.chunk";
-    pub const EVENT: &str = "event";
-}
-
-/// JSON-RPC error codes used by the daemon.
-pub mod codes {
-    pub const PARSE_ERROR: i64 = -32700;
-    pub const INVALID_REQUEST: i64 = -32600;
-    pub const METHOD_NOT_FOUND: i64 = -32601;
-    pub const INVALID_PARAMS: i64 = -32602;
-    pub const INTERNAL_ERROR: i64 = -32603;
-    pub const NOT_FOUND: i64 = -32000;
-    pub const CONFLICT: i64 = -32001;
-    pub const INVALID_CONFIGURATION: i64 = -32002;
-    pub const PROTOCOL_MISMATCH: i64 = -32003;
-    pub const FRAME_TOO_LARGE: i64 = -32004;
-    pub const HELLO_REQUIRED: i64 = -32005;
-    pub const FORBIDDEN: i64 = -32006;
-    pub const SHUTTING_DOWN: i64 = -32007;
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub jsonrpc: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Value>,
-    pub method: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
-}
-
-impl Request {
-    pub fn new(id: u64, method: &str, params: Value) -> Self {
-        Request {
-            jsonrpc: "2.0".into(),
-            id: Some(Value::from(id)),
-            method: method.into(),
-            params: Some(params),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RpcError {
-    pub code: i64,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-}
-
-impl RpcError {
-    pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError {
-            code,
-            message: message.into(),
-            data: None,
-        }
-    }
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-}
-
-impl std::fmt::Display for RpcError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for RpcError {}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub jsonrpc: String,
-    pub id: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<RpcError>,
-}
-
-impl Response {
-    pub fn ok(id: Value, result: Value) -> Self {
-        Response {
-            jsonrpc: "2.0".into(),
-            id,
-            result: Some(result),
-            error: None,
-        }
-    }
-    pub fn err(id: Value, error: RpcError) -> Self {
-        Response {
-            jsonrpc: "2.0".into(),
-            id,
-            result: None,
-            error: Some(error),
-        }
-    }
-}
-
-/// A stream item: `params.id` is the id of the request that opened the stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    pub jsonrpc: String,
-    pub method: String,
-    pub params: Value,
-}
-
-/// Any line the daemon sends.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum ServerMessage {
-    Response(Response),
-    Notification(Notification),
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HelloParams {
@@ -482,4 +333,26 @@ pub struct TunnelInfo {
     pub host_key: Option<String>,
     /// The job's working directory on the host.
     pub workdir: Option<String>,
+}
+
+/// Params of the methods that take none: serialises to `{}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NoParams {}
+
+/// Result of `run.delete` and `fleet.delete`: the name of what was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+/// Result of `daemon.stop`: the daemon has begun shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub stopping: bool,
+}
+
+/// One notification of `events.watch` (its `id` field, the stream's request id, is added on the wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventNotice {
+    pub event: Event,
 }
