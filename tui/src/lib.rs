@@ -3,6 +3,7 @@
 
 pub mod closed_stdout;
 pub mod commands;
+pub mod config_file;
 pub mod connect;
 pub mod table;
 pub mod ui;

@@ -1,16 +1,15 @@
 //! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, follow the logs to the end.
 
 use super::confirm;
+use crate::config_file::{self, run_params};
 use crate::connect::{connect_or_start, Target};
 use crate::table::{price, print_offers, resources};
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use flotilla_protocol::client::{Client, StreamItem};
-use flotilla_protocol::config::{parse_configuration, RunConfiguration};
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
-    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunApplyParams, RunNameParams, RunPlan,
+    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunNameParams, RunPlan,
 };
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,13 +33,11 @@ pub struct Args {
 
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let file_name = args.file.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {file_name}"))?;
     // Every error in the file, with line and column, before anything is sent.
-    let config = match parse_configuration(&file_name, &text) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
+    let (text, config) = match config_file::read(&args.file, &file_name) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("{e}");
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -80,23 +77,6 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     follow_run(&client, &run.name).await
-}
-
-/// The `run.plan` / `run.apply` params for a run configuration file: its text, its name, and
-/// the values of its bare `env` keys from this process's environment.
-pub fn run_params(config: &RunConfiguration, file_name: &str, text: String) -> RunApplyParams {
-    let env: BTreeMap<String, String> = config
-        .common()
-        .env
-        .bare_keys()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    RunApplyParams {
-        configuration: text,
-        file_name: Some(file_name.to_string()),
-        env,
-        name: None,
-    }
 }
 
 fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {

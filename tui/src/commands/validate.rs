@@ -1,6 +1,6 @@
 //! `flotilla validate -f FILE [--json]`: parse locally, print the normalized configuration or every error.
 
-use flotilla_protocol::config::parse_configuration;
+use crate::config_file;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,15 +16,8 @@ pub struct Args {
 
 pub fn run(args: &Args) -> ExitCode {
     let name = args.file.display().to_string();
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{name}: cannot read: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match parse_configuration(&name, &text) {
-        Ok(cfg) => {
+    match config_file::read(&args.file, &name) {
+        Ok((_, cfg)) => {
             let v = cfg.to_normalized_json();
             let out = if args.json {
                 serde_json::to_string(&v)
@@ -42,15 +35,15 @@ pub fn run(args: &Args) -> ExitCode {
                 }
             }
         }
-        Err(errors) => {
-            if args.json {
-                eprintln!(
-                    "{}",
-                    serde_json::to_string(&errors.0).unwrap_or_else(|_| "[]".into())
-                );
-            } else {
-                eprintln!("{errors}");
-            }
+        Err(config_file::ReadError::Invalid(errors)) if args.json => {
+            eprintln!(
+                "{}",
+                serde_json::to_string(&errors.0).unwrap_or_else(|_| "[]".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

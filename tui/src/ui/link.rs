@@ -3,16 +3,17 @@
 //! re-opened from the last event seen, and each [`Command`] carried out as its own task. Log
 //! follows get a connection each (a stream ends only with its connection) and batch their bytes.
 
+use crate::config_file;
 use crate::connect::{connect, connect_or_start, Target};
 use crate::ui::app::{Command, LogRead, Msg};
 use flotilla_protocol::client::{Client, ClientError, StreamItem};
-use flotilla_protocol::config::parse_configuration;
 use flotilla_protocol::rpc::{
     codes, methods, EventsParams, LogTarget, LogsFollowParams, LogsReadParams, LogsReadResult,
     NoParams, RunApplyParams, RunListParams, RunNameParams, RunPlan, RunStopParams,
 };
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -283,17 +284,19 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
 
 /// Reads, checks and plans a configuration file, as `flotilla apply` does.
 async fn plan(client: &Client, path: &str) -> Result<(RunApplyParams, RunPlan), String> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    let config = parse_configuration(path, &text).map_err(|errors| errors.to_string())?;
+    let owned = path.to_string();
+    let (text, config) =
+        tokio::task::spawn_blocking(move || config_file::read(Path::new(&owned), &owned))
+            .await
+            .map_err(|e| format!("cannot read {path}: {e}"))?
+            .map_err(|e| e.to_string())?;
     let Some(run_config) = config.as_run() else {
         return Err(format!(
             "{path} is a {} configuration; only tasks, services and dev environments can be applied",
             config.type_name()
         ));
     };
-    let params = crate::commands::apply::run_params(&run_config, path, text);
+    let params = config_file::run_params(&run_config, path, text);
     let plan = client
         .call::<methods::RunPlan>(&params)
         .await
