@@ -100,7 +100,7 @@ pub fn resubmit_failed(
     if run.termination_reason.is_some() {
         return;
     }
-    let Some(retry) = run.configuration.common().retry.clone() else {
+    let Some(retry) = run.configuration.common().profile.retry.clone() else {
         return;
     };
     for i in 0..run.jobs.len() {

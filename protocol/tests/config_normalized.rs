@@ -79,11 +79,11 @@ fn run_defaults_are_resolved() {
     let config = run("type: task\ncommands: [echo hi]\n");
     let common = config.common();
     assert_eq!(common.priority, 0);
-    assert_eq!(common.spot_policy, SpotPolicy::OnDemand);
-    assert_eq!(common.max_duration, None);
-    assert_eq!(common.stop_duration, Some(300));
-    assert_eq!(common.idle_duration, Some(300));
-    assert_eq!(common.retry, None);
+    assert_eq!(common.profile.spot_policy, SpotPolicy::OnDemand);
+    assert_eq!(common.policy.max_duration, None);
+    assert_eq!(common.policy.stop_duration, Some(300));
+    assert_eq!(common.profile.idle_duration, Some(300));
+    assert_eq!(common.profile.retry, None);
     assert_eq!(config.nodes(), 1);
     assert_eq!(config.replicas(), Range::exact(1));
     assert_eq!(config.commands(), ["echo hi"]);
@@ -98,20 +98,20 @@ fn durations_normalize_to_seconds_or_off() {
     let config =
         run("type: task\ncommands: [x]\nmax_duration: 2h\nstop_duration: off\nidle_duration: -1\n");
     let common = config.common();
-    assert_eq!(common.max_duration, Some(7200));
-    assert_eq!(common.stop_duration, None);
-    assert_eq!(common.idle_duration, None);
+    assert_eq!(common.policy.max_duration, Some(7200));
+    assert_eq!(common.policy.stop_duration, None);
+    assert_eq!(common.profile.idle_duration, None);
 
     let config = run(
         "type: task\ncommands: [x]\nmax_duration: false\nstop_duration: 90\nidle_duration: 1w\n",
     );
     let common = config.common();
-    assert_eq!(common.max_duration, None);
-    assert_eq!(common.stop_duration, Some(90));
-    assert_eq!(common.idle_duration, Some(604_800));
+    assert_eq!(common.policy.max_duration, None);
+    assert_eq!(common.policy.stop_duration, Some(90));
+    assert_eq!(common.profile.idle_duration, Some(604_800));
 
     let config = run("type: task\ncommands: [x]\nidle_duration: off\nutilization_policy: {min_gpu_utilization: 10, time_window: 1h}\n");
-    assert_eq!(config.common().idle_duration, None);
+    assert_eq!(config.common().profile.idle_duration, None);
     assert_eq!(
         config.to_normalized_json()["utilization_policy"],
         json!({"min_gpu_utilization": 10, "time_window": 3600})
@@ -127,7 +127,7 @@ fn durations_normalize_to_seconds_or_off() {
     let Configuration::Fleet(fleet) = parse("type: fleet\nnodes: 2\n") else {
         panic!("a fleet")
     };
-    assert_eq!(fleet.idle_duration, Some(259_200));
+    assert_eq!(fleet.profile.idle_duration, Some(259_200));
 }
 
 #[test]
@@ -158,12 +158,14 @@ fn retry_normalizes_true_false_and_mapping() {
     assert_eq!(
         run("type: task\ncommands: [x]\nretry: true\n")
             .common()
+            .profile
             .retry,
         Some(all)
     );
     assert_eq!(
         run("type: task\ncommands: [x]\nretry: false\n")
             .common()
+            .profile
             .retry,
         None
     );
@@ -313,7 +315,7 @@ fn dev_environment_commands_are_its_init() {
     let config = run("type: dev-environment\nide: cursor\ninit: [pip install x]\ninstances: [my-fleet-3, {fleet: f, instance: 2}]\n");
     assert_eq!(config.commands(), ["pip install x"]);
     assert_eq!(
-        config.common().instances,
+        config.common().policy.instances,
         Some(vec![
             InstanceSelector::Name {
                 name: "my-fleet-3".into()

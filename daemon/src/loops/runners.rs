@@ -219,7 +219,7 @@ async fn follow_to_end(
         .store()
         .get_run(run_id)
         .map_err(|e| e.to_string())?
-        .and_then(|r| r.configuration.common().stop_duration);
+        .and_then(|r| r.configuration.common().policy.stop_duration);
     let (run, others_to_stop) = d
         .update_run(run_id, |run| {
             let Some(job) = run.job_mut(replica, job_num) else {

@@ -141,8 +141,8 @@ pub async fn schedule_once(
                 priority: common.priority,
                 submitted_at: job.current.submitted_at,
                 requirements: common.resources.clone(),
-                fleets: common.fleets.clone(),
-                max_price: common.max_price,
+                fleets: common.policy.fleets.clone(),
+                max_price: common.profile.max_price,
                 nodes: run.configuration.nodes(),
                 master_fleet: run
                     .job(job.replica_num, 0)

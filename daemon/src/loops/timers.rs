@@ -34,6 +34,7 @@ async fn tick(d: &Daemon) {
         let common = run.configuration.common();
         let over = |started: Option<Timestamp>| {
             common
+                .policy
                 .max_duration
                 .zip(started)
                 .is_some_and(|(max, s)| s.plus_secs(max) <= now)
@@ -44,7 +45,7 @@ async fn tick(d: &Daemon) {
                 && over(j.current.started_at)
         });
         if needs_stop {
-            let stop_duration = common.stop_duration;
+            let stop_duration = common.policy.stop_duration;
             let r = d.update_run(run.id, |run| {
                 for j in run.jobs.iter_mut() {
                     if j.current.stop.is_none()

@@ -196,7 +196,7 @@ async fn apply_backend_fleet(
             "{file}: a fleet without ssh_config needs a backend, and none is configured; list your machines under ssh_config.hosts, or add a backend to the daemon's config.yml"
         )));
     }
-    if let Some(names) = &cfg.backends {
+    if let Some(names) = &cfg.profile.backends {
         let unknown: Vec<&String> = names
             .iter()
             .filter(|n| d.backends().get(n).is_none())

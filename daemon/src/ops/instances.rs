@@ -33,9 +33,12 @@ pub async fn create_instance(
     fleet: &str,
     cfg: &FleetConfig,
 ) -> Result<Instance, String> {
-    let mut offers = d.backends().offers(&cfg.resources, cfg.backends.as_deref());
+    let mut offers = d
+        .backends()
+        .offers(&cfg.resources, cfg.profile.backends.as_deref());
     offers.retain(|o| {
-        cfg.max_price.is_none_or(|m| o.price <= m) && spot_allowed(cfg.spot_policy, o.spot)
+        cfg.profile.max_price.is_none_or(|m| o.price <= m)
+            && spot_allowed(cfg.profile.spot_policy, o.spot)
     });
     create_from_offers(d, fleet, &offers).await
 }

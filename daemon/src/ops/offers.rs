@@ -35,12 +35,12 @@ impl OfferRequest {
         OfferRequest {
             requirements: Requirements {
                 resources: common.resources.clone(),
-                spot_policy: common.spot_policy,
-                max_price: common.max_price,
+                spot_policy: common.profile.spot_policy,
+                max_price: common.profile.max_price,
                 ..Requirements::default()
             },
-            fleets: common.fleets.clone(),
-            backends: common.backends.clone(),
+            fleets: common.policy.fleets.clone(),
+            backends: common.profile.backends.clone(),
             with_catalog: false,
         }
     }

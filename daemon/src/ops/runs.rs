@@ -250,7 +250,7 @@ pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Resul
         return Ok(run);
     }
     let now = Timestamp::now();
-    let stop_duration = run.configuration.common().stop_duration;
+    let stop_duration = run.configuration.common().policy.stop_duration;
     let (run, _) = d.update_run(run.id, |run| {
         let reason = if abort {
             RunTerminationReason::AbortedByUser

@@ -157,7 +157,7 @@ pub fn plan_fleet(fleet: &FleetView, now: Timestamp) -> Vec<FleetAction> {
         if remaining <= nodes.min {
             break;
         }
-        let limit = lower(i.idle_duration, config.idle_duration);
+        let limit = lower(i.idle_duration, config.profile.idle_duration);
         if limit.is_some_and(|limit| since(idle_since(i), now) >= limit) {
             actions.push(terminate(i, InstanceTerminationReason::IdleTimeout));
             remaining -= 1;

@@ -29,12 +29,12 @@ impl JobTerms {
     /// The terms of a run's configuration.
     pub fn from_run(common: &RunCommon) -> Self {
         JobTerms {
-            creation_policy: common.creation_policy,
-            spot_policy: common.spot_policy,
-            backends: common.backends.clone(),
-            regions: common.regions.clone(),
-            instance_types: common.instance_types.clone(),
-            idle_duration: common.idle_duration,
+            creation_policy: common.policy.creation_policy,
+            spot_policy: common.profile.spot_policy,
+            backends: common.profile.backends.clone(),
+            regions: common.profile.regions.clone(),
+            instance_types: common.profile.instance_types.clone(),
+            idle_duration: common.profile.idle_duration,
         }
     }
 }
@@ -64,18 +64,18 @@ pub fn backend_requirements(job: &PendingJob, fleet: &FleetView) -> Option<Requi
     };
     Some(Requirements {
         resources,
-        spot_policy: combine_spot(job.terms.spot_policy, config.spot_policy)?,
-        max_price: lower(job.max_price, config.max_price),
-        backends: intersect_lists(&job.terms.backends, &config.backends)?,
-        regions: intersect_lists(&job.terms.regions, &config.regions)?,
-        instance_types: intersect_lists(&job.terms.instance_types, &config.instance_types)?,
+        spot_policy: combine_spot(job.terms.spot_policy, config.profile.spot_policy)?,
+        max_price: lower(job.max_price, config.profile.max_price),
+        backends: intersect_lists(&job.terms.backends, &config.profile.backends)?,
+        regions: intersect_lists(&job.terms.regions, &config.profile.regions)?,
+        instance_types: intersect_lists(&job.terms.instance_types, &config.profile.instance_types)?,
         limit: (!shared).then_some(super::MAX_PROVISION_OFFERS),
     })
 }
 
 /// The idle limit of a new instance: the lower of the run's and the fleet's.
 pub(crate) fn new_instance_idle_duration(job: &PendingJob, fleet: &FleetView) -> Option<u64> {
-    let fleet_idle = fleet.config.as_ref().and_then(|c| c.idle_duration);
+    let fleet_idle = fleet.config.as_ref().and_then(|c| c.profile.idle_duration);
     lower(job.terms.idle_duration, fleet_idle)
 }
 

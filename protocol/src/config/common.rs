@@ -6,15 +6,11 @@ use super::env::{decode_env, Env};
 use super::mounts::{
     decode_files, decode_repos, decode_volumes, FileMapping, RepoSpec, VolumeMount,
 };
-use super::profile::{
-    decode_profile, CreationPolicy, InstanceSelector, RetrySpec, Schedule, SpotPolicy,
-    StartupOrder, StopCriteria, UtilizationPolicy, DEFAULT_RUN_IDLE_DURATION,
-    DEFAULT_STOP_DURATION,
-};
+use super::profile::{decode_profile, InstanceProfile, RunPolicy, DEFAULT_RUN_IDLE_DURATION};
 use super::resources::{decode_resources, ResourcesSpec};
 use super::yaml::{parse_yaml_int, Node};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 /// The fields of `task`, `service` and `dev-environment` that SPEC section 1 calls common,
@@ -50,31 +46,12 @@ pub struct RunCommon {
     /// Deprecated: dev environments run it before `init`; tasks and services ignore it.
     pub setup: Vec<String>,
 
-    pub backends: Option<Vec<String>>,
-    pub regions: Option<Vec<String>>,
-    pub availability_zones: Option<Vec<String>>,
-    pub instance_types: Option<Vec<String>>,
-    pub reservation: Option<String>,
-    pub spot_policy: SpotPolicy,
-    pub retry: Option<RetrySpec>,
-    /// Seconds; `None` = no limit.
-    pub max_duration: Option<u64>,
-    /// Seconds of grace for a stop; `None` = wait forever.
-    pub stop_duration: Option<u64>,
-    /// $ per hour.
-    pub max_price: Option<f64>,
-    pub creation_policy: CreationPolicy,
-    /// Seconds an instance the run created may stay idle; `None` = forever.
-    pub idle_duration: Option<u64>,
-    pub utilization_policy: Option<UtilizationPolicy>,
-    pub startup_order: Option<StartupOrder>,
-    pub stop_criteria: Option<StopCriteria>,
-    pub schedule: Option<Schedule>,
-    pub fleets: Option<Vec<String>>,
-    pub instances: Option<Vec<InstanceSelector>>,
-    pub tags: BTreeMap<String, String>,
-    /// Backend-specific options, carried as written.
-    pub backend_options: Option<serde_json::Value>,
+    /// Where instances come from and how they are kept (shared with fleets).
+    #[serde(flatten)]
+    pub profile: InstanceProfile,
+    /// How long the run may last, how it stops, which fleets it may use.
+    #[serde(flatten)]
+    pub policy: RunPolicy,
 }
 
 impl Default for RunCommon {
@@ -102,26 +79,8 @@ impl Default for RunCommon {
             files: Vec::new(),
             repos: Vec::new(),
             setup: Vec::new(),
-            backends: None,
-            regions: None,
-            availability_zones: None,
-            instance_types: None,
-            reservation: None,
-            spot_policy: SpotPolicy::default(),
-            retry: None,
-            max_duration: None,
-            stop_duration: Some(DEFAULT_STOP_DURATION),
-            max_price: None,
-            creation_policy: CreationPolicy::default(),
-            idle_duration: Some(DEFAULT_RUN_IDLE_DURATION),
-            utilization_policy: None,
-            startup_order: None,
-            stop_criteria: None,
-            schedule: None,
-            fleets: None,
-            instances: None,
-            tags: BTreeMap::new(),
-            backend_options: None,
+            profile: InstanceProfile::default(),
+            policy: RunPolicy::default(),
         }
     }
 }
@@ -262,7 +221,7 @@ pub(crate) fn decode_run_common(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Run
 
     check_image_sources(d, fields, image.is_some(), python.is_some(), nvcc, docker);
 
-    let profile = decode_profile(d, fields, DEFAULT_RUN_IDLE_DURATION);
+    let (profile, policy) = decode_profile(d, fields, DEFAULT_RUN_IDLE_DURATION);
     RunCommon {
         name,
         image,
@@ -285,26 +244,8 @@ pub(crate) fn decode_run_common(d: &mut Decoder<'_>, fields: &Fields<'_>) -> Run
         files,
         repos,
         setup,
-        backends: profile.backends,
-        regions: profile.regions,
-        availability_zones: profile.availability_zones,
-        instance_types: profile.instance_types,
-        reservation: profile.reservation,
-        spot_policy: profile.spot_policy,
-        retry: profile.retry,
-        max_duration: profile.max_duration,
-        stop_duration: profile.stop_duration,
-        max_price: profile.max_price,
-        creation_policy: profile.creation_policy,
-        idle_duration: profile.idle_duration,
-        utilization_policy: profile.utilization_policy,
-        startup_order: profile.startup_order,
-        stop_criteria: profile.stop_criteria,
-        schedule: profile.schedule,
-        fleets: profile.fleets,
-        instances: profile.instances,
-        tags: profile.tags,
-        backend_options: profile.backend_options,
+        profile,
+        policy,
     }
 }
 

@@ -5,12 +5,11 @@ use super::decode::{item, Decoder, Fields};
 use super::env::{decode_env, Env};
 use super::limits::{MAX_BLOCKS, MAX_NODES, MAX_SSH_HOSTS};
 use super::profile::{
-    decode_profile, RetrySpec, SpotPolicy, DEFAULT_FLEET_IDLE_DURATION, PROFILE_FIELDS,
+    decode_profile, InstanceProfile, DEFAULT_FLEET_IDLE_DURATION, PROFILE_FIELDS,
 };
 use super::resources::{decode_resources, parse_count_range, ResourcesSpec};
 use super::yaml::Node;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,20 +20,11 @@ pub struct FleetConfig {
     pub placement: Placement,
     pub blocks: Blocks,
     pub resources: ResourcesSpec,
-    /// Seconds an idle instance is kept (above `nodes.min`); `None` = forever.
-    pub idle_duration: Option<u64>,
     pub ssh_config: Option<SshConfig>,
     pub env: Env,
-    pub backends: Option<Vec<String>>,
-    pub regions: Option<Vec<String>>,
-    pub availability_zones: Option<Vec<String>>,
-    pub instance_types: Option<Vec<String>>,
-    pub reservation: Option<String>,
-    pub spot_policy: SpotPolicy,
-    pub retry: Option<RetrySpec>,
-    pub max_price: Option<f64>,
-    pub tags: BTreeMap<String, String>,
-    pub backend_options: Option<serde_json::Value>,
+    /// Where the fleet's instances come from and how they are kept (shared with runs).
+    #[serde(flatten)]
+    pub profile: InstanceProfile,
 }
 
 /// `min <= target <= max`; `max: None` is unlimited.
@@ -197,26 +187,16 @@ pub(crate) fn decode_fleet(d: &mut Decoder<'_>, fields: &Fields<'_>) -> FleetCon
         .get("env")
         .map(|node| decode_env(d, node, &fields.path_of("env")))
         .unwrap_or_default();
-    let profile = decode_profile(d, fields, DEFAULT_FLEET_IDLE_DURATION);
+    let (profile, _run_only) = decode_profile(d, fields, DEFAULT_FLEET_IDLE_DURATION);
     FleetConfig {
         name,
         nodes,
         placement,
         blocks,
         resources,
-        idle_duration: profile.idle_duration,
         ssh_config,
         env,
-        backends: profile.backends,
-        regions: profile.regions,
-        availability_zones: profile.availability_zones,
-        instance_types: profile.instance_types,
-        reservation: profile.reservation,
-        spot_policy: profile.spot_policy,
-        retry: profile.retry,
-        max_price: profile.max_price,
-        tags: profile.tags,
-        backend_options: profile.backend_options,
+        profile,
     }
 }
 

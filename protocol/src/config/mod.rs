@@ -28,9 +28,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Blocks, FleetConfig, FleetNodes, Placement, SshConfig, SshHost, SshProxyJump};
 pub use mounts::{FileMapping, RepoExistsAction, RepoSpec, VolumeMount};
 pub use profile::{
-    CreationPolicy, InstanceSelector, RetryEvent, RetrySpec, Schedule, SpotPolicy, StartupOrder,
-    StopCriteria, UtilizationPolicy, DEFAULT_FLEET_IDLE_DURATION, DEFAULT_RETRY_DURATION,
-    DEFAULT_RUN_IDLE_DURATION, DEFAULT_STOP_DURATION,
+    CreationPolicy, InstanceProfile, InstanceSelector, RetryEvent, RetrySpec, RunPolicy, Schedule,
+    SpotPolicy, StartupOrder, StopCriteria, UtilizationPolicy, DEFAULT_FLEET_IDLE_DURATION,
+    DEFAULT_RETRY_DURATION, DEFAULT_RUN_IDLE_DURATION, DEFAULT_STOP_DURATION,
 };
 pub use resources::{
     parse_count_range, parse_size, parse_size_range, CpuArch, CpuSpec, DiskSpec, GpuSpec,

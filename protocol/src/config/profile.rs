@@ -90,8 +90,11 @@ pub enum InstanceSelector {
     FleetInstance { fleet: String, instance: u32 },
 }
 
-/// The profile fields as read, before they are spread into a run's or a fleet's spec.
-pub(crate) struct Profile {
+/// Where a run's or a fleet's instances come from and how they are kept: the profile fields
+/// that runs and fleets share, written once and flattened into both (`#[serde(flatten)]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceProfile {
     pub backends: Option<Vec<String>>,
     pub regions: Option<Vec<String>>,
     pub availability_zones: Option<Vec<String>>,
@@ -99,19 +102,73 @@ pub(crate) struct Profile {
     pub reservation: Option<String>,
     pub spot_policy: SpotPolicy,
     pub retry: Option<RetrySpec>,
-    pub max_duration: Option<u64>,
-    pub stop_duration: Option<u64>,
+    /// $ per hour.
     pub max_price: Option<f64>,
-    pub creation_policy: CreationPolicy,
+    /// Seconds an instance may stay idle; `None` = forever.
     pub idle_duration: Option<u64>,
+    pub tags: BTreeMap<String, String>,
+    /// Backend-specific options, carried as written.
+    pub backend_options: Option<serde_json::Value>,
+}
+
+impl InstanceProfile {
+    /// What a file that sets none of these fields gets, with the kind's idle default.
+    pub fn with_idle_default(idle_duration: u64) -> Self {
+        InstanceProfile {
+            backends: None,
+            regions: None,
+            availability_zones: None,
+            instance_types: None,
+            reservation: None,
+            spot_policy: SpotPolicy::default(),
+            retry: None,
+            max_price: None,
+            idle_duration: Some(idle_duration),
+            tags: BTreeMap::new(),
+            backend_options: None,
+        }
+    }
+}
+
+impl Default for InstanceProfile {
+    /// A run's defaults.
+    fn default() -> Self {
+        InstanceProfile::with_idle_default(DEFAULT_RUN_IDLE_DURATION)
+    }
+}
+
+/// The profile fields only runs have: how long a run may last, how it stops, and which existing
+/// fleets and instances it may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunPolicy {
+    /// Seconds; `None` = no limit.
+    pub max_duration: Option<u64>,
+    /// Seconds of grace for a stop; `None` = wait forever.
+    pub stop_duration: Option<u64>,
+    pub creation_policy: CreationPolicy,
     pub utilization_policy: Option<UtilizationPolicy>,
     pub startup_order: Option<StartupOrder>,
     pub stop_criteria: Option<StopCriteria>,
     pub schedule: Option<Schedule>,
     pub fleets: Option<Vec<String>>,
     pub instances: Option<Vec<InstanceSelector>>,
-    pub tags: BTreeMap<String, String>,
-    pub backend_options: Option<serde_json::Value>,
+}
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        RunPolicy {
+            max_duration: None,
+            stop_duration: Some(DEFAULT_STOP_DURATION),
+            creation_policy: CreationPolicy::default(),
+            utilization_policy: None,
+            startup_order: None,
+            stop_criteria: None,
+            schedule: None,
+            fleets: None,
+            instances: None,
+        }
+    }
 }
 
 /// The profile fields of every kind that has them; a kind reads the ones its field list allows.
@@ -143,7 +200,7 @@ pub(crate) fn decode_profile(
     d: &mut Decoder<'_>,
     fields: &Fields<'_>,
     idle_default: u64,
-) -> Profile {
+) -> (InstanceProfile, RunPolicy) {
     let strings = |d: &mut Decoder<'_>, name: &str| fields.with(d, name, Decoder::strings);
     let backends = strings(d, "backends");
     let regions = strings(d, "regions");
@@ -217,7 +274,7 @@ pub(crate) fn decode_profile(
     let backend_options = fields
         .get("backend_options")
         .map(|node| d.json(node, &fields.path_of("backend_options")));
-    Profile {
+    let profile = InstanceProfile {
         backends,
         regions,
         availability_zones,
@@ -225,20 +282,23 @@ pub(crate) fn decode_profile(
         reservation,
         spot_policy,
         retry,
+        max_price,
+        idle_duration,
+        tags,
+        backend_options,
+    };
+    let policy = RunPolicy {
         max_duration,
         stop_duration,
-        max_price,
         creation_policy,
-        idle_duration,
         utilization_policy,
         startup_order,
         stop_criteria,
         schedule,
         fleets,
         instances,
-        tags,
-        backend_options,
-    }
+    };
+    (profile, policy)
 }
 
 pub(crate) fn decode_spot_policy(

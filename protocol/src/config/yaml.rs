@@ -202,7 +202,14 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Loaded, ConfigError> {
             line: error.marker().line(),
             column: error.marker().col() + 1,
             path: String::new(),
-            message: format!("YAML syntax error: {}", error.info()),
+            message: if error.info().contains("recursion limit") {
+                // yaml-rust2's own guard against deep flow collections (`[[[[...`).
+                format!(
+                    "lists and mappings nest deeper than {MAX_NESTING_DEPTH} levels here (the limit is {MAX_NESTING_DEPTH})"
+                )
+            } else {
+                format!("YAML syntax error: {}", error.info())
+            },
         })?;
         if event == Event::StreamEnd {
             break;

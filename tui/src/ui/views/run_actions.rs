@@ -86,6 +86,7 @@ fn confirm_stop(run: &Run, abort: bool) -> Request {
         let grace = run
             .configuration
             .common()
+            .policy
             .stop_duration
             .map(flotilla_protocol::config::format_duration)
             .unwrap_or_else(|| "no limit".into());
