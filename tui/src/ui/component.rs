@@ -71,6 +71,24 @@ impl Cursor {
         offset
     }
 
+    /// The action `key` is bound to in a table `view` of `len` rows, when the cursor's own moves
+    /// (up, down, pages, top, bottom) do not take it: `Err` says how the key was handled.
+    pub fn table_key(
+        &mut self,
+        view: View,
+        key: keys::Key,
+        len: usize,
+        ctx: &Ctx<'_>,
+    ) -> Result<keys::Action, Handled> {
+        let Some(action) = keys::lookup(view, key).map(|b| b.action) else {
+            return Err(Handled::Ignored);
+        };
+        if self.apply(action, len, ctx.page(view)) {
+            return Err(Handled::Consumed);
+        }
+        Ok(action)
+    }
+
     /// The table-wide moves of the key table (up, down, pages, top, bottom); `false` for
     /// any other action.
     pub fn apply(&mut self, action: keys::Action, len: usize, page: usize) -> bool {

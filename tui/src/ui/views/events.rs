@@ -3,7 +3,7 @@
 use super::{below, col, draw_message, draw_table, Cell, Column};
 use crate::ui::cells;
 use crate::ui::component::{count, Component, Ctx, Cursor, DrawCtx, Handled, Load, Request};
-use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::keys::{Action, Key, View};
 use crate::ui::messages::{Command, Msg};
 use flotilla_protocol::model::Event;
 use ratatui::buffer::Buffer;
@@ -67,15 +67,13 @@ impl Component for EventsView {
     }
 
     fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
-        let Some(action) = keys::lookup(View::Events, key).map(|b| b.action) else {
-            return Handled::Ignored;
-        };
-        if self
+        let action = match self
             .cursor
-            .apply(action, self.visible.len(), ctx.page(View::Events))
+            .table_key(View::Events, key, self.visible.len(), ctx)
         {
-            return Handled::Consumed;
-        }
+            Ok(action) => action,
+            Err(handled) => return handled,
+        };
         match action {
             Action::Refresh => ctx.send(Command::LoadEvents),
             Action::DrillDown => {

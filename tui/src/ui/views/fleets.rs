@@ -5,7 +5,7 @@
 use super::{col, draw_message, draw_table, Cell, Column};
 use crate::ui::cells;
 use crate::ui::component::{Component, Conn, Ctx, Cursor, DrawCtx, Handled, Load, Request};
-use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::keys::{Action, Key, View};
 use crate::ui::messages::{Command, Msg};
 use flotilla_protocol::model::Instance;
 use ratatui::buffer::Buffer;
@@ -114,15 +114,13 @@ impl Component for FleetsView {
     }
 
     fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
-        let Some(action) = keys::lookup(View::Fleets, key).map(|b| b.action) else {
-            return Handled::Ignored;
-        };
-        if self
+        let action = match self
             .cursor
-            .apply(action, self.rows.len(), ctx.page(View::Fleets))
+            .table_key(View::Fleets, key, self.rows.len(), ctx)
         {
-            return Handled::Consumed;
-        }
+            Ok(action) => action,
+            Err(handled) => return handled,
+        };
         match action {
             Action::Refresh => self.load(ctx),
             _ => return Handled::Ignored,

@@ -4,7 +4,7 @@
 use super::{below, col, draw_message, draw_table, run_actions, truncate, Cell, Column};
 use crate::ui::cells;
 use crate::ui::component::{Component, Ctx, Cursor, DrawCtx, Handled, Request};
-use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::keys::{Action, Key, View};
 use crate::ui::store::Store;
 use flotilla_protocol::model::{Job, JobSubmission, Run};
 use ratatui::buffer::Buffer;
@@ -92,13 +92,11 @@ impl Component for JobsView {
     }
 
     fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
-        let Some(action) = keys::lookup(View::Jobs, key).map(|b| b.action) else {
-            return Handled::Ignored;
+        let len = self.rows(ctx.store).len();
+        let action = match self.cursor.table_key(View::Jobs, key, len, ctx) {
+            Ok(action) => action,
+            Err(handled) => return handled,
         };
-        let (len, page) = (self.rows(ctx.store).len(), ctx.page(View::Jobs));
-        if self.cursor.apply(action, len, page) {
-            return Handled::Consumed;
-        }
         match action {
             Action::Logs | Action::Shell => {
                 if let Some((run, job, submission)) = self.selected(ctx.store) {

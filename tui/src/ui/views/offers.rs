@@ -4,7 +4,7 @@
 use super::{below, col, draw_message, draw_table, truncate, Cell, Column};
 use crate::ui::cells;
 use crate::ui::component::{Component, Ctx, Cursor, DrawCtx, Handled, Load};
-use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::keys::{Action, Key, View};
 use crate::ui::messages::{Command, Msg};
 use flotilla_protocol::model::Offer;
 use flotilla_protocol::rpc::{OfferList, OfferQuery};
@@ -114,15 +114,13 @@ impl Component for OffersView {
             self.query_key(field, key, ctx);
             return Handled::Consumed;
         }
-        let Some(action) = keys::lookup(View::Offers, key).map(|b| b.action) else {
-            return Handled::Ignored;
-        };
-        if self
+        let action = match self
             .cursor
-            .apply(action, self.visible.len(), ctx.page(View::Offers))
+            .table_key(View::Offers, key, self.visible.len(), ctx)
         {
-            return Handled::Consumed;
-        }
+            Ok(action) => action,
+            Err(handled) => return handled,
+        };
         match action {
             Action::EditQuery => self.editing = Some(0),
             Action::Refresh => self.load(ctx),

@@ -5,7 +5,7 @@
 use super::{col, draw_message, draw_table, run_actions, Cell, Column};
 use crate::ui::cells;
 use crate::ui::component::{count, Component, Conn, Ctx, Cursor, DrawCtx, Handled, Load, Request};
-use crate::ui::keys::{self, Action, Key, View};
+use crate::ui::keys::{Action, Key, View};
 use crate::ui::log_window::contains_ci;
 use crate::ui::messages::{Command, Msg};
 use crate::ui::store::Store;
@@ -209,13 +209,13 @@ impl Component for RunsView {
     }
 
     fn handle_key(&mut self, key: Key, ctx: &mut Ctx<'_>) -> Handled {
-        let Some(action) = keys::lookup(View::Runs, key).map(|b| b.action) else {
-            return Handled::Ignored;
+        let action = match self
+            .cursor
+            .table_key(View::Runs, key, self.visible.len(), ctx)
+        {
+            Ok(action) => action,
+            Err(handled) => return handled,
         };
-        let page = ctx.page(View::Runs);
-        if self.cursor.apply(action, self.visible.len(), page) {
-            return Handled::Consumed;
-        }
         match action {
             Action::DrillDown => {
                 if let Some(run) = self.selected(ctx.store) {
