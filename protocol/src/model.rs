@@ -96,6 +96,7 @@ string_enum!(
         VolumeError = "volume_error",
         TerminatedByServer = "terminated_by_server",
         ExecutorError = "executor_error",
+        LogStorageFailed = "log_storage_failed",
     }
 );
 

@@ -5,7 +5,7 @@
 //! repeats a byte.
 
 use crate::handle::Daemon;
-use crate::hosts::supervisor::{self, FollowEnd};
+use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::ops::stops::carry_out_stops;
@@ -188,7 +188,20 @@ async fn follow_to_end(
             }
         };
         let offset = writer.size();
-        let end = supervisor::follow(host, job_dir, offset, |bytes| writer.append(bytes)).await;
+        let mut storage_error = None;
+        let end = supervisor::follow(host, job_dir, offset, |bytes| {
+            writer.append(bytes).inspect_err(|e| {
+                storage_error = Some(std::io::Error::new(e.kind(), e.to_string()));
+            })
+        })
+        .await;
+        if let Some(e) = storage_error {
+            let path = d.logs().path(sub_id);
+            return log_storage_failed(
+                d, host, run_id, replica, job_num, sub_id, job_dir, &path, e,
+            )
+            .await;
+        }
         match end {
             Ok(FollowEnd::Exited(code)) => break Some(code),
             Ok(FollowEnd::Lost) => break None,
@@ -252,6 +265,95 @@ async fn follow_to_end(
     if others_to_stop {
         carry_out_stops(d, run_id).await;
     }
+    Ok(())
+}
+
+/// The daemon cannot store the job's log (a full disk, say): says so on the run at once (its
+/// status message and the job's event name the path and the OS error), stops the job as a stop
+/// does (TERM, KILL when `stop_duration` runs out), waits until its process is gone and ends it
+/// `failed` with `log_storage_failed`.
+#[allow(clippy::too_many_arguments)]
+async fn log_storage_failed(
+    d: &Daemon,
+    host: &Host,
+    run_id: u64,
+    replica: u32,
+    job_num: u32,
+    sub_id: u64,
+    job_dir: &str,
+    path: &std::path::Path,
+    error: std::io::Error,
+) -> Result<(), String> {
+    let now = Timestamp::now();
+    let mut message = String::new();
+    let (run, stop_sent) = d
+        .update_run(run_id, |run| {
+            let stop_duration = run.configuration.common().stop_duration;
+            let Some(job) = run.job_mut(replica, job_num) else {
+                return false;
+            };
+            if job.current.id != sub_id || job.current.status.is_finished() {
+                return false;
+            }
+            message = format!(
+                "cannot store the log of job {} in {}: {error}",
+                job.job_name,
+                path.display()
+            );
+            job.current.termination_message = Some(message.clone());
+            let sent = request_job_stop(
+                job,
+                JobTerminationReason::LogStorageFailed,
+                false,
+                stop_duration,
+                now,
+            );
+            run.status_message = Some(message.clone());
+            sent
+        })
+        .map_err(|e| e.to_string())?;
+    d.flush_or_warn("a job's log storage failure").await;
+    if message.is_empty() {
+        return Ok(());
+    }
+    warn!(run = %run.name, job = job_num, "{message}");
+    if stop_sent {
+        carry_out_stops(d, run_id).await;
+    }
+    // The process ends with the stop (the timers loop kills it when `stop_duration` runs out).
+    let mut exit = None;
+    loop {
+        match supervisor::status(host, job_dir).await {
+            Ok(ProcessStatus::Running(_)) => {}
+            Ok(ProcessStatus::Exited(code)) => {
+                exit = Some(code);
+                break;
+            }
+            Ok(ProcessStatus::Lost | ProcessStatus::Absent) => break,
+            Err(e) => warn!("job submission {sub_id}: cannot ask whether it still runs: {e}"),
+        }
+        if sleep_or_shutdown(d, Duration::from_millis(250)).await {
+            return Ok(());
+        }
+    }
+    let now = Timestamp::now();
+    d.update_run(run_id, |run| {
+        if let Some(job) = run.job_mut(replica, job_num) {
+            if job.current.id == sub_id && !job.current.status.is_finished() {
+                job.current.exit_code = exit;
+                finish(
+                    &mut job.current,
+                    JobStatus::Failed,
+                    Some(JobTerminationReason::LogStorageFailed),
+                    Some(message.clone()),
+                    now,
+                );
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
     Ok(())
 }
 
