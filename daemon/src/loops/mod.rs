@@ -4,7 +4,8 @@
 //!
 //! - `scheduling`: places submitted jobs (woken by submissions and freed blocks);
 //! - `runners`: one task per job submission on a host (not a loop: started by scheduling);
-//! - `instances`: provisions and health-checks the hosts of SSH fleets;
+//! - `instances`: provisions and health-checks the hosts of SSH fleets (`orphans`: the jobs
+//!   given up while a host was away, killed when it is back);
 //! - `fleet_upkeep`: creates and gives back the instances of backend fleets;
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
 //! - `metrics`: samples the GPUs of busy instances.
@@ -12,6 +13,7 @@
 pub mod fleet_upkeep;
 pub mod instances;
 pub mod metrics;
+pub mod orphans;
 pub mod runners;
 pub mod scheduling;
 pub mod timers;

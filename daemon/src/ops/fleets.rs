@@ -329,6 +329,8 @@ pub fn pending_instance(
         backend_id,
         host_root: None,
         unreachable_since: None,
+        jump_host_key: None,
+        orphans: Vec::new(),
     }
 }
 

@@ -44,7 +44,12 @@ pub fn views_of(fleets: Vec<Fleet>, runs: &[Arc<Run>]) -> Vec<FleetView> {
                 .instances
                 .into_iter()
                 .map(|i| {
-                    let (busy_blocks, busy_gpus) = usage.remove(&i.id).unwrap_or_default();
+                    let (mut busy_blocks, mut busy_gpus) = usage.remove(&i.id).unwrap_or_default();
+                    // Jobs given up while the host was away may still run there.
+                    for o in &i.orphans {
+                        busy_blocks += o.blocks;
+                        busy_gpus.extend(&o.gpus);
+                    }
                     InstanceSlot {
                         id: i.id,
                         name: i.name,
@@ -86,7 +91,8 @@ pub fn fleets_with_usage(d: &Daemon) -> Result<Vec<Fleet>, StoreError> {
 }
 
 fn apply_usage(i: &mut Instance, usage: &HashMap<u64, (u32, Vec<u32>)>) {
-    let busy_blocks = usage.get(&i.id).map(|u| u.0).unwrap_or(0);
+    let orphaned: u32 = i.orphans.iter().map(|o| o.blocks).sum();
+    let busy_blocks = usage.get(&i.id).map(|u| u.0).unwrap_or(0) + orphaned;
     i.busy_blocks = busy_blocks;
     if matches!(i.status, InstanceStatus::Idle | InstanceStatus::Busy) {
         i.status = if busy_blocks > 0 {
