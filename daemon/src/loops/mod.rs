@@ -8,7 +8,8 @@
 //!   given up while a host was away, killed when it is back);
 //! - `fleet_upkeep`: creates and gives back the instances of backend fleets;
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
-//! - `metrics`: samples the GPUs of busy instances.
+//! - `metrics`: samples the GPUs of busy instances;
+//! - `store_watch`: shuts the daemon down once the state store has failed.
 
 pub mod fleet_upkeep;
 pub mod instances;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod orphans;
 pub mod runners;
 pub mod scheduling;
+pub mod store_watch;
 pub mod timers;
 
 use crate::handle::Daemon;
@@ -88,5 +90,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, instances::InstancesLoop::default()),
         spawn(d, metrics::GpuSampler),
         spawn(d, fleet_upkeep::FleetUpkeep::default()),
+        spawn(d, store_watch::StoreWatch),
     ]
 }
