@@ -175,6 +175,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
             }
             inst.resources = res;
             inst.host_key = p.host_key;
+            inst.jump_host_key = p.jump_host_key;
             inst.host_root = Some(p.root);
             inst.unreachable = false;
             inst.unreachable_since = None;

@@ -178,6 +178,10 @@ pub async fn apply(
             // Same host: keep its key and state; take new login settings.
             if old.ssh.as_ref() != Some(ep) {
                 let mut inst = old.clone();
+                if old.ssh.as_ref().map(|e| &e.proxy_jump) != Some(&ep.proxy_jump) {
+                    // Another jump host: its key is learned anew.
+                    inst.jump_host_key = None;
+                }
                 inst.ssh = Some(ep.clone());
                 inst.status = InstanceStatus::Pending;
                 d.forget_host(inst.id);
