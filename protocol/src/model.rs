@@ -97,6 +97,7 @@ string_enum!(
         TerminatedByServer = "terminated_by_server",
         ExecutorError = "executor_error",
         LogStorageFailed = "log_storage_failed",
+        ExitCodeStorageFailed = "exit_code_storage_failed",
     }
 );
 

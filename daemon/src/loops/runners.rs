@@ -227,6 +227,11 @@ async fn follow_to_end(
             return Ok(());
         }
     };
+    // Gone without an exit code: its directory may be unwritable (a full disk on the host).
+    let storage_error = match exit {
+        Some(_) => None,
+        None => unwritable(host, job_dir).await,
+    };
     let now = Timestamp::now();
     let stop_duration = d
         .store()
@@ -242,8 +247,24 @@ async fn follow_to_end(
                 return false;
             }
             finish_from_exit(&mut job.current, exit, now);
+            let mut note = None;
+            if let Some(e) = storage_error
+                .as_ref()
+                .filter(|_| job.current.stop.is_none())
+            {
+                let message = format!(
+                    "cannot store the exit code of job {} in {job_dir}: {e}",
+                    job.job_name
+                );
+                job.current.termination_reason = Some(JobTerminationReason::ExitCodeStorageFailed);
+                job.current.termination_message = Some(message.clone());
+                note = Some(message);
+            }
             if job.current.status != JobStatus::Failed {
                 return false;
+            }
+            if note.is_some() {
+                run.status_message = note;
             }
             // A failed node stops the others of its run.
             let mut any = false;
@@ -355,6 +376,44 @@ async fn log_storage_failed(
     d.store().flush().await.map_err(|e| e.to_string())?;
     d.logs().complete(sub_id);
     Ok(())
+}
+
+/// Why a file cannot be written in the job's directory on its host (None when it can): a job
+/// that ended without an exit code may have had no room to write it.
+async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
+    const PROBE: &str = ".flotilla-write-probe";
+    match host {
+        Host::Local(_) => {
+            let probe = std::path::Path::new(job_dir).join(PROBE);
+            let written = std::fs::write(&probe, b"0\n");
+            if let Err(e) = std::fs::remove_file(&probe) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("cannot remove {}: {e}", probe.display());
+                }
+            }
+            written.err().map(|e| e.to_string())
+        }
+        Host::Ssh(h) => {
+            let command = format!(
+                "cd {dir} && {{ echo 0 > {PROBE}; c=$?; rm -f {PROBE}; exit $c; }}",
+                dir = sh_quote(job_dir)
+            );
+            match h.exec_raw(&command, None).await {
+                Ok(exec) => {
+                    let (_, err, code) = exec.collect().await;
+                    (code != Some(0)).then(|| {
+                        let err = String::from_utf8_lossy(&err).trim().to_string();
+                        // `sh: 1: cannot create X: No space left on device`: the OS error.
+                        err.rsplit(": ").next().unwrap_or(&err).to_string()
+                    })
+                }
+                Err(e) => {
+                    warn!("cannot look at {job_dir} on {}: {e}", h.label());
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
@@ -523,6 +582,21 @@ mod tests {
         let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");
         assert!(script.contains("export DSTACK_MASTER_NODE_IP='127.0.0.1'\n"));
         assert!(script.contains("export CUDA_VISIBLE_DEVICES=''\n"));
+    }
+
+    #[test]
+    fn a_job_directory_that_cannot_be_written_says_why() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = Host::Local(crate::hosts::LocalHost::install(dir.path()).expect("a local host"));
+        let fine = dir.path().display().to_string();
+        assert_eq!(rt.block_on(unwritable(&host, &fine)), None);
+        assert!(!dir.path().join(".flotilla-write-probe").exists());
+        let gone = dir.path().join("gone").display().to_string();
+        let why = rt.block_on(unwritable(&host, &gone)).expect("an error");
+        assert!(why.contains("No such file"), "{why}");
     }
 
     #[test]

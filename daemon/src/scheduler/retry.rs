@@ -37,7 +37,8 @@ pub fn retry_event(reason: JobTerminationReason) -> Option<RetryEvent> {
         | R::ScaledDown
         | R::TerminatedDueToUtilizationPolicy
         | R::TerminatedByServer
-        | R::LogStorageFailed => None,
+        | R::LogStorageFailed
+        | R::ExitCodeStorageFailed => None,
     }
 }
 
