@@ -113,3 +113,45 @@ pub fn busy_instances(d: &Daemon) -> std::collections::HashSet<u64> {
         .filter_map(|j| j.current.instance_id)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::model::OrphanJob;
+
+    fn fleet_with_one_host() -> Fleet {
+        let t0 = serde_json::to_value(flotilla_protocol::Timestamp(0)).expect("a time");
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "box", "status": "active", "user": "root", "created_at": t0,
+            "configuration": null,
+            "instances": [{
+                "id": 2, "name": "box-0", "fleet": "box", "instance_num": 0, "status": "idle",
+                "unreachable": false, "termination_reason": null, "backend": "ssh", "region": "-",
+                "hostname": "10.0.0.1", "price": 0.0,
+                "resources": {"cpus": 8, "cpu_arch": "x86", "memory_gb": 32.0, "disk_gb": 100.0, "gpus": []},
+                "total_blocks": 2, "busy_blocks": 0, "created_at": t0, "error": null
+            }]
+        }))
+        .expect("a fleet")
+    }
+
+    #[test]
+    fn a_job_left_on_a_host_keeps_its_blocks_and_gpus_busy_until_it_is_gone() {
+        let mut fleet = fleet_with_one_host();
+        let views = views_of(vec![fleet.clone()], &[]);
+        assert_eq!(views[0].instances[0].busy_blocks, 0);
+        fleet.instances[0].orphans.push(OrphanJob {
+            submission: 9,
+            job: "orphan/0/0".into(),
+            job_dir: "/home/u/.flotilla/jobs/9".into(),
+            blocks: 1,
+            gpus: vec![1],
+        });
+        let views = views_of(vec![fleet.clone()], &[]);
+        let slot = &views[0].instances[0];
+        assert_eq!((slot.busy_blocks, slot.busy_gpus.clone()), (1, vec![1]));
+        let mut shown = fleet.instances[0].clone();
+        apply_usage(&mut shown, &HashMap::new());
+        assert_eq!((shown.busy_blocks, shown.status), (1, InstanceStatus::Busy));
+    }
+}
