@@ -291,7 +291,10 @@ impl Daemon {
         match self.0.store.get_instance(id) {
             Ok(Some(inst)) => match inst.ssh {
                 Some(ep) => {
-                    let host = Arc::new(SshHost::new(ep, inst.host_key, inst.host_root));
+                    let host = Arc::new(
+                        SshHost::new(ep, inst.host_key, inst.host_root)
+                            .with_jump_key(inst.jump_host_key),
+                    );
                     self.0
                         .ssh_hosts
                         .locked()

@@ -96,6 +96,8 @@ string_enum!(
         VolumeError = "volume_error",
         TerminatedByServer = "terminated_by_server",
         ExecutorError = "executor_error",
+        LogStorageFailed = "log_storage_failed",
+        ExitCodeStorageFailed = "exit_code_storage_failed",
     }
 );
 
@@ -380,6 +382,25 @@ pub struct Instance {
     /// Since when the host has not answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable_since: Option<Timestamp>,
+    /// The host key of the `proxy_jump` host in front of this one, pinned at first contact like
+    /// `host_key`; a different key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump_host_key: Option<String>,
+    /// Jobs given up while the host was unreachable that may still run there: stopped when the
+    /// host is back; their blocks and GPUs stay busy until they are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<OrphanJob>,
+}
+
+/// A job submission that the daemon ended while its host was away, and that may still run there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrphanJob {
+    pub submission: u64,
+    /// `run/replica/job`, for messages.
+    pub job: String,
+    pub job_dir: String,
+    pub blocks: u32,
+    pub gpus: Vec<u32>,
 }
 
 /// Where and as whom to connect over SSH (a fleet's `ssh_config` resolved for one host).

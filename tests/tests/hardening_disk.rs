@@ -89,6 +89,10 @@ fn a_full_disk_under_a_jobs_log_shows_on_the_run_and_ends_it_with_a_reason_namin
         String::from_utf8_lossy(&events.stdout).contains("No space left"),
         "an event says it"
     );
+    // `logs -f` of the job says why its log stops short.
+    let logs = d.cli(&["logs", "chatty", "-f"]);
+    assert!(!logs.status.success());
+    assert!(stderr(&logs).contains("No space left"), "{}", stderr(&logs));
     // The daemon is still there.
     let status = d.cli(&["daemon", "status"]);
     assert!(status.status.success(), "{}", stderr(&status));

@@ -275,7 +275,7 @@ fn a_changed_host_key_is_refused() {
 fn proxy_jump_reaches_a_host_through_another() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
-    let jump = TestHost::start(17, &key, None);
+    let mut jump = TestHost::start(17, &key, None);
     let target = TestHost::start(18, &key, Some(TWO_H100));
     let yaml = format!(
         "type: fleet\nname: behind\nssh_config:\n  user: root\n  identity_file: {k}\n  proxy_jump:\n    hostname: {ji}\n    port: {jp}\n  hosts:\n    - hostname: {ti}\n      port: {tp}\n",
@@ -305,6 +305,32 @@ fn proxy_jump_reaches_a_host_through_another() {
             || log.contains(&format!("{}:{}", target.ip, target.port))
             || log.contains(&format!("{} port {}", target.ip, target.port)),
         "the jump host never forwarded to the target:\n{log}"
+    );
+    // The jump host's key is pinned and stored with the instance, like the host's own.
+    let jump_pub = std::fs::read_to_string(jump.dir.path().join("host_key.pub")).unwrap();
+    let jump_key_b64 = jump_pub.split_whitespace().nth(1).unwrap();
+    let stored = fleet(&d, "behind")["instances"][0]["jump_host_key"].clone();
+    assert!(
+        stored.as_str().is_some_and(|k| k.contains(jump_key_b64)),
+        "{stored}"
+    );
+    // A daemon that restarts checks it: a changed jump host key is refused, loudly.
+    let mut d = d;
+    d.terminate();
+    jump.new_host_key();
+    jump.restart();
+    d.spawn();
+    let inst = wait_instance(
+        &d,
+        "behind",
+        0,
+        |i| i["status"] == "failed",
+        "the changed jump host key to be refused",
+    );
+    let error = inst["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("key") && error.contains(&jump.ip),
+        "the error names the jump host's changed key: {inst}"
     );
 }
 

@@ -52,7 +52,8 @@ pub struct SshHost {
     endpoint: SshEndpoint,
     /// The pinned host key; learned at first contact when `None`.
     host_key: Mutex<Option<String>>,
-    /// The jump host's key, pinned at first contact for the life of the daemon.
+    /// The `proxy_jump` host's key: pinned and stored with the instance like `host_key`,
+    /// learned at first contact when `None`.
     jump_key: Mutex<Option<String>>,
     /// Where the supervisor and jobs live on the host (`$HOME/.flotilla`).
     root: Mutex<Option<String>>,
@@ -63,6 +64,8 @@ pub struct SshHost {
 pub struct Prepared {
     pub root: String,
     pub host_key: Option<String>,
+    /// The `proxy_jump` host's key, for hosts behind one.
+    pub jump_host_key: Option<String>,
     pub inventory: super::inventory::Inventory,
 }
 
@@ -87,6 +90,17 @@ impl SshHost {
 
     pub fn host_key(&self) -> Option<String> {
         self.host_key.locked().clone()
+    }
+
+    /// Pins the `proxy_jump` host's key stored with the instance: a different one is refused.
+    pub fn with_jump_key(self, jump_key: Option<String>) -> SshHost {
+        *self.jump_key.locked() = jump_key;
+        self
+    }
+
+    /// The `proxy_jump` host's key (None without a jump host or before first contact).
+    pub fn jump_key(&self) -> Option<String> {
+        self.jump_key.locked().clone()
     }
 
     pub fn root(&self) -> String {
@@ -279,6 +293,7 @@ impl SshHost {
         Ok(Prepared {
             root,
             host_key: self.host_key(),
+            jump_host_key: self.jump_key(),
             inventory: super::inventory::parse_inventory(&text),
         })
     }

@@ -1,6 +1,7 @@
 //! Driver layer: the instances loop. It provisions the hosts of SSH fleets (connect, supervisor, inventory, blocks),
 //! pings them over their connection, and fails the jobs of a host unreachable past the grace.
 
+use super::orphans::{orphan_of, record_orphans, stop_orphans};
 use super::{Loop, WakeSource};
 use crate::handle::Daemon;
 use crate::hosts::ssh::SshHost;
@@ -174,6 +175,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
             }
             inst.resources = res;
             inst.host_key = p.host_key;
+            inst.jump_host_key = p.jump_host_key;
             inst.host_root = Some(p.root);
             inst.unreachable = false;
             inst.unreachable_since = None;
@@ -253,6 +255,11 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
                 record(d, &inst);
                 d.wake_scheduler();
             }
+            if !inst.orphans.is_empty()
+                && stop_orphans(d, &Host::Ssh(host.clone()), &mut inst).await
+            {
+                record(d, &inst);
+            }
             match public_keys(d) {
                 Ok(keys) => {
                     if st.locked().keys_sent.get(&id) != Some(&keys.len()) {
@@ -289,9 +296,11 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
     st.locked().busy.remove(&id);
 }
 
-/// Fails every job still on an instance that stayed unreachable past the grace.
+/// Fails every job still on an instance that stayed unreachable past the grace; those that
+/// started there are recorded as orphans, stopped when the host is back.
 async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
     let now = Timestamp::now();
+    let host = d.host_for(Some(inst.id));
     for run in d.store().active_runs() {
         let affected = run
             .jobs
@@ -301,10 +310,14 @@ async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
             continue;
         }
         let message = format!("{} unreachable for {secs}s", inst.name);
+        let mut orphans = Vec::new();
         let r = d.update_run(run.id, |run| {
+            let name = run.name.clone();
             for job in run.jobs.iter_mut() {
                 let sub = &mut job.current;
                 if sub.instance_id == Some(inst.id) && !sub.status.is_finished() {
+                    let label = format!("{name}/{}/{}", job.replica_num, job.job_num);
+                    orphans.extend(orphan_of(&host, label, sub));
                     finish(
                         sub,
                         JobStatus::Failed,
@@ -315,8 +328,9 @@ async fn fail_jobs_on(d: &Daemon, inst: &Instance, secs: u64) {
                 }
             }
         });
-        if let Err(e) = r {
-            warn!("cannot fail the jobs of {}: {e}", inst.name);
+        match r {
+            Ok(_) => record_orphans(d, inst.id, orphans),
+            Err(e) => warn!("cannot fail the jobs of {}: {e}", inst.name),
         }
     }
 }

@@ -4,16 +4,20 @@
 //!
 //! - `scheduling`: places submitted jobs (woken by submissions and freed blocks);
 //! - `runners`: one task per job submission on a host (not a loop: started by scheduling);
-//! - `instances`: provisions and health-checks the hosts of SSH fleets;
+//! - `instances`: provisions and health-checks the hosts of SSH fleets (`orphans`: the jobs
+//!   given up while a host was away, killed when it is back);
 //! - `fleet_upkeep`: creates and gives back the instances of backend fleets;
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
-//! - `metrics`: samples the GPUs of busy instances.
+//! - `metrics`: samples the GPUs of busy instances;
+//! - `store_watch`: shuts the daemon down once the state store has failed.
 
 pub mod fleet_upkeep;
 pub mod instances;
 pub mod metrics;
+pub mod orphans;
 pub mod runners;
 pub mod scheduling;
+pub mod store_watch;
 pub mod timers;
 
 use crate::handle::Daemon;
@@ -86,5 +90,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, instances::InstancesLoop::default()),
         spawn(d, metrics::GpuSampler),
         spawn(d, fleet_upkeep::FleetUpkeep::default()),
+        spawn(d, store_watch::StoreWatch),
     ]
 }

@@ -5,7 +5,7 @@
 //! repeats a byte.
 
 use crate::handle::Daemon;
-use crate::hosts::supervisor::{self, FollowEnd};
+use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::ops::stops::carry_out_stops;
@@ -188,7 +188,20 @@ async fn follow_to_end(
             }
         };
         let offset = writer.size();
-        let end = supervisor::follow(host, job_dir, offset, |bytes| writer.append(bytes)).await;
+        let mut storage_error = None;
+        let end = supervisor::follow(host, job_dir, offset, |bytes| {
+            writer.append(bytes).inspect_err(|e| {
+                storage_error = Some(std::io::Error::new(e.kind(), e.to_string()));
+            })
+        })
+        .await;
+        if let Some(e) = storage_error {
+            let path = d.logs().path(sub_id);
+            return log_storage_failed(
+                d, host, run_id, replica, job_num, sub_id, job_dir, &path, e,
+            )
+            .await;
+        }
         match end {
             Ok(FollowEnd::Exited(code)) => break Some(code),
             Ok(FollowEnd::Lost) => break None,
@@ -214,6 +227,11 @@ async fn follow_to_end(
             return Ok(());
         }
     };
+    // Gone without an exit code: its directory may be unwritable (a full disk on the host).
+    let storage_error = match exit {
+        Some(_) => None,
+        None => unwritable(host, job_dir).await,
+    };
     let now = Timestamp::now();
     let stop_duration = d
         .store()
@@ -229,8 +247,24 @@ async fn follow_to_end(
                 return false;
             }
             finish_from_exit(&mut job.current, exit, now);
+            let mut note = None;
+            if let Some(e) = storage_error
+                .as_ref()
+                .filter(|_| job.current.stop.is_none())
+            {
+                let message = format!(
+                    "cannot store the exit code of job {} in {job_dir}: {e}",
+                    job.job_name
+                );
+                job.current.termination_reason = Some(JobTerminationReason::ExitCodeStorageFailed);
+                job.current.termination_message = Some(message.clone());
+                note = Some(message);
+            }
             if job.current.status != JobStatus::Failed {
                 return false;
+            }
+            if note.is_some() {
+                run.status_message = note;
             }
             // A failed node stops the others of its run.
             let mut any = false;
@@ -253,6 +287,133 @@ async fn follow_to_end(
         carry_out_stops(d, run_id).await;
     }
     Ok(())
+}
+
+/// The daemon cannot store the job's log (a full disk, say): says so on the run at once (its
+/// status message and the job's event name the path and the OS error), stops the job as a stop
+/// does (TERM, KILL when `stop_duration` runs out), waits until its process is gone and ends it
+/// `failed` with `log_storage_failed`.
+#[allow(clippy::too_many_arguments)]
+async fn log_storage_failed(
+    d: &Daemon,
+    host: &Host,
+    run_id: u64,
+    replica: u32,
+    job_num: u32,
+    sub_id: u64,
+    job_dir: &str,
+    path: &std::path::Path,
+    error: std::io::Error,
+) -> Result<(), String> {
+    let now = Timestamp::now();
+    let mut message = String::new();
+    let (run, stop_sent) = d
+        .update_run(run_id, |run| {
+            let stop_duration = run.configuration.common().stop_duration;
+            let Some(job) = run.job_mut(replica, job_num) else {
+                return false;
+            };
+            if job.current.id != sub_id || job.current.status.is_finished() {
+                return false;
+            }
+            message = format!(
+                "cannot store the log of job {} in {}: {error}",
+                job.job_name,
+                path.display()
+            );
+            job.current.termination_message = Some(message.clone());
+            let sent = request_job_stop(
+                job,
+                JobTerminationReason::LogStorageFailed,
+                false,
+                stop_duration,
+                now,
+            );
+            run.status_message = Some(message.clone());
+            sent
+        })
+        .map_err(|e| e.to_string())?;
+    d.flush_or_warn("a job's log storage failure").await;
+    if message.is_empty() {
+        return Ok(());
+    }
+    warn!(run = %run.name, job = job_num, "{message}");
+    if stop_sent {
+        carry_out_stops(d, run_id).await;
+    }
+    // The process ends with the stop (the timers loop kills it when `stop_duration` runs out).
+    let mut exit = None;
+    loop {
+        match supervisor::status(host, job_dir).await {
+            Ok(ProcessStatus::Running(_)) => {}
+            Ok(ProcessStatus::Exited(code)) => {
+                exit = Some(code);
+                break;
+            }
+            Ok(ProcessStatus::Lost | ProcessStatus::Absent) => break,
+            Err(e) => warn!("job submission {sub_id}: cannot ask whether it still runs: {e}"),
+        }
+        if sleep_or_shutdown(d, Duration::from_millis(250)).await {
+            return Ok(());
+        }
+    }
+    let now = Timestamp::now();
+    d.update_run(run_id, |run| {
+        if let Some(job) = run.job_mut(replica, job_num) {
+            if job.current.id == sub_id && !job.current.status.is_finished() {
+                job.current.exit_code = exit;
+                finish(
+                    &mut job.current,
+                    JobStatus::Failed,
+                    Some(JobTerminationReason::LogStorageFailed),
+                    Some(message.clone()),
+                    now,
+                );
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
+    Ok(())
+}
+
+/// Why a file cannot be written in the job's directory on its host (None when it can): a job
+/// that ended without an exit code may have had no room to write it.
+async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
+    const PROBE: &str = ".flotilla-write-probe";
+    match host {
+        Host::Local(_) => {
+            let probe = std::path::Path::new(job_dir).join(PROBE);
+            let written = std::fs::write(&probe, b"0\n");
+            if let Err(e) = std::fs::remove_file(&probe) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("cannot remove {}: {e}", probe.display());
+                }
+            }
+            written.err().map(|e| e.to_string())
+        }
+        Host::Ssh(h) => {
+            let command = format!(
+                "cd {dir} && {{ echo 0 > {PROBE}; c=$?; rm -f {PROBE}; exit $c; }}",
+                dir = sh_quote(job_dir)
+            );
+            match h.exec_raw(&command, None).await {
+                Ok(exec) => {
+                    let (_, err, code) = exec.collect().await;
+                    (code != Some(0)).then(|| {
+                        let err = String::from_utf8_lossy(&err).trim().to_string();
+                        // `sh: 1: cannot create X: No space left on device`: the OS error.
+                        err.rsplit(": ").next().unwrap_or(&err).to_string()
+                    })
+                }
+                Err(e) => {
+                    warn!("cannot look at {job_dir} on {}: {e}", h.label());
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
@@ -421,6 +582,21 @@ mod tests {
         let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");
         assert!(script.contains("export DSTACK_MASTER_NODE_IP='127.0.0.1'\n"));
         assert!(script.contains("export CUDA_VISIBLE_DEVICES=''\n"));
+    }
+
+    #[test]
+    fn a_job_directory_that_cannot_be_written_says_why() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = Host::Local(crate::hosts::LocalHost::install(dir.path()).expect("a local host"));
+        let fine = dir.path().display().to_string();
+        assert_eq!(rt.block_on(unwritable(&host, &fine)), None);
+        assert!(!dir.path().join(".flotilla-write-probe").exists());
+        let gone = dir.path().join("gone").display().to_string();
+        let why = rt.block_on(unwritable(&host, &gone)).expect("an error");
+        assert!(why.contains("No such file"), "{why}");
     }
 
     #[test]

@@ -95,6 +95,27 @@ fn same_host(i: &Instance, ep: &SshEndpoint) -> bool {
         .is_some_and(|e| e.hostname == ep.hostname && e.port == ep.port)
 }
 
+/// A host (address and port) belongs to one fleet only: two fleets sharing one would give its
+/// GPUs to two jobs at once.
+fn refuse_hosts_of_other_fleets(
+    d: &Daemon,
+    fleet: &str,
+    eps: &[SshEndpoint],
+) -> Result<(), OpError> {
+    for other in d.store().list_instances()? {
+        if other.fleet == fleet || other.status == InstanceStatus::Terminated {
+            continue;
+        }
+        if let Some(ep) = eps.iter().find(|ep| same_host(&other, ep)) {
+            return Err(OpError::Conflict(format!(
+                "host {}:{} already belongs to fleet {} (instance {}); a host can be in one fleet only",
+                ep.hostname, ep.port, other.fleet, other.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Creates or updates a fleet from a fleet file: new hosts become pending instances, hosts no
 /// longer listed are released (refused while they run jobs).
 pub async fn apply(
@@ -123,6 +144,7 @@ pub async fn apply(
     let mut fleet = fleet_for_apply(d, caller, &cfg)?;
     let name = fleet.name.clone();
     let eps = endpoints(ssh, &caller.user);
+    refuse_hosts_of_other_fleets(d, &name, &eps)?;
     // Hosts no longer listed: release them, unless they run jobs.
     let busy = busy_instances(d);
     for old in &fleet.instances {
@@ -156,6 +178,10 @@ pub async fn apply(
             // Same host: keep its key and state; take new login settings.
             if old.ssh.as_ref() != Some(ep) {
                 let mut inst = old.clone();
+                if old.ssh.as_ref().map(|e| &e.proxy_jump) != Some(&ep.proxy_jump) {
+                    // Another jump host: its key is learned anew.
+                    inst.jump_host_key = None;
+                }
                 inst.ssh = Some(ep.clone());
                 inst.status = InstanceStatus::Pending;
                 d.forget_host(inst.id);
@@ -307,6 +333,8 @@ pub fn pending_instance(
         backend_id,
         host_root: None,
         unreachable_since: None,
+        jump_host_key: None,
+        orphans: Vec::new(),
     }
 }
 

@@ -66,6 +66,8 @@ pub async fn ensure_local_fleet(d: &Daemon) -> anyhow::Result<()> {
         backend_id: None,
         host_root: None,
         unreachable_since: None,
+        jump_host_key: None,
+        orphans: Vec::new(),
     };
     let events = store.put_instance(&instance)?;
     store.flush().await?;

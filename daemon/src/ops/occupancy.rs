@@ -44,7 +44,12 @@ pub fn views_of(fleets: Vec<Fleet>, runs: &[Arc<Run>]) -> Vec<FleetView> {
                 .instances
                 .into_iter()
                 .map(|i| {
-                    let (busy_blocks, busy_gpus) = usage.remove(&i.id).unwrap_or_default();
+                    let (mut busy_blocks, mut busy_gpus) = usage.remove(&i.id).unwrap_or_default();
+                    // Jobs given up while the host was away may still run there.
+                    for o in &i.orphans {
+                        busy_blocks += o.blocks;
+                        busy_gpus.extend(&o.gpus);
+                    }
                     InstanceSlot {
                         id: i.id,
                         name: i.name,
@@ -86,7 +91,8 @@ pub fn fleets_with_usage(d: &Daemon) -> Result<Vec<Fleet>, StoreError> {
 }
 
 fn apply_usage(i: &mut Instance, usage: &HashMap<u64, (u32, Vec<u32>)>) {
-    let busy_blocks = usage.get(&i.id).map(|u| u.0).unwrap_or(0);
+    let orphaned: u32 = i.orphans.iter().map(|o| o.blocks).sum();
+    let busy_blocks = usage.get(&i.id).map(|u| u.0).unwrap_or(0) + orphaned;
     i.busy_blocks = busy_blocks;
     if matches!(i.status, InstanceStatus::Idle | InstanceStatus::Busy) {
         i.status = if busy_blocks > 0 {
@@ -106,4 +112,46 @@ pub fn busy_instances(d: &Daemon) -> std::collections::HashSet<u64> {
         .filter(|j| !j.current.status.is_finished())
         .filter_map(|j| j.current.instance_id)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::model::OrphanJob;
+
+    fn fleet_with_one_host() -> Fleet {
+        let t0 = serde_json::to_value(flotilla_protocol::Timestamp(0)).expect("a time");
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "box", "status": "active", "user": "root", "created_at": t0,
+            "configuration": null,
+            "instances": [{
+                "id": 2, "name": "box-0", "fleet": "box", "instance_num": 0, "status": "idle",
+                "unreachable": false, "termination_reason": null, "backend": "ssh", "region": "-",
+                "hostname": "10.0.0.1", "price": 0.0,
+                "resources": {"cpus": 8, "cpu_arch": "x86", "memory_gb": 32.0, "disk_gb": 100.0, "gpus": []},
+                "total_blocks": 2, "busy_blocks": 0, "created_at": t0, "error": null
+            }]
+        }))
+        .expect("a fleet")
+    }
+
+    #[test]
+    fn a_job_left_on_a_host_keeps_its_blocks_and_gpus_busy_until_it_is_gone() {
+        let mut fleet = fleet_with_one_host();
+        let views = views_of(vec![fleet.clone()], &[]);
+        assert_eq!(views[0].instances[0].busy_blocks, 0);
+        fleet.instances[0].orphans.push(OrphanJob {
+            submission: 9,
+            job: "orphan/0/0".into(),
+            job_dir: "/home/u/.flotilla/jobs/9".into(),
+            blocks: 1,
+            gpus: vec![1],
+        });
+        let views = views_of(vec![fleet.clone()], &[]);
+        let slot = &views[0].instances[0];
+        assert_eq!((slot.busy_blocks, slot.busy_gpus.clone()), (1, vec![1]));
+        let mut shown = fleet.instances[0].clone();
+        apply_usage(&mut shown, &HashMap::new());
+        assert_eq!((shown.busy_blocks, shown.status), (1, InstanceStatus::Busy));
+    }
 }

@@ -36,7 +36,9 @@ pub fn retry_event(reason: JobTerminationReason) -> Option<RetryEvent> {
         | R::InactivityDurationExceeded
         | R::ScaledDown
         | R::TerminatedDueToUtilizationPolicy
-        | R::TerminatedByServer => None,
+        | R::TerminatedByServer
+        | R::LogStorageFailed
+        | R::ExitCodeStorageFailed => None,
     }
 }
 

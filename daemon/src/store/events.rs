@@ -53,8 +53,10 @@ impl Store {
     }
 
     pub fn append_events(&self, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        self.append_events_locked(drafts)
+        self.writing(|| {
+            let _g = self.lock();
+            self.append_events_locked(drafts)
+        })
     }
 
     /// Events with `seq > since`, oldest first, at most `limit`.

@@ -9,10 +9,12 @@ impl Store {
     // ---- fleets and instances ----
 
     pub fn put_fleet(&self, fleet: &Fleet) -> Result<()> {
-        let mut bare = fleet.clone();
-        bare.instances.clear();
-        self.fleets.insert(fleet.name.as_bytes(), encode(&bare))?;
-        Ok(())
+        self.writing(|| {
+            let mut bare = fleet.clone();
+            bare.instances.clear();
+            self.fleets.insert(fleet.name.as_bytes(), encode(&bare))?;
+            Ok(())
+        })
     }
 
     pub fn get_fleet(&self, name: &str) -> Result<Option<Fleet>> {
@@ -66,55 +68,61 @@ impl Store {
 
     /// Writes an instance, with an event when its status or reachability changed.
     pub fn put_instance(&self, inst: &Instance) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        let old = self.get_instance(inst.id)?;
-        let mut drafts = Vec::new();
-        let old_status = old.as_ref().map(|o| o.status);
-        if old_status != Some(inst.status)
-            || old.as_ref().map(|o| o.unreachable) != Some(inst.unreachable)
-        {
-            drafts.push(EventDraft {
-                kind: "instance",
-                resource: format!("{}/{}", inst.fleet, inst.name),
-                old_status: old_status.map(|s| s.to_string()),
-                new_status: Some(inst.status.to_string()),
-                reason: inst.termination_reason.clone(),
-                message: if inst.unreachable {
-                    Some("unreachable".into())
-                } else {
-                    inst.error.clone()
-                },
-            });
-        }
-        self.instances.insert(be(inst.id), encode(inst))?;
-        self.append_events_locked(drafts)
+        self.writing(|| {
+            let _g = self.lock();
+            let old = self.get_instance(inst.id)?;
+            let mut drafts = Vec::new();
+            let old_status = old.as_ref().map(|o| o.status);
+            if old_status != Some(inst.status)
+                || old.as_ref().map(|o| o.unreachable) != Some(inst.unreachable)
+            {
+                drafts.push(EventDraft {
+                    kind: "instance",
+                    resource: format!("{}/{}", inst.fleet, inst.name),
+                    old_status: old_status.map(|s| s.to_string()),
+                    new_status: Some(inst.status.to_string()),
+                    reason: inst.termination_reason.clone(),
+                    message: if inst.unreachable {
+                        Some("unreachable".into())
+                    } else {
+                        inst.error.clone()
+                    },
+                });
+            }
+            self.instances.insert(be(inst.id), encode(inst))?;
+            self.append_events_locked(drafts)
+        })
     }
 
     /// Removes an instance record (its host is released, not touched).
     pub fn delete_instance(&self, inst: &Instance, reason: &str) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        self.instances.remove(be(inst.id))?;
-        self.append_events_locked(vec![EventDraft {
-            kind: "instance",
-            resource: format!("{}/{}", inst.fleet, inst.name),
-            old_status: Some(inst.status.to_string()),
-            new_status: Some("terminated".into()),
-            reason: Some(reason.to_string()),
-            message: None,
-        }])
+        self.writing(|| {
+            let _g = self.lock();
+            self.instances.remove(be(inst.id))?;
+            self.append_events_locked(vec![EventDraft {
+                kind: "instance",
+                resource: format!("{}/{}", inst.fleet, inst.name),
+                old_status: Some(inst.status.to_string()),
+                new_status: Some("terminated".into()),
+                reason: Some(reason.to_string()),
+                message: None,
+            }])
+        })
     }
 
     /// Removes a fleet record (its instances first, with [`Store::delete_instance`]).
     pub fn delete_fleet(&self, name: &str) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        self.fleets.remove(name.as_bytes())?;
-        self.append_events_locked(vec![EventDraft {
-            kind: "fleet",
-            resource: name.to_string(),
-            old_status: Some("active".into()),
-            new_status: Some("terminated".into()),
-            reason: Some("deleted".into()),
-            message: None,
-        }])
+        self.writing(|| {
+            let _g = self.lock();
+            self.fleets.remove(name.as_bytes())?;
+            self.append_events_locked(vec![EventDraft {
+                kind: "fleet",
+                resource: name.to_string(),
+                old_status: Some("active".into()),
+                new_status: Some("terminated".into()),
+                reason: Some("deleted".into()),
+                message: None,
+            }])
+        })
     }
 }

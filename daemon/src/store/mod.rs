@@ -7,6 +7,7 @@
 //! and instances are turned into events here, in the same transaction as the change.
 
 mod events;
+mod failure;
 mod fleets;
 mod runs;
 mod schema;
@@ -45,6 +46,8 @@ pub enum StoreError {
     TooNew { found: u32, supported: u32 },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("the state store failed and refuses writes until flotillad restarts: {0}")]
+    Failed(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -64,6 +67,10 @@ pub struct Store {
     /// Unfinished runs with their jobs, decoded: what the loops and the default listing read.
     /// Written through on every change; finished runs are read from sled when asked for.
     active: RwLock<BTreeMap<u64, Arc<Run>>>,
+    /// Runs inserted since the last successful flush.
+    unflushed: Mutex<Vec<u64>>,
+    /// The first I/O error, after which every write is refused.
+    failure: failure::Failure,
 }
 
 fn be(id: u64) -> [u8; 8] {
@@ -121,6 +128,8 @@ impl Store {
             db,
             write_lock: Mutex::new(()),
             active: RwLock::new(BTreeMap::new()),
+            unflushed: Mutex::new(Vec::new()),
+            failure: failure::Failure::default(),
         };
         store.migrate()?;
         let active: BTreeMap<u64, Arc<Run>> = store
@@ -134,14 +143,31 @@ impl Store {
     }
 
     /// Makes every change so far durable. Call before acknowledging a change to a client.
+    /// A failed flush marks the store failed and takes the runs inserted since the last good
+    /// flush out of memory.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        if let Some(first) = self.failure() {
+            self.forget_unflushed();
+            return Err(StoreError::Failed(first));
+        }
+        let pending = self.unflushed.locked().clone();
+        let flushed = self.db.flush_async().await.map_err(StoreError::from);
+        match flushed {
+            Ok(_) => {
+                self.unflushed.locked().retain(|id| !pending.contains(id));
+                Ok(())
+            }
+            Err(e) => {
+                self.mark_failed_on(&e);
+                self.forget_unflushed();
+                Err(e)
+            }
+        }
     }
 
     /// A fresh id, unique for the life of the store.
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()? + 1)
+        self.writing(|| Ok(self.db.generate_id()? + 1))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -3,7 +3,7 @@
 
 use super::events::{status_changes, submission_events, EventDraft};
 use super::{be, decode, encode, id_of, tx_err, Result, Store, StoreError, TxResult};
-use crate::sync::RwLockExt;
+use crate::sync::{LockExt, RwLockExt};
 use flotilla_protocol::model::{Event, Job, Run};
 use sled::transaction::Transactional;
 use std::sync::Arc;
@@ -24,6 +24,10 @@ impl Store {
         } else {
             active.insert(run.id, Arc::new(run.clone()));
         }
+    }
+
+    pub(super) fn cache_forget(&self, id: u64) {
+        self.active.write_locked().remove(&id);
     }
 
     /// Unfinished runs with their jobs, oldest first, from memory.
@@ -107,8 +111,13 @@ impl Store {
     /// Stores a new run with its jobs, and points its name at it, in one transaction.
     /// Returns the events of the submission.
     pub fn insert_run(&self, run: &Run) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        self.write_run_locked(run, None, submission_events(run))
+        self.writing(|| {
+            let _g = self.lock();
+            let events = self.write_run_locked(run, None, submission_events(run))?;
+            // Until a flush makes it durable: a failed flush takes it out of memory again.
+            self.unflushed.locked().push(run.id);
+            Ok(events)
+        })
     }
 
     pub(super) fn write_run_locked(
@@ -156,52 +165,56 @@ impl Store {
         id: u64,
         f: impl FnOnce(&mut Run) -> T,
     ) -> Result<(Run, T, Vec<Event>)> {
-        let _g = self.lock();
-        let old = self
-            .load_run(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-        let mut run = old.clone();
-        let out = f(&mut run);
-        if run == old {
-            return Ok((run, out, Vec::new()));
-        }
-        let drafts = status_changes(&old, &run);
-        let events = self.write_run_locked(&run, Some(&old), drafts)?;
-        Ok((run, out, events))
+        self.writing(|| {
+            let _g = self.lock();
+            let old = self
+                .load_run(id)?
+                .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+            let mut run = old.clone();
+            let out = f(&mut run);
+            if run == old {
+                return Ok((run, out, Vec::new()));
+            }
+            let drafts = status_changes(&old, &run);
+            let events = self.write_run_locked(&run, Some(&old), drafts)?;
+            Ok((run, out, events))
+        })
     }
 
     /// Removes a finished run and its jobs (their logs are removed by the caller); the event
     /// says `deleted`.
     pub fn delete_run(&self, id: u64) -> Result<Vec<Event>> {
-        let _g = self.lock();
-        let Some(run) = self.load_run(id)? else {
-            return Ok(Vec::new());
-        };
-        let keys: Vec<[u8; 16]> = run
-            .jobs
-            .iter()
-            .map(|j| job_key(id, j.replica_num, j.job_num))
-            .collect();
-        (&self.runs, &self.run_names, &self.jobs)
-            .transaction(|(runs, names, jobs_t)| -> TxResult<()> {
-                runs.remove(&be(id))?;
-                if names.get(run.name.as_bytes())?.as_deref() == Some(&be(id)[..]) {
-                    names.remove(run.name.as_bytes())?;
-                }
-                for k in &keys {
-                    jobs_t.remove(k)?;
-                }
-                Ok(())
-            })
-            .map_err(tx_err)?;
-        self.active.write_locked().remove(&id);
-        self.append_events_locked(vec![EventDraft {
-            kind: "run",
-            resource: run.name.clone(),
-            old_status: Some(run.status.to_string()),
-            new_status: None,
-            reason: None,
-            message: Some("deleted".into()),
-        }])
+        self.writing(|| {
+            let _g = self.lock();
+            let Some(run) = self.load_run(id)? else {
+                return Ok(Vec::new());
+            };
+            let keys: Vec<[u8; 16]> = run
+                .jobs
+                .iter()
+                .map(|j| job_key(id, j.replica_num, j.job_num))
+                .collect();
+            (&self.runs, &self.run_names, &self.jobs)
+                .transaction(|(runs, names, jobs_t)| -> TxResult<()> {
+                    runs.remove(&be(id))?;
+                    if names.get(run.name.as_bytes())?.as_deref() == Some(&be(id)[..]) {
+                        names.remove(run.name.as_bytes())?;
+                    }
+                    for k in &keys {
+                        jobs_t.remove(k)?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            self.active.write_locked().remove(&id);
+            self.append_events_locked(vec![EventDraft {
+                kind: "run",
+                resource: run.name.clone(),
+                old_status: Some(run.status.to_string()),
+                new_status: None,
+                reason: None,
+                message: Some("deleted".into()),
+            }])
+        })
     }
 }

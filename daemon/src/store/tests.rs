@@ -266,6 +266,8 @@ fn an_instance_event_comes_with_a_change_of_status_or_reachability_only() {
         backend_id: None,
         host_root: None,
         unreachable_since: None,
+        jump_host_key: None,
+        orphans: Vec::new(),
     };
     assert_eq!(store.put_instance(&inst).expect("put").len(), 1);
     inst.price = 1.0;
@@ -277,4 +279,113 @@ fn an_instance_event_comes_with_a_change_of_status_or_reachability_only() {
     let gone = store.delete_instance(&inst, "removed").expect("delete");
     assert_eq!(gone[0].new_status.as_deref(), Some("terminated"));
     assert!(store.get_instance(inst.id).expect("read").is_none());
+}
+
+/// A small tmpfs mounted for the life of the value (root only; None where mounts are refused).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("could not unmount {}", self.0.display());
+        }
+    }
+}
+
+/// Fills the file system under `dir` to the last byte.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).expect("filler");
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&block[..512]).is_ok() {}
+    while f.write_all(&block[..1]).is_ok() {}
+}
+
+#[test]
+fn an_io_error_fails_the_store_which_then_refuses_writes_and_keeps_no_unstored_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "8m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let store = Store::open(&disk.0.join("state")).expect("the store opens");
+    let first = run(&store, "stored", 1);
+    store.insert_run(&first).expect("stored");
+    rt.block_on(store.flush()).expect("flushed");
+    assert!(store.failure().is_none());
+
+    fill(&disk.0);
+    let mut stored = vec![first.id];
+    let mut error = None;
+    for i in 0..2000 {
+        let mut r = match store.next_id() {
+            Ok(_) => run(&store, &format!("big-{i}"), 4),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        };
+        r.status_message = Some("x".repeat(64 * 1024));
+        let result = store
+            .insert_run(&r)
+            .and_then(|_| rt.block_on(store.flush()));
+        match result {
+            Ok(()) => stored.push(r.id),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let error = error.expect("a full disk makes a write fail");
+    assert!(
+        matches!(
+            error,
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Failed(_)
+        ),
+        "{error:?}"
+    );
+    let failure = store.failure().expect("the store knows it failed");
+    assert!(!failure.is_empty());
+    // Every later write is refused with the first error, also once space is back.
+    std::fs::remove_file(disk.0.join("filler")).expect("space again");
+    let later = run(
+        &Store::open(&dir.path().join("other")).expect("another store"),
+        "later",
+        1,
+    );
+    assert!(matches!(
+        store.insert_run(&later),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        rt.block_on(store.flush()),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(rt.block_on(store.failed()).contains("state store"));
+    // Only the runs whose insert and flush succeeded are in memory.
+    let active: Vec<u64> = store.active_runs().iter().map(|r| r.id).collect();
+    assert_eq!(active, stored);
 }

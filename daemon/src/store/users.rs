@@ -14,8 +14,10 @@ impl Store {
     }
 
     pub fn put_user(&self, user: &User) -> Result<()> {
-        self.users.insert(user.uid.to_be_bytes(), encode(user))?;
-        Ok(())
+        self.writing(|| {
+            self.users.insert(user.uid.to_be_bytes(), encode(user))?;
+            Ok(())
+        })
     }
 
     pub fn list_users(&self) -> Result<Vec<User>> {

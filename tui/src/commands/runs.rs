@@ -5,7 +5,7 @@ use super::{confirm, print_json};
 use crate::connect::{connect_or_start as connect, Target};
 use crate::table::{ago, price, print_table};
 use anyhow::anyhow;
-use flotilla_protocol::model::Run;
+use flotilla_protocol::model::{JobTerminationReason, Run};
 use flotilla_protocol::rpc::{
     methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams, RunStopParams,
 };
@@ -148,7 +148,26 @@ pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
             // One earlier attempt: its log to its end.
             follow_log(&client, log, 0).await?;
         } else {
-            follow_until_run_ends(&client, log).await?;
+            let (run, _) = follow_until_run_ends(&client, log.clone()).await?;
+            // A log the daemon could not store stops short: say why instead of ending quietly.
+            let lost = run
+                .job(log.replica, log.job)
+                .map(|j| &j.current)
+                .filter(|s| {
+                    matches!(
+                        s.termination_reason,
+                        Some(JobTerminationReason::LogStorageFailed)
+                    )
+                });
+            if let Some(sub) = lost {
+                eprintln!(
+                    "the log is incomplete: {}",
+                    sub.termination_message
+                        .as_deref()
+                        .unwrap_or("it could not be stored")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
