@@ -309,7 +309,7 @@ async fn log_storage_failed(
     let mut message = String::new();
     let (run, stop_sent) = d
         .update_run(run_id, |run| {
-            let stop_duration = run.configuration.common().stop_duration;
+            let stop_duration = run.configuration.common().policy.stop_duration;
             let Some(job) = run.job_mut(replica, job_num) else {
                 return false;
             };
