@@ -25,7 +25,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             config.data_dir.display()
         );
     }
-    let listener = api::socket::bind(&config.socket)?;
+    let listener = api::socket::bind(&config.socket, config.socket_group.as_deref())?;
     let socket_path = config.socket.clone();
     let result = serve(config, shutdown, listener).await;
     if let Err(e) = std::fs::remove_file(&socket_path) {
