@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod occupancy;
 pub mod offers;
 pub mod runs;
+pub mod runs_access;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
