@@ -291,6 +291,7 @@ fn fleets_and_instances() {
         rpc::FleetApplyParams {
             configuration: "type: fleet\n".into(),
             file_name: None,
+            identity_keys: [("~/.ssh/id".to_string(), "KEY".to_string())].into(),
         },
         fleet(),
     );
