@@ -7,10 +7,12 @@
 //! - `instances`: provisions and health-checks the hosts of SSH fleets;
 //! - `fleet_upkeep`: creates and gives back the instances of backend fleets;
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
-//! - `metrics`: samples the GPUs of busy instances.
+//! - `metrics`: samples the GPUs of busy instances;
+//! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod fleet_upkeep;
 pub mod instances;
+pub mod job_retention;
 pub mod metrics;
 pub mod runners;
 pub mod scheduling;
@@ -86,5 +88,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, instances::InstancesLoop::default()),
         spawn(d, metrics::GpuSampler),
         spawn(d, fleet_upkeep::FleetUpkeep::default()),
+        spawn(d, job_retention::JobRetention),
     ]
 }

@@ -12,6 +12,7 @@ pub mod occupancy;
 pub mod offers;
 pub mod runs;
 pub mod runs_access;
+pub mod runs_retention;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
