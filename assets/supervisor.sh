@@ -16,6 +16,8 @@
 #   gc SECONDS                      remove the finished job directories of this host whose
 #                                   exit code is older than SECONDS (by the file's mtime)
 #   gc JOBDIR                       remove a finished job's directory
+#   revoke_keys                     public keys on stdin, one a line: removes every line of
+#                                   ~/.ssh/authorized_keys that holds one of them (by key blob)
 # Job directories are 0700 and their files 0600 (the job itself runs with the caller's umask);
 # a root of `$HOME/.flotilla` (SSH hosts) is kept 0700.
 set -u
@@ -173,6 +175,17 @@ gc_older() {
     done
 }
 
+revoke_keys() {
+  a="$HOME/.ssh/authorized_keys"
+  [ -f "$a" ] || { cat >/dev/null; return 0; }
+  while IFS= read -r k; do
+    blob=$(printf '%s\n' "$k" | awk '{print $2}')
+    [ -n "$blob" ] || continue
+    awk -v b="$blob" '{ for (i = 1; i <= NF; i++) if ($i == b) next; print }' "$a" > "$a.tmp" &&
+      cat "$a.tmp" > "$a" && rm -f "$a.tmp" || die "cannot rewrite $a"
+  done
+}
+
 verb=${1:-}
 [ -n "$verb" ] || die "usage: supervisor.sh VERB ARGS..."
 shift
@@ -184,6 +197,7 @@ case $verb in
   status) [ $# -eq 1 ] || die "usage: status JOBDIR"; status "$@" ;;
   signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
   metrics) metrics ;;
+  revoke_keys) revoke_keys ;;
   gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;
   *) die "unknown verb $verb" ;;
 esac
