@@ -123,7 +123,7 @@ pub async fn apply(
     let mut fleet = fleet_for_apply(d, caller, &cfg)?;
     let name = fleet.name.clone();
     let eps = endpoints(ssh, &caller.user);
-    check_identity_files(caller, &eps, &params.identity_keys)?;
+    super::fleets_keys::check_identity_files(caller, &eps, &params.identity_keys)?;
     // Hosts no longer listed: release them, unless they run jobs.
     let busy = busy_instances(d);
     for old in &fleet.instances {
@@ -460,49 +460,5 @@ mod tests {
         assert_eq!(eps.len(), 2);
         assert_eq!(eps[0].user, "ubuntu");
         assert_eq!(eps[0].port, 22);
-    }
-}
-
-/// A fleet's key files are the caller's to name: for a caller who is not an admin, every
-/// `identity_file` must come with its content as the caller's CLI read it, and that content
-/// must be what the daemon reads at that path; so no one makes the daemon log in with a key
-/// they cannot read themselves.
-fn check_identity_files(
-    caller: &Caller,
-    eps: &[SshEndpoint],
-    sent: &std::collections::BTreeMap<String, String>,
-) -> Result<(), OpError> {
-    if caller.admin {
-        return Ok(());
-    }
-    let paths = eps.iter().flat_map(|ep| {
-        [
-            ep.identity_file.as_deref(),
-            ep.proxy_jump
-                .as_ref()
-                .and_then(|j| j.identity_file.as_deref()),
-        ]
-    });
-    for path in paths.flatten() {
-        let Some(content) = sent.get(path) else {
-            return Err(OpError::Forbidden(format!(
-                "identity_file {path}: its content did not come with the fleet; apply the fleet with a `flotilla` of this version, which reads the file as you"
-            )));
-        };
-        let on_disk = std::fs::read(expand_home(path)).ok();
-        if on_disk.as_deref() != Some(content.as_bytes()) {
-            return Err(OpError::Forbidden(format!(
-                "identity_file {path}: the daemon cannot use it for you: the file it reads at that path is not the one you sent (write the full path of a key you own)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `~/...` under the daemon's `HOME`, as the SSH connection reads the path.
-fn expand_home(path: &str) -> std::path::PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => flotilla_protocol::paths::home_dir().join(rest),
-        None => std::path::PathBuf::from(path),
     }
 }

@@ -73,7 +73,7 @@ fn bare_configuration(c: &RunConfiguration) -> RunConfiguration {
             b.commands.clear();
         }
         (RunConfiguration::Service(b), RunConfiguration::Service(s)) => {
-            b.replicas = s.replicas.clone();
+            b.replicas = s.replicas;
             b.port = None;
             b.commands.clear();
         }
