@@ -6,7 +6,7 @@
 
 use super::{Exec, HostError, SUPERVISOR_SCRIPT};
 use std::ffi::{CStr, CString};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
@@ -93,8 +93,9 @@ pub fn daemon_is_root() -> bool {
 }
 
 /// Opens a root daemon's data dir just enough for users to reach their jobs: the dir itself
-/// becomes 0711 (traversable, not listable) and every entry but the local host's directory
-/// loses all group and other permissions (the store, the logs, the configuration).
+/// becomes 0711 (traversable, not listable) and every entry but the local host's directory and
+/// the daemon's socket loses all group and other permissions (the store, the logs, the
+/// configuration).
 pub fn share_data_dir_with_jobs(data_dir: &Path) -> std::io::Result<()> {
     if !daemon_is_root() {
         return Ok(());
@@ -105,7 +106,8 @@ pub fn share_data_dir_with_jobs(data_dir: &Path) -> std::io::Result<()> {
             continue;
         }
         let meta = std::fs::symlink_metadata(entry.path())?;
-        if meta.file_type().is_symlink() {
+        // A link is not followed; the daemon's socket (when it lives here) keeps its own mode.
+        if meta.file_type().is_symlink() || meta.file_type().is_socket() {
             continue;
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -303,6 +305,43 @@ mod tests {
         assert_eq!(root.name, "root");
         assert_eq!(root.gid, 0);
         assert!(root.groups.contains(&0));
+    }
+
+    #[test]
+    fn a_root_daemons_data_dir_lets_users_reach_the_host_dir_only() {
+        if !daemon_is_root() {
+            return; // only a root daemon shares its data dir
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path();
+        for sub in ["state", "logs", HOST_DIR] {
+            std::fs::create_dir(data.join(sub)).expect("dir");
+            std::fs::set_permissions(data.join(sub), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        std::fs::write(data.join("config.yml"), "").expect("config");
+        std::fs::set_permissions(
+            data.join("config.yml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let sock = data.join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("socket");
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+        share_data_dir_with_jobs(data).expect("shared");
+        let mode = |p: &Path| {
+            std::fs::symlink_metadata(p)
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(data), 0o711);
+        assert_eq!(mode(&data.join("state")), 0o700);
+        assert_eq!(mode(&data.join("logs")), 0o700);
+        assert_eq!(mode(&data.join("config.yml")), 0o600);
+        assert_eq!(mode(&data.join(HOST_DIR)), 0o755);
+        assert_eq!(mode(&sock), 0o660);
     }
 
     #[test]
