@@ -98,6 +98,7 @@ fn user() -> User {
         ssh_public_key: "ssh-ed25519 AAAA ana".into(),
         ssh_private_key: Some("-----BEGIN-----".into()),
         created_at: t(0),
+        retired_ssh_keys: vec!["ssh-ed25519 BBBB ana".into()],
     }
 }
 

@@ -90,6 +90,28 @@ pub async fn push_key(d: &Daemon, key: &str) {
     }
 }
 
+/// How many replaced keys a user's record keeps for hosts that were down at a refresh.
+const MAX_RETIRED_KEYS: usize = 20;
+
+/// Removes every user's replaced keys from one host (for a host that was down when a key was
+/// refreshed: the instances loop calls this when it provisions a host, after adding the keys).
+pub async fn revoke_retired_keys(d: &Daemon, host: &Host) -> Result<(), OpError> {
+    let retired: Vec<String> = d
+        .store()
+        .list_users()?
+        .into_iter()
+        .flat_map(|u| u.retired_ssh_keys)
+        .collect();
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let input = retired.join("\n") + "\n";
+    host.run(&["revoke_keys"], Some(input.as_bytes()))
+        .await
+        .map(|_| ())
+        .map_err(|e| OpError::Internal(e.to_string()))
+}
+
 /// Removes a replaced public key from every SSH host that is up (a host that is down at that
 /// moment keeps it: the warning says which).
 pub async fn revoke_key(d: &Daemon, key: &str) {
@@ -158,6 +180,7 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         ssh_public_key: public,
         ssh_private_key: Some(private),
         created_at: Timestamp::now(),
+        retired_ssh_keys: Vec::new(),
     };
     d.store().put_user(&user)?;
     d.wake_instances();
@@ -172,6 +195,9 @@ pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     let (public, private) = generate_key_pair(&format!("flotilla:{}", user.name))?;
     let old = std::mem::replace(&mut user.ssh_public_key, public);
     user.ssh_private_key = Some(private);
+    user.retired_ssh_keys.push(old.clone());
+    let excess = user.retired_ssh_keys.len().saturating_sub(MAX_RETIRED_KEYS);
+    user.retired_ssh_keys.drain(..excess);
     d.store().put_user(&user)?;
     revoke_key(d, &old).await;
     push_key(d, &user.ssh_public_key).await;
