@@ -13,10 +13,31 @@
 #   status JOBDIR                   `running PID`, `exited CODE`, `lost` or `absent`
 #   signal JOBDIR SIGNAL            signal the job's process group (TERM, KILL, ...)
 #   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
+#   gc SECONDS                      remove the finished job directories of this host whose
+#                                   exit code is older than SECONDS (by the file's mtime)
 #   gc JOBDIR                       remove a finished job's directory
+#   revoke_keys                     public keys on stdin, one a line: removes every line of
+#                                   ~/.ssh/authorized_keys that holds one of them (by key blob)
+# Job directories are 0700 and their files 0600 (the job itself runs with the caller's umask);
+# a root of `$HOME/.flotilla` (SSH hosts) is kept 0700.
 set -u
 
+# The umask the job runs with; everything the supervisor itself makes is private.
+job_umask=$(umask)
+umask 077
+
 die() { echo "supervisor: $*" >&2; exit 2; }
+
+# A root in the user's home (SSH hosts) is private to them; a root daemon's shared local root
+# (0711, so that users reach their own job directories) is left as it is.
+private_root() {
+  r=${FLOTILLA_ROOT:-$HOME/.flotilla}
+  if [ "$r" = "$HOME/.flotilla" ] && [ -d "$r" ]; then
+    chmod 700 "$r" 2>/dev/null
+    [ -d "$r/jobs" ] && chmod 700 "$r/jobs" 2>/dev/null
+  fi
+  return 0
+}
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
@@ -30,6 +51,7 @@ inventory() {
   echo "memory_kib=${m:-0}"
   root=${FLOTILLA_ROOT:-$HOME/.flotilla}
   mkdir -p "$root" 2>/dev/null
+  private_root
   d=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $2}')
   echo "disk_kib=${d:-0}"
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
@@ -48,6 +70,8 @@ inventory() {
 start() {
   dir=$1 shell=$2 workdir=$3
   mkdir -p "$dir" || die "cannot create $dir"
+  chmod 700 "$dir" || die "cannot make $dir private"
+  private_root
   p=$(job_pid "$dir")
   if [ -n "$p" ]; then echo "$p"; return 0; fi
   cat > "$dir/script.tmp" || die "cannot write the job script"
@@ -55,7 +79,7 @@ start() {
   mkdir -p "$workdir" || die "cannot create working directory $workdir"
   printf '%s\n' "$workdir" > "$dir/workdir"
   command -v setsid >/dev/null 2>&1 || die "setsid not found on this host"
-  setsid sh "$0" _wrap "$dir" "$shell" "$workdir" </dev/null >/dev/null 2>&1 &
+  setsid sh "$0" _wrap "$dir" "$shell" "$workdir" "$job_umask" </dev/null >/dev/null 2>&1 &
   i=0
   while [ ! -f "$dir/pid" ]; do
     i=$((i + 1)); [ $i -gt 500 ] && die "the job did not start within 5s"
@@ -67,13 +91,13 @@ start() {
 # The job's parent: it is its own session, the job gets another one (so that a signal to the
 # job's process group spares this wrapper, which records the exit code).
 _wrap() {
-  dir=$1 shell=$2 workdir=$3
+  dir=$1 shell=$2 workdir=$3 mask=${4:-022}
   : >> "$dir/log"
   if [ "$shell" = default ]; then
     if command -v bash >/dev/null 2>&1; then shell=bash; else shell=sh; fi
   fi
   cd "$workdir" || { echo 127 > "$dir/exit_code"; exit 0; }
-  setsid "$shell" "$dir/script" </dev/null >>"$dir/log" 2>&1 &
+  (umask "$mask" && exec setsid "$shell" "$dir/script") </dev/null >>"$dir/log" 2>&1 &
   j=$!
   echo "$j" > "$dir/pid.tmp" && mv "$dir/pid.tmp" "$dir/pid"
   wait "$j"
@@ -129,9 +153,37 @@ metrics() {
 }
 
 gc() {
+  case $1 in
+    ''|*[!0-9]*) ;;
+    *) gc_older "$1"; return ;;
+  esac
   dir=$1
   [ -f "$dir/exit_code" ] || [ ! -f "$dir/pid" ] || die "$dir is still running"
   rm -rf "$dir"
+}
+
+# Removes the job directories whose exit code was written more than $1 seconds ago; prints
+# each removed directory.
+gc_older() {
+  root=${FLOTILLA_ROOT:-$HOME/.flotilla}
+  [ -d "$root/jobs" ] || return 0
+  mins=$(( $1 / 60 ))
+  find "$root/jobs" -mindepth 2 -maxdepth 2 -type f -name exit_code -mmin +"$mins" 2>/dev/null |
+    while IFS= read -r f; do
+      d=${f%/exit_code}
+      rm -rf "$d" && echo "$d"
+    done
+}
+
+revoke_keys() {
+  a="$HOME/.ssh/authorized_keys"
+  [ -f "$a" ] || { cat >/dev/null; return 0; }
+  while IFS= read -r k; do
+    blob=$(printf '%s\n' "$k" | awk '{print $2}')
+    [ -n "$blob" ] || continue
+    awk -v b="$blob" '{ for (i = 1; i <= NF; i++) if ($i == b) next; print }' "$a" > "$a.tmp" &&
+      cat "$a.tmp" > "$a" && rm -f "$a.tmp" || die "cannot rewrite $a"
+  done
 }
 
 verb=${1:-}
@@ -145,6 +197,7 @@ case $verb in
   status) [ $# -eq 1 ] || die "usage: status JOBDIR"; status "$@" ;;
   signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
   metrics) metrics ;;
-  gc) [ $# -eq 1 ] || die "usage: gc JOBDIR"; gc "$@" ;;
+  revoke_keys) revoke_keys ;;
+  gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;
   *) die "unknown verb $verb" ;;
 esac

@@ -23,6 +23,10 @@ pub struct DaemonConfig {
     pub backends: Vec<BackendConfig>,
     /// Multiplies the retry backoff (1.0 = dstack's 15s, 30s, 1m, ...); tests shorten it.
     pub retry_delay_scale: f64,
+    /// The group whose members may use the socket (0660, that group); none: 0600.
+    pub socket_group: Option<String>,
+    /// How long finished job directories stay on hosts (`job_retention`; default 7 days).
+    pub job_retention_secs: u64,
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -36,6 +40,8 @@ struct FileConfig {
     health_interval_secs: Option<u64>,
     unreachable_grace_secs: Option<u64>,
     retry_delay_scale: Option<f64>,
+    socket_group: Option<String>,
+    job_retention: Option<serde_json::Value>,
     #[serde(default)]
     backends: Vec<BackendConfig>,
 }
@@ -45,6 +51,30 @@ struct FileConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     Pool(crate::backends::pool::PoolConfig),
+}
+
+/// Finished job directories stay on hosts a week unless `job_retention` says otherwise.
+pub const DEFAULT_JOB_RETENTION_SECS: u64 = 7 * 24 * 3600;
+
+/// A duration as dstack writes them: a number of seconds, or a number with a unit
+/// (`s`, `m`, `h`, `d`, `w`), e.g. `90`, `"30m"`, `"7d"`.
+pub fn parse_duration_secs(v: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let s = v.as_str()?.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 pub const DEFAULT_CATALOG_URL: &str = "https://dstack-gpu-pricing.s3.eu-west-1.amazonaws.com/v3";
@@ -63,6 +93,15 @@ impl DaemonConfig {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or(file.catalog_dir);
+        let job_retention_secs = match &file.job_retention {
+            None => DEFAULT_JOB_RETENTION_SECS,
+            Some(v) => parse_duration_secs(v).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: job_retention: {v} is not a duration (seconds, or e.g. 7d, 12h, 30m)",
+                    file_path.display()
+                )
+            })?,
+        };
         Ok(DaemonConfig {
             socket: socket.unwrap_or_else(paths::default_socket_path),
             catalog_dir,
@@ -74,6 +113,8 @@ impl DaemonConfig {
             health_interval_secs: file.health_interval_secs.unwrap_or(5).max(1),
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
+            socket_group: file.socket_group.filter(|g| !g.is_empty()),
+            job_retention_secs,
             backends: file.backends,
             data_dir,
         })
@@ -93,6 +134,23 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, socket_group, job_retention, backends)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_retention_takes_seconds_or_dstack_durations() {
+        assert_eq!(parse_duration_secs(&json!(90)), Some(90));
+        assert_eq!(parse_duration_secs(&json!("90")), Some(90));
+        assert_eq!(parse_duration_secs(&json!("30m")), Some(1800));
+        assert_eq!(parse_duration_secs(&json!("7d")), Some(604_800));
+        assert_eq!(parse_duration_secs(&json!("2w")), Some(1_209_600));
+        assert_eq!(parse_duration_secs(&json!("soon")), None);
+        assert_eq!(parse_duration_secs(&json!("5y")), None);
+    }
 }

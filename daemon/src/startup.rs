@@ -4,7 +4,7 @@
 
 use crate::config::{self, DaemonConfig};
 use crate::handle::{Daemon, Parts};
-use crate::hosts::{Host, LocalHost};
+use crate::hosts::{self, Host, LocalHost};
 use crate::{api, backends, catalog, logs, loops, notify, ops, store};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
@@ -25,7 +25,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             config.data_dir.display()
         );
     }
-    let listener = api::socket::bind(&config.socket)?;
+    let listener = api::socket::bind(&config.socket, config.socket_group.as_deref())?;
     let socket_path = config.socket.clone();
     let result = serve(config, shutdown, listener).await;
     if let Err(e) = std::fs::remove_file(&socket_path) {
@@ -44,7 +44,17 @@ async fn serve(
     let store = store::Store::open(&config.data_dir.join("state"))?;
     let logs = logs::LogHub::new(&config.data_dir.join("logs"))
         .with_context(|| format!("cannot create the log dir in {}", config.data_dir.display()))?;
-    let local = Host::Local(LocalHost::install(&config.data_dir.join("host"))?);
+    let local = Host::Local(LocalHost::install(
+        &config.data_dir.join(hosts::local::HOST_DIR),
+    )?);
+    // A root daemon runs users' jobs as them under `host/jobs`: they may traverse the data
+    // dir to their own job, and nothing else in it is theirs to read.
+    hosts::local::share_data_dir_with_jobs(&config.data_dir).with_context(|| {
+        format!(
+            "cannot set the permissions of the data dir {}",
+            config.data_dir.display()
+        )
+    })?;
     let catalog = catalog_service(&config);
     let backends = backends_from(&config);
     let d = Daemon::new(Parts {

@@ -433,6 +433,10 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_private_key: Option<String>,
     pub created_at: Timestamp,
+    /// Public keys a refresh replaced (the newest last, at most 20): a host that was down at
+    /// the refresh may still hold them, and loses them when it is next provisioned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_ssh_keys: Vec<String>,
 }
 
 /// A set of machines that runs can be placed on.

@@ -98,6 +98,7 @@ fn user() -> User {
         ssh_public_key: "ssh-ed25519 AAAA ana".into(),
         ssh_private_key: Some("-----BEGIN-----".into()),
         created_at: t(0),
+        retired_ssh_keys: vec!["ssh-ed25519 BBBB ana".into()],
     }
 }
 
@@ -291,6 +292,7 @@ fn fleets_and_instances() {
         rpc::FleetApplyParams {
             configuration: "type: fleet\n".into(),
             file_name: None,
+            identity_keys: [("~/.ssh/id".to_string(), "KEY".to_string())].into(),
         },
         fleet(),
     );

@@ -51,11 +51,11 @@ async fn route(
         }
         m::RunList::NAME => {
             let p = decode_params::<m::RunList>(raw)?;
-            answer::<m::RunList>(ops::runs::list(d, p.all))
+            answer::<m::RunList>(ops::runs::list(d, caller, p.all))
         }
         m::RunGet::NAME => {
             let p = decode_params::<m::RunGet>(raw)?;
-            answer::<m::RunGet>(ops::runs::find_run(d, &p.name))
+            answer::<m::RunGet>(ops::runs::get(d, caller, &p.name))
         }
         m::RunStop::NAME => {
             let p = decode_params::<m::RunStop>(raw)?;
@@ -68,19 +68,19 @@ async fn route(
         }
         m::LogsRead::NAME => {
             let p = decode_params::<m::LogsRead>(raw)?;
-            answer::<m::LogsRead>(ops::logs::read(d, &p))
+            answer::<m::LogsRead>(ops::logs::read(d, caller, &p))
         }
         m::LogsFollow::NAME => {
             let p = decode_params::<m::LogsFollow>(raw)?;
-            streams::logs_follow(d, p, id, out).await
+            streams::logs_follow(d, caller, p, id, out).await
         }
         m::EventsWatch::NAME => {
             let p = decode_params::<m::EventsWatch>(raw)?;
-            streams::events_watch(d, p, id, out).await
+            streams::events_watch(d, caller, p, id, out).await
         }
         m::EventList::NAME => {
             let p = decode_params::<m::EventList>(raw)?;
-            let events = ops::events::list(d, p.since, p.limit);
+            let events = ops::events::list(d, caller, p.since, p.limit);
             answer::<m::EventList>(events.map(|events| EventList { events }))
         }
         m::FleetList::NAME => {

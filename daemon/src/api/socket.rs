@@ -24,8 +24,20 @@ pub enum BindError {
     },
 }
 
-/// Binds the daemon's socket and starts listening.
-pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
+/// Binds the daemon's socket and starts listening: 0600, or 0660 with `group` as its group
+/// (then a directory that already exists keeps its mode, so that the group can reach it).
+pub fn bind(
+    path: &Path,
+    group: Option<&str>,
+) -> Result<std::os::unix::net::UnixListener, BindError> {
+    let gid = match group {
+        Some(g) => Some(group_id(g).ok_or_else(|| BindError::Sys {
+            what: "give a group to",
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!("socket_group {g}: no such group")),
+        })?),
+        None => None,
+    };
     let shown = path.display().to_string();
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() > 107 {
@@ -39,8 +51,13 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
             path: dir.display().to_string(),
             source,
         };
+        let existed = dir.exists();
         std::fs::create_dir_all(dir).map_err(dir_err)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let mode = if gid.is_some() { 0o755 } else { 0o700 };
+        if !(existed && gid.is_some()) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(dir_err)?;
+        }
     }
     if path.exists() {
         // A socket that answers belongs to a live daemon; one that refuses is stale.
@@ -86,7 +103,13 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
         }
         let mut cpath = bytes.to_vec();
         cpath.push(0);
-        if libc::chmod(cpath.as_ptr() as *const libc::c_char, 0o600) != 0 {
+        if let Some(gid) = gid {
+            if libc::chown(cpath.as_ptr() as *const libc::c_char, u32::MAX, gid) != 0 {
+                return Err(fail("chgrp"));
+            }
+        }
+        let mode = if gid.is_some() { 0o660 } else { 0o600 };
+        if libc::chmod(cpath.as_ptr() as *const libc::c_char, mode) != 0 {
             return Err(fail("chmod"));
         }
         if libc::listen(fd, 128) != 0 {
@@ -95,5 +118,24 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
         let listener = std::os::unix::net::UnixListener::from_raw_fd(fd);
         listener.set_nonblocking(true).map_err(sys("configure"))?;
         Ok(listener)
+    }
+}
+
+/// The gid of group `name`.
+fn group_id(name: &str) -> Option<libc::gid_t> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam_r writes into buffers we own, sized as the manual asks.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
     }
 }

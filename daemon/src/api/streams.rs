@@ -1,10 +1,11 @@
 //! Driver layer: the two streams, `logs.follow` (history, then live bytes) and `events.watch`; notifications carry the request id.
 
 use super::wire::{encode_line, op_error, Outbox};
+use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::logs::utf8_boundary;
 use crate::ops::logs::find_submission;
-use crate::ops::OpError;
+use crate::ops::{self, OpError};
 use crate::store::StoreError;
 use flotilla_protocol::model::Event;
 use flotilla_protocol::rpc::{
@@ -41,14 +42,15 @@ fn shutting_down() -> RpcError {
 /// Sends the log from `offset`, then every new byte, until the job has ended and all is sent.
 pub async fn logs_follow(
     d: &Daemon,
+    caller: &Caller,
     p: LogsFollowParams,
     id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
-    let (_, sub, _) = find_submission(d, &p.target).map_err(op_error)?;
+    let (_, sub, _) = find_submission(d, caller, &p.target).map_err(op_error)?;
     // Subscribe before looking at the job's status, so that an end in between is not missed.
     let mut rx = d.logs().subscribe(sub);
-    let (_, _, finished) = find_submission(d, &p.target).map_err(op_error)?;
+    let (_, _, finished) = find_submission(d, caller, &p.target).map_err(op_error)?;
     let mut offset = p.offset;
     loop {
         let state = *rx.borrow_and_update();
@@ -99,7 +101,7 @@ pub async fn logs_follow(
             _ = d.shutdown().cancelled() => return Err(shutting_down()),
         }
     }
-    let (run, _, _) = find_submission(d, &p.target).map_err(op_error)?;
+    let (run, _, _) = find_submission(d, caller, &p.target).map_err(op_error)?;
     let job = run.job(p.target.replica, p.target.job);
     let end = LogsFollowEnd {
         next_offset: offset,
@@ -115,6 +117,7 @@ pub async fn logs_follow(
 /// Streams every event from now on (or after `since`), until the client leaves or the daemon stops.
 pub async fn events_watch(
     d: &Daemon,
+    caller: &Caller,
     p: EventsParams,
     id: &RequestId,
     out: &Outbox,
@@ -125,7 +128,8 @@ pub async fn events_watch(
         None => d.store().last_event_seq().map_err(store_error)?,
     };
     let send = |e: &Event| {
-        let body = serde_json::to_value(EventNotice { event: e.clone() }).unwrap_or(Value::Null);
+        let event = ops::events::visible_to(d, caller, e.clone());
+        let body = serde_json::to_value(EventNotice { event }).unwrap_or(Value::Null);
         notification(methods::EVENT, id, body)
     };
     // Replay what the caller missed.

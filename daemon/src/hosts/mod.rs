@@ -2,15 +2,15 @@
 //! connection each; every host action is a supervisor verb run through [`Host::exec`].
 
 pub mod inventory;
+pub mod local;
 pub mod ssh;
 pub mod supervisor;
 
-use std::path::{Path, PathBuf};
+pub use local::LocalHost;
+
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 /// A two-way byte stream to a port a host reaches (what `tunnel.open` pipes a socket into).
@@ -67,35 +67,6 @@ impl HostError {
             self,
             HostError::Unreachable { .. } | HostError::Spawn { .. }
         )
-    }
-}
-
-/// This machine: supervisor verbs run as local child processes.
-#[derive(Debug, Clone)]
-pub struct LocalHost {
-    /// Where jobs of this host live (`FLOTILLA_ROOT` of the supervisor).
-    pub root: PathBuf,
-    supervisor: PathBuf,
-}
-
-impl LocalHost {
-    /// Installs the supervisor under `root` (when its hash changed) and returns the host.
-    pub fn install(root: &Path) -> Result<LocalHost, HostError> {
-        let supervisor = root.join(format!("supervisor-{}.sh", supervisor_hash()));
-        let install_err = |source| HostError::Install {
-            path: root.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(root.join("jobs")).map_err(install_err)?;
-        if !supervisor.exists() {
-            let tmp = root.join(".supervisor.tmp");
-            std::fs::write(&tmp, SUPERVISOR_SCRIPT).map_err(install_err)?;
-            std::fs::rename(&tmp, &supervisor).map_err(install_err)?;
-        }
-        Ok(LocalHost {
-            root: root.to_path_buf(),
-            supervisor,
-        })
     }
 }
 
@@ -183,15 +154,36 @@ impl Host {
 
     /// Starts `supervisor VERB ARGS...`; `stdin` is written and closed.
     pub async fn exec(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Exec, HostError> {
+        self.exec_for(None, args, stdin).await
+    }
+
+    /// [`Host::exec`] for a job of the user `owner` (a uid): on the local machine a root daemon
+    /// runs it as that user; an SSH host runs every verb as its login user.
+    pub async fn exec_for(
+        &self,
+        owner: Option<u32>,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Exec, HostError> {
         match self {
-            Host::Local(l) => exec_local(self.label(), l, args, stdin).await,
+            Host::Local(l) => l.exec(self.label(), args, stdin, owner).await,
             Host::Ssh(s) => s.exec_supervisor(args, stdin).await,
         }
     }
 
     /// Runs a verb to its end and returns its stdout; a non-zero exit is an error with its stderr.
     pub async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, HostError> {
-        let exec = self.exec(args, stdin).await?;
+        self.run_for(None, args, stdin).await
+    }
+
+    /// [`Host::run`] for a job of the user `owner` (see [`Host::exec_for`]).
+    pub async fn run_for(
+        &self,
+        owner: Option<u32>,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, HostError> {
+        let exec = self.exec_for(owner, args, stdin).await?;
         let (out, err, code) = exec.collect().await;
         if code != Some(0) {
             let message = String::from_utf8_lossy(&err).trim().to_string();
@@ -213,60 +205,6 @@ impl Host {
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
-}
-
-async fn exec_local(
-    label: String,
-    l: &LocalHost,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-) -> Result<Exec, HostError> {
-    let mut cmd = Command::new("sh");
-    cmd.arg(&l.supervisor)
-        .args(args)
-        .env("FLOTILLA_ROOT", &l.root)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let spawn_err = |source| HostError::Spawn {
-        host: label.clone(),
-        source,
-    };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-        w.write_all(data).await.map_err(spawn_err)?;
-        drop(w);
-    }
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(spawn_err(std::io::Error::other(
-            "no pipes to the supervisor",
-        )));
-    };
-    let (exit_tx, exit_rx) = oneshot::channel();
-    let (kill_tx, kill_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            status = child.wait() => {
-                let _ = exit_tx.send(status.ok().and_then(|s| s.code()));
-            }
-            _ = kill_rx => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                let _ = exit_tx.send(None);
-            }
-        }
-    });
-    Ok(Exec::new(
-        Box::pin(stdout),
-        Box::pin(stderr),
-        exit_rx,
-        kill_tx,
-    ))
 }
 
 /// Single-quotes a value for POSIX sh.

@@ -29,16 +29,22 @@ pub async fn inventory(host: &Host) -> Result<Inventory, HostError> {
     Ok(parse_inventory(&out))
 }
 
-/// Starts a job (idempotent) and returns its pid.
+/// Starts a job of the user `owner` (a uid; on the local machine a root daemon starts it as
+/// that user) (idempotent) and returns its pid.
 pub async fn start(
     host: &Host,
+    owner: u32,
     job_dir: &str,
     shell: &str,
     workdir: &str,
     script: &str,
 ) -> Result<u32, HostError> {
     let out = host
-        .run(&["start", job_dir, shell, workdir], Some(script.as_bytes()))
+        .run_for(
+            Some(owner),
+            &["start", job_dir, shell, workdir],
+            Some(script.as_bytes()),
+        )
         .await?;
     out.trim().parse().map_err(|_| HostError::Verb {
         host: host.label(),

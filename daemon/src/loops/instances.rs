@@ -8,7 +8,7 @@ use crate::hosts::ssh::SshHost;
 use crate::hosts::{Host, HostError};
 use crate::lifecycle::finish;
 use crate::ops::fleets::{block_count, host_blocks};
-use crate::ops::users::public_keys;
+use crate::ops::users::{public_keys, revoke_retired_keys};
 use crate::sync::LockExt;
 use flotilla_protocol::model::{Instance, InstanceStatus, JobStatus, JobTerminationReason};
 use flotilla_protocol::Timestamp;
@@ -190,6 +190,10 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
                     Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
                 },
                 Err(e) => warn!("{}: cannot read the users' keys: {e}", host.label()),
+            }
+            // Keys refreshed while this host was down leave it now.
+            if let Err(e) = revoke_retired_keys(d, &Host::Ssh(host.clone())).await {
+                warn!("{}: cannot remove the users' old keys: {e}", host.label());
             }
             info!(host = %host.label(), status = %inst.status, "host provisioned");
             st.locked().retry.remove(&id);

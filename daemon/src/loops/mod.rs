@@ -10,9 +10,11 @@
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
 //! - `metrics`: samples the GPUs of busy instances;
 //! - `store_watch`: shuts the daemon down once the state store has failed.
+//! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod fleet_upkeep;
 pub mod instances;
+pub mod job_retention;
 pub mod metrics;
 pub mod orphans;
 pub mod runners;
@@ -91,5 +93,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, metrics::GpuSampler),
         spawn(d, fleet_upkeep::FleetUpkeep::default()),
         spawn(d, store_watch::StoreWatch),
+        spawn(d, job_retention::JobRetention),
     ]
 }

@@ -135,7 +135,7 @@ async fn start(
         None => format!("{job_dir}/work"),
     };
     let shell = common.shell.clone().unwrap_or_else(|| "default".into());
-    let pid = supervisor::start(host, job_dir, &shell, &workdir, &script)
+    let pid = supervisor::start(host, run.uid, job_dir, &shell, &workdir, &script)
         .await
         .map_err(|e| format!("cannot start the job: {e}"))?;
     info!(run = %run.name, job = job.job_num, pid, "job started");

@@ -144,6 +144,7 @@ pub async fn apply(
     let mut fleet = fleet_for_apply(d, caller, &cfg)?;
     let name = fleet.name.clone();
     let eps = endpoints(ssh, &caller.user);
+    super::fleets_keys::check_identity_files(caller, &eps, &params.identity_keys)?;
     refuse_hosts_of_other_fleets(d, &name, &eps)?;
     // Hosts no longer listed: release them, unless they run jobs.
     let busy = busy_instances(d);

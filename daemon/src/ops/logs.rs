@@ -2,7 +2,9 @@
 //! `logs.read`, `logs.follow` and `tunnel.open`), and `logs.read`.
 
 use super::runs::find_run;
+use super::runs_access::check_owner;
 use super::OpError;
+use crate::caller::Caller;
 use crate::handle::Daemon;
 use flotilla_protocol::model::{Job, Run};
 use flotilla_protocol::rpc::{LogChunk, LogTarget, LogsReadParams, LogsReadResult};
@@ -24,9 +26,15 @@ pub fn find_target_job(
     Ok((run, found))
 }
 
-/// The run a log target names, the submission's id, and whether that submission has finished.
-pub fn find_submission(d: &Daemon, target: &LogTarget) -> Result<(Run, u64, bool), OpError> {
+/// The run a log target names, the submission's id, and whether that submission has finished;
+/// refused unless `caller` owns the run or is an admin.
+pub fn find_submission(
+    d: &Daemon,
+    caller: &Caller,
+    target: &LogTarget,
+) -> Result<(Run, u64, bool), OpError> {
     let (run, job) = find_target_job(d, &target.run, target.replica, target.job)?;
+    check_owner(caller, &run, "read the logs of")?;
     let (sub, finished) = match target.submission {
         None => (job.current.id, job.current.status.is_finished()),
         Some(n) => job
@@ -46,8 +54,8 @@ pub fn find_submission(d: &Daemon, target: &LogTarget) -> Result<(Run, u64, bool
 }
 
 /// `logs.read`: at most 1 MiB of a submission's log from `offset`.
-pub fn read(d: &Daemon, p: &LogsReadParams) -> Result<LogsReadResult, OpError> {
-    let (_, sub, finished) = find_submission(d, &p.target)?;
+pub fn read(d: &Daemon, caller: &Caller, p: &LogsReadParams) -> Result<LogsReadResult, OpError> {
+    let (_, sub, finished) = find_submission(d, caller, &p.target)?;
     let limit = p.limit.unwrap_or(1 << 20).min(1 << 20) as usize;
     let bytes = d
         .logs()

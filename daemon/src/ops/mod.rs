@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod fleets;
+pub mod fleets_keys;
 pub mod instances;
 pub mod local_fleet;
 pub mod logs;
@@ -11,6 +12,8 @@ pub mod metrics;
 pub mod occupancy;
 pub mod offers;
 pub mod runs;
+pub mod runs_access;
+pub mod runs_retention;
 pub mod status;
 pub mod stops;
 pub mod tunnels;

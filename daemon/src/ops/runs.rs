@@ -2,6 +2,7 @@
 //! `run.delete` do.
 
 use super::offers::{self, OfferRequest};
+use super::runs_access::{check_owner, visible_to};
 use super::stops::carry_out_stops;
 use super::OpError;
 use crate::caller::Caller;
@@ -153,22 +154,47 @@ pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunP
 }
 
 /// `run.list`: every run (`all`), newest first; else the unfinished runs, newest first, or
-/// else the last run.
-pub fn list(d: &Daemon, all: bool) -> Result<Vec<Run>, OpError> {
-    if all {
+/// else the last run; others' runs without their contents (see [`visible_to`]).
+pub fn list(d: &Daemon, caller: &Caller, all: bool) -> Result<Vec<Run>, OpError> {
+    let runs: Vec<Run> = if all {
         let mut runs: Vec<Run> = d.store().list_runs()?;
         runs.reverse(); // newest first
-        return Ok(runs);
+        runs
+    } else {
+        let active = d.store().active_runs();
+        if active.is_empty() {
+            d.store().last_run()?.into_iter().collect()
+        } else {
+            active.iter().rev().map(|r| Run::clone(r)).collect()
+        }
+    };
+    Ok(runs.into_iter().map(|r| visible_to(caller, r)).collect())
+}
+
+/// `run.get`: the run, without its contents for others than its owner and the admins.
+pub fn get(d: &Daemon, caller: &Caller, name: &str) -> Result<Run, OpError> {
+    find_run(d, name).map(|r| visible_to(caller, r))
+}
+
+/// A non-root daemon runs every job as its own user: it takes runs from that user (and root)
+/// alone, and says how a team shares one daemon.
+fn check_can_run_as(caller: &Caller) -> Result<(), OpError> {
+    let own = crate::caller::own_uid();
+    if own == 0 || caller.uid == own || caller.uid == 0 {
+        return Ok(());
     }
-    let active = d.store().active_runs();
-    if active.is_empty() {
-        return Ok(d.store().last_run()?.into_iter().collect());
-    }
-    Ok(active.iter().rev().map(|r| Run::clone(r)).collect())
+    let daemon_user = crate::caller::user_name(own);
+    Err(OpError::Forbidden(format!(
+        "this daemon runs as {daemon_user} and would run your job as {daemon_user}, not as {}; \
+         a daemon shared by several users runs as root under systemd (see the README) and starts \
+         each job as its submitter",
+        caller.user
+    )))
 }
 
 /// Stores a new run with one submitted job per node of each replica, and wakes the scheduler.
 pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, OpError> {
+    check_can_run_as(caller)?;
     let id = d.store().next_id()?;
     let name = if req.name_generated {
         generate_name(
@@ -179,6 +205,12 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         req.name.clone()
     };
     if let Some(existing) = d.store().run_by_name(&name)? {
+        if existing.uid != caller.uid {
+            return Err(OpError::Forbidden(format!(
+                "run {name} belongs to {}; give yours another name",
+                existing.user
+            )));
+        }
         if !existing.status.is_finished() {
             return Err(OpError::Conflict(format!(
                 "run {name} is still {}; stop it first (`flotilla stop {name}`) or give this one another name",
@@ -229,17 +261,6 @@ pub fn find_run(d: &Daemon, name: &str) -> Result<Run, OpError> {
             "run {name} not found; `flotilla ps -a` lists the runs"
         ))
     })
-}
-
-fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), OpError> {
-    if caller.admin || caller.uid == run.uid {
-        Ok(())
-    } else {
-        Err(OpError::Forbidden(format!(
-            "run {} belongs to {}; only its owner or an admin can {what} it",
-            run.name, run.user
-        )))
-    }
 }
 
 /// Stops a run: gracefully (SIGTERM, then SIGKILL after `stop_duration`) or at once (`abort`).

@@ -51,34 +51,24 @@ pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     Ok(user)
 }
 
-/// Adds a public key to every SSH host that is up (bounded in time; the instances loop catches
-/// up with the others).
+/// The `authorized_keys` options of a user's key on fleet hosts: no agent or X11 forwarding,
+/// no `~/.ssh/rc`, no tunnel devices; a terminal and port forwarding (what attaching to a
+/// job needs). The key still runs any command as the host's login user.
+pub const KEY_OPTIONS: &str = "restrict,pty,port-forwarding";
+
+/// A user's public key as a line of a host's `authorized_keys`.
+pub fn authorized_line(public_key: &str) -> String {
+    format!("{KEY_OPTIONS} {public_key}")
+}
+
+/// Adds a public key (with [`KEY_OPTIONS`]) to every SSH host that is up (bounded in time; the
+/// instances loop catches up with the others).
 pub async fn push_key(d: &Daemon, key: &str) {
-    let instances = match d.store().list_instances() {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(
-                "cannot list the hosts to add a key to: {e}; the instances loop adds it later"
-            );
-            return;
-        }
-    };
-    let tasks: Vec<_> = instances
-        .iter()
-        .filter(|i| i.ssh.is_some() && !i.unreachable)
-        .filter(|i| {
-            matches!(
-                i.status,
-                flotilla_protocol::model::InstanceStatus::Idle
-                    | flotilla_protocol::model::InstanceStatus::Busy
-            )
-        })
-        .filter_map(|i| match d.host_for(Some(i.id)) {
-            Host::Ssh(h) => Some(h),
-            Host::Local(_) => None,
-        })
+    let line = authorized_line(key);
+    let tasks: Vec<_> = ssh_hosts_up(d, "add a key to")
+        .into_iter()
         .map(|h| {
-            let key = vec![key.to_string()];
+            let key = vec![line.clone()];
             tokio::spawn(async move {
                 let pushed = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
@@ -100,6 +90,87 @@ pub async fn push_key(d: &Daemon, key: &str) {
     }
 }
 
+/// How many replaced keys a user's record keeps for hosts that were down at a refresh.
+const MAX_RETIRED_KEYS: usize = 20;
+
+/// Removes every user's replaced keys from one host (for a host that was down when a key was
+/// refreshed: the instances loop calls this when it provisions a host, after adding the keys).
+pub async fn revoke_retired_keys(d: &Daemon, host: &Host) -> Result<(), OpError> {
+    let retired: Vec<String> = d
+        .store()
+        .list_users()?
+        .into_iter()
+        .flat_map(|u| u.retired_ssh_keys)
+        .collect();
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let input = retired.join("\n") + "\n";
+    host.run(&["revoke_keys"], Some(input.as_bytes()))
+        .await
+        .map(|_| ())
+        .map_err(|e| OpError::Internal(e.to_string()))
+}
+
+/// Removes a replaced public key from every SSH host that is up (a host that is down at that
+/// moment keeps it: the warning says which).
+pub async fn revoke_key(d: &Daemon, key: &str) {
+    let tasks: Vec<_> = ssh_hosts_up(d, "remove an old key from")
+        .into_iter()
+        .map(|h| {
+            let host = Host::Ssh(h);
+            let key = format!("{key}\n");
+            tokio::spawn(async move {
+                let revoked = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    host.run(&["revoke_keys"], Some(key.as_bytes())),
+                )
+                .await;
+                match revoked {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!("{}: cannot remove a user's old key: {e}", host.label())
+                    }
+                    Err(_) => {
+                        tracing::warn!("{}: removing a user's old key timed out", host.label())
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        if let Err(e) = t.await {
+            tracing::warn!("removing a user's old key from a host failed: {e}");
+        }
+    }
+}
+
+/// The SSH hosts that are provisioned and reachable now.
+fn ssh_hosts_up(d: &Daemon, what: &str) -> Vec<std::sync::Arc<crate::hosts::ssh::SshHost>> {
+    let instances = match d.store().list_instances() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("cannot list the hosts to {what}: {e}");
+            return Vec::new();
+        }
+    };
+    instances
+        .iter()
+        .filter(|i| i.ssh.is_some() && !i.unreachable)
+        .filter(|i| {
+            matches!(
+                i.status,
+                flotilla_protocol::model::InstanceStatus::Idle
+                    | flotilla_protocol::model::InstanceStatus::Busy
+            )
+        })
+        .filter_map(|i| match d.host_for(Some(i.id)) {
+            Host::Ssh(h) => Some(h),
+            Host::Local(_) => None,
+        })
+        .collect()
+}
+
 fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     let (public, private) = generate_key_pair(&format!("flotilla:{}", caller.user))?;
     let user = User {
@@ -109,6 +180,7 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         ssh_public_key: public,
         ssh_private_key: Some(private),
         created_at: Timestamp::now(),
+        retired_ssh_keys: Vec::new(),
     };
     d.store().put_user(&user)?;
     d.wake_instances();
@@ -121,19 +193,23 @@ pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
         return Ok(None);
     };
     let (public, private) = generate_key_pair(&format!("flotilla:{}", user.name))?;
-    user.ssh_public_key = public;
+    let old = std::mem::replace(&mut user.ssh_public_key, public);
     user.ssh_private_key = Some(private);
+    user.retired_ssh_keys.push(old.clone());
+    let excess = user.retired_ssh_keys.len().saturating_sub(MAX_RETIRED_KEYS);
+    user.retired_ssh_keys.drain(..excess);
     d.store().put_user(&user)?;
+    revoke_key(d, &old).await;
     push_key(d, &user.ssh_public_key).await;
     Ok(Some(user))
 }
 
-/// Every user's public key (what hosts must accept).
+/// Every user's public key as an `authorized_keys` line (what hosts must accept).
 pub fn public_keys(d: &Daemon) -> Result<Vec<String>, StoreError> {
     Ok(d.store()
         .list_users()?
         .into_iter()
-        .map(|u| u.ssh_public_key)
+        .map(|u| authorized_line(&u.ssh_public_key))
         .collect())
 }
 

@@ -296,6 +296,10 @@ pub struct FleetApplyParams {
     pub configuration: String,
     #[serde(default)]
     pub file_name: Option<String>,
+    /// The content of each `identity_file` the fleet names, keyed by the path as written, read
+    /// by the CLI as its user: the daemon takes a key file only from a caller who can read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identity_keys: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

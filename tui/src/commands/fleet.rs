@@ -4,9 +4,11 @@ use super::confirm;
 use super::print_json;
 use crate::connect::{connect_or_start, Target};
 use crate::table::{ago, price, print_table};
+use flotilla_protocol::config::{parse_configuration, Configuration};
 use flotilla_protocol::model::{fmt_gb, Fleet, InstanceStatus};
 use flotilla_protocol::rpc::{methods, FleetApplyParams, FleetNameParams, NoParams};
 use flotilla_protocol::Timestamp;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
@@ -88,15 +90,19 @@ pub async fn apply(
     text: String,
     yes: bool,
 ) -> anyhow::Result<ExitCode> {
+    // Read the key files first: one the caller cannot read fails here, before anything is asked.
+    identity_keys(file, &text)?;
     let client = connect_or_start(target).await?;
     if !yes && !confirm(&format!("Apply the fleet configuration {file}?"))? {
         println!("Cancelled.");
         return Ok(ExitCode::FAILURE);
     }
+    let identity_keys = identity_keys(file, &text)?;
     let mut fleet: Fleet = client
         .call::<methods::FleetApply>(&FleetApplyParams {
             configuration: text,
             file_name: Some(file.to_string()),
+            identity_keys,
         })
         .await?;
     eprintln!("Provisioning fleet {}...", fleet.name);
@@ -187,4 +193,39 @@ fn print_fleets(fleets: &[Fleet]) {
         ],
         &rows,
     );
+}
+
+/// The content of every `identity_file` a fleet file names, read as the user running the CLI,
+/// keyed by the path as written (the daemon takes a key only from someone who can read it). A
+/// file that does not parse has none: the daemon reports its errors.
+fn identity_keys(file: &str, text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let Ok(Configuration::Fleet(cfg)) = parse_configuration(file, text) else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(ssh) = cfg.ssh_config else {
+        return Ok(BTreeMap::new());
+    };
+    let jump = |j: &Option<flotilla_protocol::config::SshProxyJump>| {
+        j.as_ref().and_then(|j| j.identity_file.clone())
+    };
+    let mut paths = vec![ssh.identity_file.clone(), jump(&ssh.proxy_jump)];
+    for h in &ssh.hosts {
+        paths.push(h.identity_file.clone());
+        paths.push(jump(&h.proxy_jump));
+    }
+    let mut keys = BTreeMap::new();
+    for path in paths.into_iter().flatten() {
+        if keys.contains_key(&path) {
+            continue;
+        }
+        let local = match path.strip_prefix("~/") {
+            Some(rest) => flotilla_protocol::paths::home_dir().join(rest),
+            None => std::path::PathBuf::from(&path),
+        };
+        let content = std::fs::read_to_string(&local).map_err(|e| {
+            anyhow::anyhow!("{file}: cannot read identity_file {}: {e}", local.display())
+        })?;
+        keys.insert(path, content);
+    }
+    Ok(keys)
 }

@@ -1,0 +1,26 @@
+//! Driver layer: job retention. Once an hour, the finished job directories older than
+//! `job_retention` are removed from every host (see `ops::runs_retention`).
+
+use super::{Loop, WakeSource};
+use crate::handle::Daemon;
+use crate::ops::runs_retention::collect_old_job_dirs;
+use std::time::Duration;
+
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+pub struct JobRetention;
+
+impl Loop for JobRetention {
+    fn name(&self) -> &'static str {
+        "job_retention"
+    }
+
+    fn wake_source(&self) -> WakeSource {
+        WakeSource::Timer
+    }
+
+    async fn tick(&mut self, d: &Daemon) -> Duration {
+        collect_old_job_dirs(d).await;
+        INTERVAL
+    }
+}
