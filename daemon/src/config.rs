@@ -23,6 +23,9 @@ pub struct DaemonConfig {
     pub backends: Vec<BackendConfig>,
     /// Multiplies the retry backoff (1.0 = dstack's 15s, 30s, 1m, ...); tests shorten it.
     pub retry_delay_scale: f64,
+    /// The group whose members may use the socket (`--socket-group`, `socket_group`): the
+    /// socket is then 0660 for it. None: only root and the daemon's own user.
+    pub socket_group: Option<String>,
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -36,6 +39,7 @@ struct FileConfig {
     health_interval_secs: Option<u64>,
     unreachable_grace_secs: Option<u64>,
     retry_delay_scale: Option<f64>,
+    socket_group: Option<String>,
     #[serde(default)]
     backends: Vec<BackendConfig>,
 }
@@ -55,6 +59,7 @@ impl DaemonConfig {
         data_dir: Option<PathBuf>,
         socket: Option<PathBuf>,
         config_file: Option<PathBuf>,
+        socket_group: Option<String>,
     ) -> anyhow::Result<DaemonConfig> {
         let data_dir = data_dir.unwrap_or_else(paths::default_state_dir);
         let file_path = config_file.unwrap_or_else(|| data_dir.join("config.yml"));
@@ -75,6 +80,7 @@ impl DaemonConfig {
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
             backends: file.backends,
+            socket_group: socket_group.or(file.socket_group).filter(|g| !g.is_empty()),
             data_dir,
         })
     }
@@ -93,6 +99,6 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, socket_group, backends)")
     })
 }

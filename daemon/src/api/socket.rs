@@ -1,6 +1,10 @@
-//! Driver layer: the Unix socket, created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
+//! Driver layer: the Unix socket, created 0600 (0660 for a socket group; mode and group set
+//! between bind and listen), stale sockets replaced, a live daemon never displaced. A directory
+//! the daemon creates for it is 0700 (0750 for the group); an existing one is left as it is.
 
+use super::access::SocketGroup;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::FromRawFd;
 use std::path::Path;
@@ -25,7 +29,10 @@ pub enum BindError {
 }
 
 /// Binds the daemon's socket and starts listening.
-pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
+pub fn bind(
+    path: &Path,
+    group: Option<&SocketGroup>,
+) -> Result<std::os::unix::net::UnixListener, BindError> {
     let shown = path.display().to_string();
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() > 107 {
@@ -39,8 +46,19 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
             path: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(dir_err)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        if !dir.exists() {
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(dir_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(dir_err)?;
+            if let Some(g) = group {
+                std::os::unix::fs::chown(dir, None, Some(g.gid)).map_err(dir_err)?;
+            }
+        }
     }
     if path.exists() {
         // A socket that answers belongs to a live daemon; one that refuses is stale.
@@ -88,6 +106,15 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
         cpath.push(0);
         if libc::chmod(cpath.as_ptr() as *const libc::c_char, 0o600) != 0 {
             return Err(fail("chmod"));
+        }
+        if let Some(g) = group {
+            // The group first, then its access: no moment where another group could connect.
+            if libc::chown(cpath.as_ptr() as *const libc::c_char, u32::MAX, g.gid) != 0 {
+                return Err(fail("give the socket group to"));
+            }
+            if libc::chmod(cpath.as_ptr() as *const libc::c_char, 0o660) != 0 {
+                return Err(fail("chmod"));
+            }
         }
         if libc::listen(fd, 128) != 0 {
             return Err(fail("listen on"));
