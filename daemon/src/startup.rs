@@ -43,7 +43,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
 async fn serve(
     config: DaemonConfig,
     shutdown: CancellationToken,
-    listener: std::os::unix::net::UnixListener,
+    listener: api::socket::Listener,
     access: api::access::Access,
 ) -> anyhow::Result<()> {
     let store = store::Store::open(&config.data_dir.join("state"))?;
@@ -67,8 +67,6 @@ async fn serve(
         d.catalog().spawn_refresh(shutdown.clone());
     }
     let loops = loops::spawn_all(&d);
-    let listener = tokio::net::UnixListener::from_std(listener)
-        .context("cannot register the socket with the runtime")?;
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
     notify::notify("READY=1");
     api::serve(d.clone(), listener, access).await;

@@ -17,10 +17,15 @@ use flotilla_protocol::rpc::{
     codes, methods, parse_request, HelloParams, HelloResult, Request, RequestId, Response,
     RpcError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::traits::StreamCommon as _;
+use interprocess::os::unix::uds_local_socket::tokio::Stream as LocalStream;
 use serde_json::Value;
+use socket::Listener;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -33,14 +38,14 @@ const MAX_IN_FLIGHT: u32 = 16;
 const MAX_STREAMS: u32 = 16;
 
 /// Accepts connections until shutdown; then waits for in-flight requests to be answered.
-pub async fn serve(d: Daemon, listener: UnixListener, access: Access) {
+pub async fn serve(d: Daemon, listener: Listener, access: Access) {
     let tracker = TaskTracker::new();
     let access = Arc::new(access);
     loop {
         tokio::select! {
             _ = d.shutdown().cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     let d = d.clone();
                     let t = tracker.clone();
                     let access = access.clone();
@@ -71,15 +76,30 @@ enum Stopped {
     Shutdown,
 }
 
-async fn serve_connection(d: Daemon, stream: UnixStream, tracker: TaskTracker, access: &Access) {
-    let (uid, gid) = match stream.peer_cred() {
-        Ok(c) => (c.uid(), Some(c.gid())),
+async fn serve_connection(d: Daemon, stream: LocalStream, tracker: TaskTracker, access: &Access) {
+    let creds = match stream.peer_creds() {
+        Ok(c) => c,
         Err(e) => {
             warn!("cannot read peer credentials: {e}");
             return;
         }
     };
-    if !access.allows(uid, gid) {
+    let Some(uid) = creds.euid() else {
+        warn!("the peer's credentials carry no uid; connection closed");
+        return;
+    };
+    // interprocess's stream does not shut its writing side down; tokio's does (the end of a
+    // client's answers), and splits into halves a tunnel joins again.
+    let stream = match OwnedFd::try_from(stream)
+        .and_then(|fd| UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot take over an accepted connection: {e}");
+            return;
+        }
+    };
+    if !access.allows(uid, creds.egid()) {
         refuse(stream, access.refusal(uid)).await;
         return;
     }

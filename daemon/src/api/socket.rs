@@ -3,10 +3,12 @@
 //! the daemon creates for it is 0700 (0750 for the group); an existing one is left as it is.
 
 use super::access::SocketGroup;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+pub use interprocess::os::unix::uds_local_socket::tokio::Listener;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::FromRawFd;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +30,8 @@ pub enum BindError {
     },
 }
 
-/// Binds the daemon's socket and starts listening.
-pub fn bind(
-    path: &Path,
-    group: Option<&SocketGroup>,
-) -> Result<std::os::unix::net::UnixListener, BindError> {
+/// Binds the daemon's socket and starts listening (within the tokio runtime).
+pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<Listener, BindError> {
     let shown = path.display().to_string();
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() > 107 {
@@ -77,50 +76,27 @@ pub fn bind(
             source,
         }
     };
-    // SAFETY: plain socket syscalls on a fresh descriptor that we own and close on error.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(sys("create")(std::io::Error::last_os_error()));
-        }
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (i, b) in bytes.iter().enumerate() {
-            addr.sun_path[i] = *b as libc::c_char;
-        }
-        let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-        let fail = |what: &'static str| {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            sys(what)(e)
-        };
-        if libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
+    // interprocess sets the mode with fchmod before bind and listen: no moment where the
+    // socket is open to others.
+    let name = path.to_fs_name::<GenericFilePath>().map_err(sys("name"))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(false)
+        .create_tokio_as::<Listener>()
+        .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                return Err(BindError::InUse(shown));
+                BindError::InUse(shown.clone())
+            } else {
+                sys("bind")(e)
             }
-            return Err(sys("bind")(e));
-        }
-        let mut cpath = bytes.to_vec();
-        cpath.push(0);
-        if libc::chmod(cpath.as_ptr() as *const libc::c_char, 0o600) != 0 {
-            return Err(fail("chmod"));
-        }
-        if let Some(g) = group {
-            // The group first, then its access: no moment where another group could connect.
-            if libc::chown(cpath.as_ptr() as *const libc::c_char, u32::MAX, g.gid) != 0 {
-                return Err(fail("give the socket group to"));
-            }
-            if libc::chmod(cpath.as_ptr() as *const libc::c_char, 0o660) != 0 {
-                return Err(fail("chmod"));
-            }
-        }
-        if libc::listen(fd, 128) != 0 {
-            return Err(fail("listen on"));
-        }
-        let listener = std::os::unix::net::UnixListener::from_raw_fd(fd);
-        listener.set_nonblocking(true).map_err(sys("configure"))?;
-        Ok(listener)
+        })?;
+    if let Some(g) = group {
+        // The group first, then its access: until then only the daemon's user may connect.
+        std::os::unix::fs::chown(path, None, Some(g.gid))
+            .map_err(sys("give the socket group to"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(sys("chmod"))?;
     }
+    Ok(listener)
 }
