@@ -100,3 +100,55 @@ pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<Listener, BindEr
     }
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_directory_it_creates_is_private_and_an_existing_one_keeps_its_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let made = tmp.path().join("made").join("s");
+        let _l = bind(&made, None).expect("bind");
+        assert_eq!(mode(&made), 0o600);
+        assert_eq!(mode(made.parent().expect("dir")), 0o700);
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("dir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let sock = shared.join("s");
+        let _l2 = bind(&sock, None).expect("bind");
+        assert_eq!(mode(&shared), 0o755);
+        assert_eq!(mode(&sock), 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_socket_group_gets_the_socket_and_the_directory_it_creates() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("run").join("s");
+        let group = SocketGroup::lookup("root").expect("group root");
+        let _l = bind(&path, Some(&group)).expect("bind");
+        assert_eq!(mode(&path), 0o660);
+        assert_eq!(std::fs::metadata(&path).expect("socket").gid(), group.gid);
+        let dir = path.parent().expect("dir");
+        assert_eq!(mode(dir), 0o750);
+        assert_eq!(std::fs::metadata(dir).expect("dir").gid(), group.gid);
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("s");
+        let live = bind(&path, None).expect("bind");
+        assert!(matches!(bind(&path, None), Err(BindError::InUse(_))));
+        drop(live);
+        // The file stays behind (the daemon removes it at shutdown): stale, so replaced.
+        assert!(path.exists());
+        let _again = bind(&path, None).expect("a stale socket is replaced");
+    }
+}
