@@ -49,7 +49,7 @@ pub async fn serve(d: Daemon, listener: Listener, access: Access) {
                     let d = d.clone();
                     let t = tracker.clone();
                     let access = access.clone();
-                    tracker.spawn(async move { serve_connection(d, stream, t, &access).await });
+                    tracker.spawn(async move { serve_connection(d, stream, t, access).await });
                 }
                 Err(e) => {
                     warn!("accept failed: {e}");
@@ -76,7 +76,12 @@ enum Stopped {
     Shutdown,
 }
 
-async fn serve_connection(d: Daemon, stream: LocalStream, tracker: TaskTracker, access: &Access) {
+async fn serve_connection(
+    d: Daemon,
+    stream: LocalStream,
+    tracker: TaskTracker,
+    access: Arc<Access>,
+) {
     let creds = match stream.peer_creds() {
         Ok(c) => c,
         Err(e) => {
@@ -99,7 +104,17 @@ async fn serve_connection(d: Daemon, stream: LocalStream, tracker: TaskTracker, 
             return;
         }
     };
-    if !access.allows(uid, creds.egid()) {
+    // Group membership may ask NSS (files, LDAP): on the blocking pool.
+    let gid = creds.egid();
+    let check = access.clone();
+    let allowed = match tokio::task::spawn_blocking(move || check.allows(uid, gid)).await {
+        Ok(allowed) => allowed,
+        Err(e) => {
+            warn!("cannot check whether uid {uid} may connect: {e}");
+            false
+        }
+    };
+    if !allowed {
         refuse(stream, access.refusal(uid)).await;
         return;
     }
