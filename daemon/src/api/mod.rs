@@ -33,7 +33,7 @@ use wire::{encode_line, Outbox};
 
 /// At most this many requests of one connection are answered at once; its next line is read
 /// when one of them has been answered (streams count apart, [`MAX_STREAMS`]).
-const MAX_IN_FLIGHT: u32 = 16;
+const MAX_IN_FLIGHT: u32 = 8;
 /// At most this many streams (`logs.follow`, `events.watch`) open on one connection.
 const MAX_STREAMS: u32 = 16;
 

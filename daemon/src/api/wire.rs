@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// At most this many KiB of encoded lines wait for one connection's writer; a sender waits
 /// beyond that, so a client that does not read holds up only its own requests.
-pub(super) const QUEUED_KIB: u32 = 4 * 1024;
+pub(super) const QUEUED_KIB: u32 = 2 * 1024;
 
 /// One encoded line on its way to the socket, holding its share of the byte budget until written.
 pub(super) struct Queued {
