@@ -23,7 +23,8 @@ pub struct DaemonConfig {
     pub backends: Vec<BackendConfig>,
     /// Multiplies the retry backoff (1.0 = dstack's 15s, 30s, 1m, ...); tests shorten it.
     pub retry_delay_scale: f64,
-    /// The group whose members may use the socket (0660, that group); none: 0600.
+    /// The group whose members may use the socket (`--socket-group`, `socket_group`): the
+    /// socket is then 0660 for it. None: only root and the daemon's own user.
     pub socket_group: Option<String>,
     /// How long finished job directories stay on hosts (`job_retention`; default 7 days).
     pub job_retention_secs: u64,
@@ -85,6 +86,7 @@ impl DaemonConfig {
         data_dir: Option<PathBuf>,
         socket: Option<PathBuf>,
         config_file: Option<PathBuf>,
+        socket_group: Option<String>,
     ) -> anyhow::Result<DaemonConfig> {
         let data_dir = data_dir.unwrap_or_else(paths::default_state_dir);
         let file_path = config_file.unwrap_or_else(|| data_dir.join("config.yml"));
@@ -113,9 +115,9 @@ impl DaemonConfig {
             health_interval_secs: file.health_interval_secs.unwrap_or(5).max(1),
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
-            socket_group: file.socket_group.filter(|g| !g.is_empty()),
             job_retention_secs,
             backends: file.backends,
+            socket_group: socket_group.or(file.socket_group).filter(|g| !g.is_empty()),
             data_dir,
         })
     }

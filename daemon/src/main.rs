@@ -18,17 +18,21 @@ struct Args {
     /// Daemon configuration file [default: <data dir>/config.yml]
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Let this group's members use the socket (0660, for a system daemon) [config: socket_group]
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config = match DaemonConfig::resolve(args.data_dir, args.socket, args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("flotillad: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let config =
+        match DaemonConfig::resolve(args.data_dir, args.socket, args.config, args.socket_group) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("flotillad: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        };
     let _guard = init_tracing(&config.data_dir);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

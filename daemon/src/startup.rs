@@ -25,9 +25,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
             config.data_dir.display()
         );
     }
-    let listener = api::socket::bind(&config.socket, config.socket_group.as_deref())?;
+    let group = match &config.socket_group {
+        Some(name) => Some(api::access::SocketGroup::lookup(name).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
+    let listener = api::socket::bind(&config.socket, group.as_ref())?;
     let socket_path = config.socket.clone();
-    let result = serve(config, shutdown, listener).await;
+    let result = serve(config, shutdown, listener, api::access::Access::new(group)).await;
     if let Err(e) = std::fs::remove_file(&socket_path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             warn!("cannot remove the socket {}: {e}", socket_path.display());
@@ -39,7 +43,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::R
 async fn serve(
     config: DaemonConfig,
     shutdown: CancellationToken,
-    listener: std::os::unix::net::UnixListener,
+    listener: api::socket::Listener,
+    access: api::access::Access,
 ) -> anyhow::Result<()> {
     let store = store::Store::open(&config.data_dir.join("state"))?;
     let logs = logs::LogHub::new(&config.data_dir.join("logs"))
@@ -72,11 +77,9 @@ async fn serve(
         d.catalog().spawn_refresh(shutdown.clone());
     }
     let loops = loops::spawn_all(&d);
-    let listener = tokio::net::UnixListener::from_std(listener)
-        .context("cannot register the socket with the runtime")?;
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
     notify::notify("READY=1");
-    api::serve(d.clone(), listener).await;
+    api::serve(d.clone(), listener, access).await;
     notify::notify("STOPPING=1");
     info!("shutting down: jobs keep running and are picked up at the next start");
     for l in loops {

@@ -24,6 +24,9 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The socket exists but this user may not open it: starting another daemon would not help.
+    #[error("cannot connect to the flotilla daemon at {}: permission denied; ask an admin to add you to the daemon's socket group (flotillad --socket-group GROUP, config socket_group)", path.display())]
+    PermissionDenied { path: PathBuf },
     #[error("the daemon closed the connection")]
     Disconnected,
     #[error("{0}")]
@@ -122,9 +125,14 @@ impl Client {
     pub async fn connect(path: &Path, client_name: &str) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| ClientError::Connect {
-                path: path.to_path_buf(),
-                source,
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                    path: path.to_path_buf(),
+                },
+                _ => ClientError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                },
             })?;
         let (read, write) = stream.into_split();
         let routes: Routes = Arc::new(Mutex::new(HashMap::new()));

@@ -59,6 +59,23 @@ fn without_a_socket_group_only_the_daemons_user_may_connect() {
 }
 
 #[test]
+fn the_daemon_checks_every_peer_even_where_the_socket_files_mode_lets_it_in() {
+    if skip_unless_root() {
+        return;
+    }
+    ensure_user("fl-e2e-b", false);
+    let d = shared_daemon(None);
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = cli_as("fl-e2e-b", &d.socket, d.dir.path(), &["ps"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("permission denied") && err.contains("socket-group"),
+        "refused, saying how access is granted: {err}"
+    );
+}
+
+#[test]
 fn a_socket_group_lets_its_members_in_and_jobs_run_as_their_submitter() {
     if skip_unless_root() {
         return;

@@ -18,7 +18,9 @@ pub async fn connect(t: &Target) -> Result<Client, ClientError> {
     Client::connect(&t.socket, "flotilla-cli").await
 }
 
-/// Connects, starting the daemon first when nothing answers on the socket.
+/// Connects, starting the daemon first when nothing answers on the socket. A socket this user
+/// may not open (`EACCES`/`EPERM`) belongs to someone else's daemon: no daemon is started then,
+/// the error says how access is granted.
 pub async fn connect_or_start(t: &Target) -> anyhow::Result<Client> {
     match connect(t).await {
         Ok(c) => return Ok(c),
@@ -105,4 +107,21 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_denied_says_how_access_is_granted() {
+        let socket = PathBuf::from("/run/flotilla/flotilla.sock");
+        let e = ClientError::PermissionDenied {
+            path: socket.clone(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("cannot connect to the flotilla daemon at {}: permission denied; ask an admin to add you to the daemon's socket group (flotillad --socket-group GROUP, config socket_group)", socket.display())
+        );
+    }
 }

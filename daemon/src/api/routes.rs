@@ -43,7 +43,12 @@ async fn route(
     match method {
         m::RunPlan::NAME => {
             let p = decode_params::<m::RunPlan>(raw)?;
-            answer::<m::RunPlan>(ops::runs::plan(d, caller, &p))
+            // Parsing and matching offers are CPU work: on the blocking pool, not a worker.
+            let (d, caller) = (d.clone(), caller.clone());
+            let planned = tokio::task::spawn_blocking(move || ops::runs::plan(&d, &caller, &p))
+                .await
+                .map_err(|e| OpError::Internal(format!("run.plan did not finish: {e}")));
+            answer::<m::RunPlan>(planned.and_then(|r| r))
         }
         m::RunApply::NAME => {
             let p = decode_params::<m::RunApply>(raw)?;

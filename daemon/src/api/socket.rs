@@ -1,8 +1,14 @@
-//! Driver layer: the Unix socket, created 0600 inside a 0700 directory (mode set between bind and listen), stale sockets replaced, a live daemon never displaced.
+//! Driver layer: the Unix socket, created 0600 (0660 for a socket group; mode and group set
+//! between bind and listen), stale sockets replaced, a live daemon never displaced. A directory
+//! the daemon creates for it is 0700 (0750 for the group); an existing one is left as it is.
 
+use super::access::SocketGroup;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+pub use interprocess::os::unix::uds_local_socket::tokio::Listener;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::FromRawFd;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,20 +30,8 @@ pub enum BindError {
     },
 }
 
-/// Binds the daemon's socket and starts listening: 0600, or 0660 with `group` as its group
-/// (then a directory that already exists keeps its mode, so that the group can reach it).
-pub fn bind(
-    path: &Path,
-    group: Option<&str>,
-) -> Result<std::os::unix::net::UnixListener, BindError> {
-    let gid = match group {
-        Some(g) => Some(group_id(g).ok_or_else(|| BindError::Sys {
-            what: "give a group to",
-            path: path.display().to_string(),
-            source: std::io::Error::other(format!("socket_group {g}: no such group")),
-        })?),
-        None => None,
-    };
+/// Binds the daemon's socket and starts listening (within the tokio runtime).
+pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<Listener, BindError> {
     let shown = path.display().to_string();
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() > 107 {
@@ -51,12 +45,18 @@ pub fn bind(
             path: dir.display().to_string(),
             source,
         };
-        let existed = dir.exists();
-        std::fs::create_dir_all(dir).map_err(dir_err)?;
-        let mode = if gid.is_some() { 0o755 } else { 0o700 };
-        if !(existed && gid.is_some()) {
+        if !dir.exists() {
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(dir_err)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                 .map_err(dir_err)?;
+            if let Some(g) = group {
+                std::os::unix::fs::chown(dir, None, Some(g.gid)).map_err(dir_err)?;
+            }
         }
     }
     if path.exists() {
@@ -76,66 +76,79 @@ pub fn bind(
             source,
         }
     };
-    // SAFETY: plain socket syscalls on a fresh descriptor that we own and close on error.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(sys("create")(std::io::Error::last_os_error()));
-        }
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (i, b) in bytes.iter().enumerate() {
-            addr.sun_path[i] = *b as libc::c_char;
-        }
-        let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-        let fail = |what: &'static str| {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            sys(what)(e)
-        };
-        if libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
+    // interprocess sets the mode with fchmod before bind and listen: no moment where the
+    // socket is open to others.
+    let name = path.to_fs_name::<GenericFilePath>().map_err(sys("name"))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(false)
+        .create_tokio_as::<Listener>()
+        .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                return Err(BindError::InUse(shown));
+                BindError::InUse(shown.clone())
+            } else {
+                sys("bind")(e)
             }
-            return Err(sys("bind")(e));
-        }
-        let mut cpath = bytes.to_vec();
-        cpath.push(0);
-        if let Some(gid) = gid {
-            if libc::chown(cpath.as_ptr() as *const libc::c_char, u32::MAX, gid) != 0 {
-                return Err(fail("chgrp"));
-            }
-        }
-        let mode = if gid.is_some() { 0o660 } else { 0o600 };
-        if libc::chmod(cpath.as_ptr() as *const libc::c_char, mode) != 0 {
-            return Err(fail("chmod"));
-        }
-        if libc::listen(fd, 128) != 0 {
-            return Err(fail("listen on"));
-        }
-        let listener = std::os::unix::net::UnixListener::from_raw_fd(fd);
-        listener.set_nonblocking(true).map_err(sys("configure"))?;
-        Ok(listener)
+        })?;
+    if let Some(g) = group {
+        // The group first, then its access: until then only the daemon's user may connect.
+        std::os::unix::fs::chown(path, None, Some(g.gid))
+            .map_err(sys("give the socket group to"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(sys("chmod"))?;
     }
+    Ok(listener)
 }
 
-/// The gid of group `name`.
-fn group_id(name: &str) -> Option<libc::gid_t> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam_r writes into buffers we own, sized as the manual asks.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16384];
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
-        (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_directory_it_creates_is_private_and_an_existing_one_keeps_its_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let made = tmp.path().join("made").join("s");
+        let _l = bind(&made, None).expect("bind");
+        assert_eq!(mode(&made), 0o600);
+        assert_eq!(mode(made.parent().expect("dir")), 0o700);
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("dir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let sock = shared.join("s");
+        let _l2 = bind(&sock, None).expect("bind");
+        assert_eq!(mode(&shared), 0o755);
+        assert_eq!(mode(&sock), 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_socket_group_gets_the_socket_and_the_directory_it_creates() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("run").join("s");
+        let group = SocketGroup::lookup("root").expect("group root");
+        let _l = bind(&path, Some(&group)).expect("bind");
+        assert_eq!(mode(&path), 0o660);
+        assert_eq!(std::fs::metadata(&path).expect("socket").gid(), group.gid);
+        let dir = path.parent().expect("dir");
+        assert_eq!(mode(dir), 0o750);
+        assert_eq!(std::fs::metadata(dir).expect("dir").gid(), group.gid);
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("s");
+        let live = bind(&path, None).expect("bind");
+        assert!(matches!(bind(&path, None), Err(BindError::InUse(_))));
+        drop(live);
+        // The file stays behind (the daemon removes it at shutdown): stale, so replaced.
+        assert!(path.exists());
+        let _again = bind(&path, None).expect("a stale socket is replaced");
     }
 }

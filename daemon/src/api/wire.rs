@@ -6,23 +6,56 @@ use flotilla_protocol::rpc::{codes, ConfigErrorData, RpcError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// At most this many KiB of encoded lines wait for one connection's writer; a sender waits
+/// beyond that, so a client that does not read holds up only its own requests.
+pub(super) const QUEUED_KIB: u32 = 2 * 1024;
+
+/// One encoded line on its way to the socket, holding its share of the byte budget until written.
+pub(super) struct Queued {
+    pub line: Vec<u8>,
+    pub _budget: OwnedSemaphorePermit,
+}
 
 /// Lines to send on one connection (responses and notifications, already encoded), and whether
 /// its client is gone (streams end then).
 #[derive(Clone)]
 pub struct Outbox {
-    pub(super) tx: mpsc::Sender<Vec<u8>>,
+    pub(super) tx: mpsc::Sender<Queued>,
+    pub(super) budget: Arc<Semaphore>,
     pub(super) gone: tokio_util::sync::CancellationToken,
 }
 
 impl Outbox {
-    /// Queues a line; an error when the connection is gone.
+    /// A connection's outbox and the receiving end its writer drains.
+    pub(super) fn new(
+        gone: tokio_util::sync::CancellationToken,
+    ) -> (Outbox, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(64);
+        let budget = Arc::new(Semaphore::new(QUEUED_KIB as usize));
+        (Outbox { tx, budget, gone }, rx)
+    }
+
+    /// Queues a line, waiting while the connection's queue is full; an error when the
+    /// connection is gone.
     pub async fn send(&self, line: Vec<u8>) -> Result<(), ()> {
         if self.gone.is_cancelled() {
             return Err(());
         }
-        self.tx.send(line).await.map_err(|_| ())
+        let kib = ((line.len() / 1024) as u32).clamp(1, QUEUED_KIB);
+        let budget = tokio::select! {
+            permit = self.budget.clone().acquire_many_owned(kib) => permit.map_err(|_| ())?,
+            _ = self.gone.cancelled() => return Err(()),
+        };
+        self.tx
+            .send(Queued {
+                line,
+                _budget: budget,
+            })
+            .await
+            .map_err(|_| ())
     }
 
     /// Resolves when the client has closed its side of the connection.
