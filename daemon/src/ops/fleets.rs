@@ -11,7 +11,7 @@ use crate::handle::Daemon;
 use crate::lifecycle::request_job_stop;
 use crate::scheduler::total_blocks;
 use flotilla_protocol::config::{
-    parse_configuration, Blocks, Configuration, FleetConfig, SshConfig, SshProxyJump,
+    parse_configuration_async, Blocks, Configuration, FleetConfig, SshConfig, SshProxyJump,
 };
 use flotilla_protocol::model::{
     Fleet, FleetStatus, Instance, InstanceResources, InstanceStatus, JobTerminationReason,
@@ -124,7 +124,8 @@ pub async fn apply(
     params: &FleetApplyParams,
 ) -> Result<Fleet, OpError> {
     let file = params.file_name.clone().unwrap_or_else(|| "fleet".into());
-    let cfg = match parse_configuration(&file, &params.configuration).map_err(OpError::Config)? {
+    let parsed = parse_configuration_async(file.clone(), params.configuration.clone()).await;
+    let cfg = match parsed.map_err(OpError::Config)? {
         Configuration::Fleet(f) => f,
         other => {
             return Err(OpError::Invalid(format!(
@@ -473,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_hosts_own_blocks_win_over_the_fleets() {
-        let cfg = match parse_configuration(
+        let cfg = match flotilla_protocol::config::parse_configuration(
             "f.yml",
             "type: fleet\nname: lab\nblocks: 2\nssh_config:\n  user: ubuntu\n  hosts:\n    - a.example\n    - hostname: b.example\n      blocks: 4\n",
         )

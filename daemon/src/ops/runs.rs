@@ -105,7 +105,11 @@ pub async fn apply_params(
     caller: &Caller,
     params: &RunApplyParams,
 ) -> Result<Run, OpError> {
-    let mut req = parse_request(params)?;
+    // Parsed on the blocking pool: a large file holds up no async worker.
+    let owned = params.clone();
+    let mut req = tokio::task::spawn_blocking(move || parse_request(&owned))
+        .await
+        .map_err(|e| OpError::Internal(format!("the configuration parser stopped: {e}")))??;
     req.configuration.common_mut().name = None;
     let mut run = apply(d, caller, req).await?;
     run.configuration_path = params.file_name.clone();
