@@ -84,7 +84,7 @@ fn main() {
         let mut lat = Vec::new();
         for i in 0..30 {
             let name = format!("ssh-lat-{i}");
-            lat.push(apply_to_running_ms(&c, task, &name).await);
+            lat.push(apply_to_running_ms(&d.socket, task, &name).await);
             // so that the host is idle again
             wait_finished(&c, &name).await;
         }

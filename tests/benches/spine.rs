@@ -106,7 +106,7 @@ fn main() {
         let mut lat = Vec::new();
         for i in 0..40 {
             let name = format!("lat-{i}");
-            lat.push(apply_to_running_ms(&c, TASK, &name).await);
+            lat.push(apply_to_running_ms(&d.socket, TASK, &name).await);
             wait_finished(&c, &name).await;
         }
         println!(
@@ -117,7 +117,7 @@ fn main() {
 
         // A job writes 512 MiB; a client follows it from the start.
         let big = "type: task\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - head -c 536870912 /dev/zero | tr '\\0' 'x'\n";
-        apply_to_running_ms(&c, big, "throughput").await;
+        apply_to_running_ms(&d.socket, big, "throughput").await;
         let t = Instant::now();
         let mut sub = c
             .subscribe_raw(

@@ -272,8 +272,11 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event.
-pub async fn apply_to_running_ms(c: &Client, configuration: &str, name: &str) -> f64 {
+/// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event,
+/// on a connection of its own (its `events.watch` ends with it: a stream lasts as long as its
+/// connection, and a connection holds at most 16).
+pub async fn apply_to_running_ms(socket: &Path, configuration: &str, name: &str) -> f64 {
+    let c = Client::connect(socket, "e2e-bench").await.expect("connect");
     use flotilla_protocol::client::RawStreamItem;
     use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
     let mut events = c

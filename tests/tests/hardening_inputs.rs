@@ -346,3 +346,30 @@ fn files_with_a_bom_parse_and_invalid_utf8_is_located() {
     );
     assert!(err.to_lowercase().contains("utf-8"), "{err}");
 }
+
+/// Streams last as long as their connection: one past the limit is refused at once (waiting for
+/// a place would block the connection for good), and the connection stays usable.
+#[test]
+fn a_stream_past_the_connections_limit_is_refused_and_the_connection_stays_usable() {
+    let d = TestDaemon::start();
+    let mut c = RawConnection::hello(&d);
+    for id in 1..=16u64 {
+        c.send(
+            json!({"jsonrpc":"2.0","id":id,"method":"events.watch","params":{}})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    let r = c.call(json!({"jsonrpc":"2.0","id":17,"method":"events.watch","params":{}}));
+    assert_eq!(r["id"], 17, "{r}");
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another connection"),
+        "{r}"
+    );
+    let r = c.call(json!({"jsonrpc":"2.0","id":18,"method":"daemon.status","params":{}}));
+    assert!(r["result"]["pid"].is_u64(), "{r}");
+}

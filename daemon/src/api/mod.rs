@@ -223,16 +223,24 @@ async fn serve_connection(
             reply(&tx, Response::err(id, err)).await;
             continue;
         }
-        // A stream holds one of the stream places instead, for as long as it runs.
+        // A stream holds one of the stream places instead, for as long as it runs. Streams
+        // end only when the daemon stops or the client leaves, so waiting for a place would
+        // block the connection for good: one past the limit is refused instead.
         let permit = if is_stream(&req.method) {
             drop(permit);
-            tokio::select! {
-                biased;
-                _ = d.shutdown().cancelled() => break Stopped::Shutdown,
-                p = streams.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break Stopped::ReadingDone,
-                },
+            match streams.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let err = RpcError::new(
+                        codes::CONFLICT,
+                        format!(
+                            "{}: this connection already has {MAX_STREAMS} streams open; open another connection for more",
+                            req.method
+                        ),
+                    );
+                    reply(&tx, Response::err(id, err)).await;
+                    continue;
+                }
             }
         } else {
             permit
