@@ -64,7 +64,13 @@ pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<Listener, BindEr
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(BindError::InUse(shown)),
             Err(_) => {
-                let _ = std::fs::remove_file(path);
+                if let Err(source) = std::fs::remove_file(path) {
+                    return Err(BindError::Sys {
+                        what: "remove",
+                        path: shown,
+                        source,
+                    });
+                }
             }
         }
     }

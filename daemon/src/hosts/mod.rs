@@ -119,7 +119,14 @@ impl Exec {
             self.stdout.read_to_end(&mut out),
             self.stderr.read_to_end(&mut err)
         );
-        let _ = (a, b);
+        // A failed read is part of what the command said: callers show stderr in their errors.
+        for (stream, result) in [("stdout", a), ("stderr", b)] {
+            if let Err(e) = result {
+                err.extend_from_slice(
+                    format!("\n(reading the command's {stream} failed: {e})").as_bytes(),
+                );
+            }
+        }
         let code = self.wait().await;
         (out, err, code)
     }

@@ -208,8 +208,10 @@ impl SshHost {
         let (exit_tx, exit_rx) = oneshot::channel();
         let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
         let mut channel = channel;
+        let label = self.label();
         tokio::spawn(async move {
             let mut code = None;
+            let mut err_open = true;
             loop {
                 tokio::select! {
                     msg = channel.wait() => match msg {
@@ -217,7 +219,14 @@ impl SshHost {
                             if out_w.write_all(&data).await.is_err() { break; }
                         }
                         Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                            let _ = err_w.write_all(&data).await;
+                            // Stderr carries the supervisor's errors and a follow's exit code:
+                            // when its reader is gone, say so once and stop forwarding it.
+                            if err_open {
+                                if let Err(e) = err_w.write_all(&data).await {
+                                    tracing::warn!("{label}: stderr of a remote command lost ({} bytes): {e}", data.len());
+                                    err_open = false;
+                                }
+                            }
                         }
                         Some(ChannelMsg::ExitStatus { exit_status }) => code = Some(exit_status as i32),
                         Some(_) => {}

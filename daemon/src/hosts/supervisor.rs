@@ -87,7 +87,9 @@ pub async fn follow(
     let mut stderr = std::mem::replace(&mut exec.stderr, Box::pin(tokio::io::empty()));
     let err_task = tokio::spawn(async move {
         let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
+        if let Err(e) = stderr.read_to_string(&mut s).await {
+            s.push_str(&format!("\n(reading the supervisor's stderr failed: {e})"));
+        }
         s
     });
     let mut buf = vec![0u8; 256 * 1024];
