@@ -247,27 +247,7 @@ pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timesta
 
 /// A fresh submission of a job, waiting to be placed.
 pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
-    JobSubmission {
-        id,
-        submission_num,
-        status: JobStatus::Submitted,
-        termination_reason: None,
-        termination_message: None,
-        exit_code: None,
-        instance: None,
-        instance_id: None,
-        fleet: None,
-        gpus: Vec::new(),
-        blocks: 0,
-        price: None,
-        submitted_at: now,
-        started_at: None,
-        finished_at: None,
-        waiting_reason: None,
-        job_dir: None,
-        retry_at: None,
-        stop: None,
-    }
+    JobSubmission::submitted(id, submission_num, now)
 }
 
 #[cfg(test)]

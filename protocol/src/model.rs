@@ -279,6 +279,33 @@ pub struct JobSubmission {
     pub stop: Option<StopRequest>,
 }
 
+impl JobSubmission {
+    /// A fresh submission of a job, waiting to be placed.
+    pub fn submitted(id: u64, submission_num: u32, now: Timestamp) -> Self {
+        JobSubmission {
+            id,
+            submission_num,
+            status: JobStatus::Submitted,
+            termination_reason: None,
+            termination_message: None,
+            exit_code: None,
+            instance: None,
+            instance_id: None,
+            fleet: None,
+            gpus: Vec::new(),
+            blocks: 0,
+            price: None,
+            submitted_at: now,
+            started_at: None,
+            finished_at: None,
+            waiting_reason: None,
+            job_dir: None,
+            retry_at: None,
+            stop: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopRequest {
     pub requested_at: Timestamp,

@@ -14,13 +14,28 @@ use flotilla_protocol::Timestamp;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Which submission a runner drives: its run, the job's replica and number, the submission's id.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    run_id: u64,
+    replica: u32,
+    job_num: u32,
+    sub_id: u64,
+}
+
 pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
     if !d.claim_runner(sub_id) {
         return;
     }
     let d = d.clone();
     tokio::spawn(async move {
-        if let Err(message) = drive(&d, run_id, replica, job_num, sub_id).await {
+        let target = Target {
+            run_id,
+            replica,
+            job_num,
+            sub_id,
+        };
+        if let Err(message) = drive(&d, target).await {
             warn!("job submission {sub_id}: {message}");
             let now = Timestamp::now();
             let recorded = d.update_run(run_id, |run| {
@@ -46,13 +61,13 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
     });
 }
 
-async fn drive(
-    d: &Daemon,
-    run_id: u64,
-    replica: u32,
-    job_num: u32,
-    sub_id: u64,
-) -> Result<(), String> {
+async fn drive(d: &Daemon, target: Target) -> Result<(), String> {
+    let Target {
+        run_id,
+        replica,
+        job_num,
+        sub_id,
+    } = target;
     let run = d
         .store()
         .get_run(run_id)
@@ -74,7 +89,7 @@ async fn drive(
     {
         return Ok(());
     }
-    follow_to_end(d, &host, run_id, replica, job_num, sub_id, &job_dir).await
+    follow_to_end(d, &host, target, &job_dir).await
 }
 
 /// Starts the job on its host; false when it was stopped before it started.
@@ -168,12 +183,15 @@ async fn start(
 async fn follow_to_end(
     d: &Daemon,
     host: &Host,
-    run_id: u64,
-    replica: u32,
-    job_num: u32,
-    sub_id: u64,
+    target: Target,
     job_dir: &str,
 ) -> Result<(), String> {
+    let Target {
+        run_id,
+        replica,
+        job_num,
+        sub_id,
+    } = target;
     let mut backoff = Duration::from_millis(200);
     let exit = loop {
         let mut writer = match d.logs().writer(sub_id) {
@@ -197,10 +215,7 @@ async fn follow_to_end(
         .await;
         if let Some(e) = storage_error {
             let path = d.logs().path(sub_id);
-            return log_storage_failed(
-                d, host, run_id, replica, job_num, sub_id, job_dir, &path, e,
-            )
-            .await;
+            return log_storage_failed(d, host, target, job_dir, &path, e).await;
         }
         match end {
             Ok(FollowEnd::Exited(code)) => break Some(code),
@@ -293,18 +308,20 @@ async fn follow_to_end(
 /// status message and the job's event name the path and the OS error), stops the job as a stop
 /// does (TERM, KILL when `stop_duration` runs out), waits until its process is gone and ends it
 /// `failed` with `log_storage_failed`.
-#[allow(clippy::too_many_arguments)]
 async fn log_storage_failed(
     d: &Daemon,
     host: &Host,
-    run_id: u64,
-    replica: u32,
-    job_num: u32,
-    sub_id: u64,
+    target: Target,
     job_dir: &str,
     path: &std::path::Path,
     error: std::io::Error,
 ) -> Result<(), String> {
+    let Target {
+        run_id,
+        replica,
+        job_num,
+        sub_id,
+    } = target;
     let now = Timestamp::now();
     let mut message = String::new();
     let (run, stop_sent) = d

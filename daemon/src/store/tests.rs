@@ -7,29 +7,9 @@ use flotilla_protocol::model::{
 };
 use flotilla_protocol::Timestamp;
 
-/// A submitted job's submission (the store knows no lifecycle rules: a fixture of its own).
+/// A submitted job's submission.
 fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission {
-    JobSubmission {
-        id,
-        submission_num,
-        status: JobStatus::Submitted,
-        termination_reason: None,
-        termination_message: None,
-        exit_code: None,
-        instance: None,
-        instance_id: None,
-        fleet: None,
-        gpus: Vec::new(),
-        blocks: 0,
-        price: None,
-        submitted_at: now,
-        started_at: None,
-        finished_at: None,
-        waiting_reason: None,
-        job_dir: None,
-        retry_at: None,
-        stop: None,
-    }
+    JobSubmission::submitted(id, submission_num, now)
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
