@@ -18,6 +18,7 @@ use flotilla_protocol::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, oneshot, Notify};
+use crate::sealing::SealingKey;
 use tokio_util::sync::CancellationToken;
 
 /// What the daemon is made of, built by its start-up.
@@ -28,6 +29,8 @@ pub struct Parts {
     pub local: Host,
     pub catalog: CatalogService,
     pub backends: Backends,
+    /// The daemon's key: seals the credentials it keeps.
+    pub sealing: SealingKey,
     pub shutdown: CancellationToken,
 }
 
@@ -64,6 +67,7 @@ struct Inner {
     wanted_instances: Mutex<Vec<InstanceWish>>,
     /// Backends that create instances for fleets without `ssh_config`.
     backends: Backends,
+    sealing: SealingKey,
     /// GPU samples of the last hour.
     gpu_samples: GpuSampleStore,
 }
@@ -72,6 +76,11 @@ struct Inner {
 pub struct Daemon(Arc<Inner>);
 
 impl Daemon {
+    /// The daemon's key, for the credentials it keeps sealed.
+    pub fn sealing(&self) -> &SealingKey {
+        &self.0.sealing
+    }
+
     pub fn new(parts: Parts) -> Daemon {
         let (events, _) = broadcast::channel(4096);
         Daemon(Arc::new(Inner {
@@ -91,6 +100,7 @@ impl Daemon {
             fleets_wake: Notify::new(),
             wanted_instances: Mutex::new(Vec::new()),
             backends: parts.backends,
+            sealing: parts.sealing,
             gpu_samples: GpuSampleStore::default(),
         }))
     }
