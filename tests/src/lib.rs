@@ -2,6 +2,7 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod docker;
 pub mod raw;
 pub mod sshd;
 pub mod users;
@@ -42,6 +43,8 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
+    /// Extra environment of the daemon (a `PATH` without Docker, say).
+    pub daemon_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -58,6 +61,7 @@ impl TestDaemon {
             dir,
             socket,
             data_dir,
+            daemon_env: Vec::new(),
             child: None,
         }
     }
@@ -76,7 +80,8 @@ impl TestDaemon {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("NOTIFY_SOCKET")
-            .env("FLOTILLA_LOG", "info");
+            .env("FLOTILLA_LOG", "info")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         c
     }
 
