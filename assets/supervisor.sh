@@ -15,6 +15,7 @@
 #                                   in a container, every process in it (`docker kill`)
 #   pull IMAGE                      pulls IMAGE unless present (`present` / `pulled`); optional
 #                                   `username` and `password` lines on stdin log in first
+#   ports JOBDIR                    a container job's published ports (`docker port` lines)
 #   container_error JOBDIR          why a container job's container could not be created or run
 #   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
 #   gc SECONDS                      remove the finished job directories of this host whose
@@ -196,6 +197,11 @@ pull() {
   echo pulled
 }
 
+ports() {
+  [ -f "$1/ports" ] && cat "$1/ports"
+  return 0
+}
+
 container_error() {
   [ -f "$1/container_error" ] && cat "$1/container_error"
   return 0
@@ -253,6 +259,7 @@ case $verb in
   signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
   metrics) metrics ;;
   pull) [ $# -eq 1 ] || die "usage: pull IMAGE"; pull "$@" ;;
+  ports) [ $# -eq 1 ] || die "usage: ports JOBDIR"; ports "$@" ;;
   container_error) [ $# -eq 1 ] || die "usage: container_error JOBDIR"; container_error "$@" ;;
   revoke_keys) revoke_keys ;;
   gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;

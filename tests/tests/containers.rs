@@ -343,3 +343,77 @@ fn docker_rmi(image: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// GET / from 127.0.0.1:port, the body.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+#[test]
+fn two_jobs_on_one_host_both_serve_on_the_same_container_port() {
+    let image = test_image();
+    let d = TestDaemon::start();
+    let mut names = Vec::new();
+    for who in ["first", "second"] {
+        names.push(d.apply_detached(
+            who,
+            &format!("type: task\nimage: {image}\nports: [8000]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - mkdir -p /tmp/www && echo {who} > /tmp/www/index.html\n  - httpd -f -p 8000 -h /tmp/www\n"),
+        ));
+    }
+    for (name, who) in names.iter().zip(["first", "second"]) {
+        d.wait_status(name, &["running"], WAIT);
+        let deadline = std::time::Instant::now() + WAIT;
+        let body = loop {
+            let run = d.run_json(name);
+            assert_eq!(run["status"], "running", "{run}");
+            let port = job(&run)["ports"][0]["host"].as_u64();
+            if let Some(body) = port.and_then(|p| http_get(p as u16)) {
+                assert_eq!(job(&run)["ports"][0]["container"], 8000);
+                break body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} does not serve: {run}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(body, format!("{who}\n"));
+    }
+    for name in &names {
+        let out = d.cli(&["stop", name, "-y", "--abort"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_image_job_runs_in_a_container_on_an_ssh_host() {
+    use flotilla_e2e::sshd::{ssh_keygen, TestHost};
+    let image = test_image();
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(60, &key, None);
+    let fleet = format!(
+        "type: fleet\nname: boxes\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
+        key.path.display(),
+        host.ip,
+        host.port
+    );
+    let p = d.write_config("fleet.yml", &fleet);
+    let out = d.cli(&["apply", "-f", p.to_str().expect("path"), "-y"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let name = d.apply_detached(
+        "remote",
+        &format!("type: task\nimage: {image}\nfleets: [boxes]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - cat /flotilla-marker\n  - echo \"rank $DSTACK_NODE_RANK\"\n"),
+    );
+    let run = d.wait_status(&name, &["done", "failed"], WAIT);
+    assert_eq!(run["status"], "done", "{run}\n{}", d.daemon_output());
+    assert_eq!(job(&run)["fleet"], "boxes");
+    assert_eq!(d.logs(&name), b"inside the image\nrank 0\n");
+}

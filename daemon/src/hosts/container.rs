@@ -11,6 +11,7 @@
 
 use super::supervisor::unexpected;
 use super::{sh_quote, Host, HostError};
+use flotilla_protocol::model::PublishedPort;
 
 /// The GPUs a container gets, by vendor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,9 +289,50 @@ pub async fn container_error(host: &Host, job_dir: &str) -> Result<Option<String
     Ok((!text.is_empty()).then(|| text.to_string()))
 }
 
+/// The ports the container's launcher found published (`docker port` lines in `ports`), empty
+/// until the container runs.
+pub async fn published_ports(host: &Host, job_dir: &str) -> Result<Vec<PublishedPort>, HostError> {
+    let out = host.run(&["ports", job_dir], None).await?;
+    Ok(parse_ports(&out))
+}
+
+/// `8000/tcp -> 127.0.0.1:32768` lines (IPv6 lines `[::1]:32768` too), TCP only.
+pub fn parse_ports(text: &str) -> Vec<PublishedPort> {
+    let mut ports: Vec<PublishedPort> = text
+        .lines()
+        .filter_map(|line| {
+            let (inner, outer) = line.split_once(" -> ")?;
+            let container = inner.trim().strip_suffix("/tcp")?.parse().ok()?;
+            let host = outer.trim().rsplit_once(':')?.1.parse().ok()?;
+            Some(PublishedPort { container, host })
+        })
+        .collect();
+    ports.sort_by_key(|p| p.container);
+    ports.dedup_by_key(|p| p.container);
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_port_lines_become_published_ports() {
+        let text = "8000/tcp -> 127.0.0.1:32768\n9000/udp -> 127.0.0.1:1\n80/tcp -> [::1]:40001\ngarbage\n";
+        assert_eq!(
+            parse_ports(text),
+            vec![
+                PublishedPort {
+                    container: 80,
+                    host: 40001
+                },
+                PublishedPort {
+                    container: 8000,
+                    host: 32768
+                },
+            ]
+        );
+    }
 
     fn spec() -> ContainerSpec {
         ContainerSpec {

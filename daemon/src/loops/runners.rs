@@ -5,7 +5,7 @@
 //! repeats a byte.
 
 use crate::handle::Daemon;
-use crate::hosts::container::{self, Credentials};
+use crate::hosts::container::{self, Credentials, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host, HostError};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
@@ -128,28 +128,7 @@ async fn start(
 ) -> Result<bool, Failure> {
     let sub_id = job.current.id;
     if job.current.stop.is_some() {
-        // Stopped before it started: nothing runs on the host.
-        d.update_run(run.id, |run| {
-            if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-                if let Some(stop) = j.current.stop.clone() {
-                    let status = if stop.abort {
-                        JobStatus::Aborted
-                    } else {
-                        JobStatus::Terminated
-                    };
-                    finish(
-                        &mut j.current,
-                        status,
-                        Some(stop.reason),
-                        None,
-                        Timestamp::now(),
-                    );
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-        d.store().flush().await.map_err(|e| e.to_string())?;
-        d.logs().complete(sub_id);
+        end_stopped_before_start(d, run.id, job).await?;
         return Ok(false);
     }
     let launch = plan_launch(d, run, job, job_dir)?;
@@ -166,10 +145,28 @@ async fn start(
             registry_auth,
         } => {
             pull_image(d, host, run, job, &spec.image, registry_auth).await?;
+            // A stop that came while the image was pulled.
+            let stopped = d
+                .store()
+                .get_run(run.id)
+                .map_err(|e| e.to_string())?
+                .and_then(|r| {
+                    r.job(job.replica_num, job.job_num)
+                        .map(|j| j.current.stop.is_some())
+                })
+                .unwrap_or(true);
+            if stopped {
+                end_stopped_before_start(d, run.id, job).await?;
+                return Ok(false);
+            }
             let launcher = spec.launcher(job_dir);
-            supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
+            let pid = supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
                 .await
-                .map_err(|e| format!("cannot start the job's container: {e}"))?
+                .map_err(|e| format!("cannot start the job's container: {e}"))?;
+            if matches!(&spec.network, Network::Bridge { ports } if !ports.is_empty()) {
+                record_ports(d, host, run.id, job, job_dir);
+            }
+            pid
         }
     };
     info!(run = %run.name, job = job.job_num, pid, "job started");
@@ -198,6 +195,69 @@ async fn start(
         carry_out_stops(d, run.id).await;
     }
     Ok(true)
+}
+
+/// A job stopped before anything ran on its host ends `terminated` (or `aborted`) at once.
+async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<(), Failure> {
+    let sub_id = job.current.id;
+    d.update_run(run_id, |run| {
+        if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
+            if j.current.id != sub_id {
+                return;
+            }
+            if let Some(stop) = j.current.stop.clone() {
+                let status = if stop.abort {
+                    JobStatus::Aborted
+                } else {
+                    JobStatus::Terminated
+                };
+                finish(
+                    &mut j.current,
+                    status,
+                    Some(stop.reason),
+                    None,
+                    Timestamp::now(),
+                );
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
+    Ok(())
+}
+
+/// Records where the container's ports are published once its launcher has written them
+/// (within 10 s of the start), so that the daemon can reach them.
+fn record_ports(d: &Daemon, host: &Host, run_id: u64, job: &Job, job_dir: &str) {
+    let (d, host, job_dir) = (d.clone(), host.clone(), job_dir.to_string());
+    let (replica, job_num, sub_id) = (job.replica_num, job.job_num, job.current.id);
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            match container::published_ports(&host, &job_dir).await {
+                Ok(ports) if !ports.is_empty() => {
+                    let recorded = d.update_run(run_id, |run| {
+                        if let Some(j) = run.job_mut(replica, job_num) {
+                            if j.current.id == sub_id && !j.current.status.is_finished() {
+                                j.current.ports = ports.clone();
+                            }
+                        }
+                    });
+                    match recorded {
+                        Ok(_) => d.flush_or_warn("a job's published ports").await,
+                        Err(e) => warn!("job submission {sub_id}: cannot record its ports: {e}"),
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => warn!("job submission {sub_id}: cannot read its published ports: {e}"),
+            }
+            if sleep_or_shutdown(&d, Duration::from_millis(100)).await {
+                return;
+            }
+        }
+        warn!("job submission {sub_id}: its container published no port within 10 s");
+    });
 }
 
 /// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
