@@ -339,9 +339,16 @@ async fn pull_image(
             Ok(())
         }
         Err(e) if e.is_connection() => Err(format!("cannot pull {image}: {e}").into()),
-        Err(HostError::Verb { message, .. }) => {
+        Err(HostError::Verb { mut message, .. }) => {
             if message.contains("Cannot connect to the Docker daemon") {
                 docker_is_down(d, job.current.instance_id, &message);
+            }
+            if message.contains("permission denied") && message.contains("docker.sock") {
+                message.push_str(&format!(
+                    "; {} may not use Docker on {}: add them to the `docker` group there",
+                    run.user,
+                    host.label()
+                ));
             }
             Err(Failure {
                 reason: JobTerminationReason::CreatingContainerError,
