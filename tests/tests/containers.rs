@@ -22,6 +22,20 @@ fn container_of(run: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// Waits until the run fails with `creating_container_error`; its message.
+fn wait_creating_container_error(d: &TestDaemon, name: &str) -> String {
+    let run = d.wait_status(name, &["failed"], WAIT);
+    assert_eq!(
+        job(&run)["termination_reason"],
+        "creating_container_error",
+        "{run}"
+    );
+    job(&run)["termination_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Waits until the container is gone.
 fn wait_removed(name: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -110,27 +124,14 @@ fn user_and_instance_volumes_are_honoured_and_a_missing_volume_fails_at_once() {
             "type: task\nimage: {image}\nvolumes:\n  - /no/such/dir:/data\ncommands:\n  - id\n"
         ),
     );
-    let run = d.wait_status(&missing, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &missing);
     assert!(message.contains("/no/such/dir"), "{message}");
     let bad_user = d.apply_detached(
         "baduser",
         &format!("type: task\nimage: {image}\nuser: nobody-here\ncommands:\n  - id\n"),
     );
-    let run = d.wait_status(&bad_user, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains("nobody-here"), "{run}");
+    let message = wait_creating_container_error(&d, &bad_user);
+    assert!(message.contains("nobody-here"), "{message}");
 }
 
 #[test]
@@ -140,19 +141,12 @@ fn an_image_that_cannot_be_pulled_fails_at_once_naming_it() {
         "nosuch",
         "type: task\nimage: flotilla-test/no-such-image:404\ncommands:\n  - echo never\n",
     );
-    let run = d.wait_status(&name, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &name);
     assert!(
         message.contains("flotilla-test/no-such-image:404"),
         "{message}"
     );
+    let run = d.run_json(&name);
     assert!(job(&run)["exit_code"].is_null(), "{run}");
 }
 
@@ -296,13 +290,8 @@ fn registry_auth_pulls_a_private_image_and_the_password_shows_nowhere() {
         "wrongpw",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: not-it\ncommands:\n  - echo never\n"),
     );
-    let run = d.wait_status(&wrong, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains(&private), "{run}");
+    let message = wait_creating_container_error(&d, &wrong);
+    assert!(message.contains(&private), "{message}");
     let name = d.apply_detached(
         "private",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: {password}\ncommands:\n  - cat /flotilla-marker\n"),
