@@ -389,6 +389,7 @@ fn users_and_tunnels() {
             run: "r".into(),
             replica: 0,
             job: 1,
+            port: Some(8000),
         },
         rpc::TunnelInfo {
             instance: "gpu/gpu-0".into(),

@@ -1,11 +1,13 @@
 //! Operations layer: `tunnel.open`. Finds a job's host and opens a byte stream to its SSH port,
-//! so a user's own SSH client reaches hosts that only the daemon can reach.
+//! so a user's own SSH client reaches hosts that only the daemon can reach, or to a port the
+//! job listens on (what `attach` forwards).
 
 use super::logs::find_target_job;
 use super::OpError;
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::hosts::{ByteStream, Host};
+use flotilla_protocol::model::JobSubmission;
 use flotilla_protocol::rpc::{TunnelInfo, TunnelParams};
 
 /// Where the tunnel leads, and the stream to it.
@@ -28,6 +30,9 @@ pub async fn open(
             p.replica, p.job, run.name, sub.status
         )));
     }
+    if let Some(port) = p.port {
+        return open_job_port(d, &run.name, sub, port).await;
+    }
     let Host::Ssh(host) = d.host_for(sub.instance_id) else {
         return Err(OpError::Conflict(format!(
             "run {} runs on the daemon's own machine: open a shell there (flotilla ssh does so when it runs on that machine)",
@@ -46,6 +51,50 @@ pub async fn open(
         user: ep.user.clone(),
         host_key: host.host_key(),
         workdir: sub.job_dir.as_ref().map(|j| format!("{j}/work")),
+    };
+    Ok((info, stream))
+}
+
+/// A stream to a port the job listens on: on its host's loopback, at the port its container
+/// published for it (a container on Docker's bridge), or the port itself (a host job, a
+/// container on the host's network).
+async fn open_job_port(
+    d: &Daemon,
+    run: &str,
+    sub: &JobSubmission,
+    port: u16,
+) -> Result<(TunnelInfo, Box<dyn ByteStream>), OpError> {
+    let on_host = sub
+        .ports
+        .iter()
+        .find(|p| p.container == port)
+        .map(|p| p.host)
+        .unwrap_or(port);
+    let host = d.host_for(sub.instance_id);
+    let unreachable = |e: String| {
+        OpError::Conflict(format!(
+            "cannot reach port {port} of {run} on {}: {e}; is the job listening on it?",
+            host.label()
+        ))
+    };
+    let stream: Box<dyn ByteStream> = match &host {
+        Host::Local(_) => Box::new(
+            tokio::net::TcpStream::connect(("127.0.0.1", on_host))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?,
+        ),
+        Host::Ssh(h) => h
+            .open_local_port(on_host)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?,
+    };
+    let info = TunnelInfo {
+        instance: sub.instance.clone().unwrap_or_default(),
+        hostname: "127.0.0.1".into(),
+        port: on_host,
+        user: String::new(),
+        host_key: None,
+        workdir: None,
     };
     Ok((info, stream))
 }

@@ -316,7 +316,8 @@ pub struct RefreshKeyParams {
 
 /// Params of `tunnel.open`: the host of a run's job. After the response, the connection carries
 /// the raw bytes of a TCP stream to that host's SSH port (the daemon's route to it, `proxy_jump`
-/// included). It must be the only call on its connection after `hello`.
+/// included), or with `port`, to that port of the job (what `attach` forwards). It must be the
+/// only call on its connection after `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TunnelParams {
     pub run: String,
@@ -324,6 +325,9 @@ pub struct TunnelParams {
     pub replica: u32,
     #[serde(default)]
     pub job: u32,
+    /// A port the job listens on (in its container, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Where the tunnel leads, and what to check and where to go there.

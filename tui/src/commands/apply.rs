@@ -1,4 +1,5 @@
-//! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, follow the logs to the end.
+//! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, then attach
+//! (forward the run's ports, follow the logs to the end) unless `-d`.
 
 use super::confirm;
 use crate::config_file::{self, run_params};
@@ -6,6 +7,7 @@ use crate::connect::{connect_or_start, Target};
 use crate::table::{price, print_offers, resources};
 use anyhow::anyhow;
 use flotilla_protocol::client::{Client, StreamItem};
+use flotilla_protocol::config::RunConfiguration;
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
     methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunNameParams, RunPlan,
@@ -75,6 +77,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     if args.detach {
         println!("{}", run.name);
         return Ok(ExitCode::SUCCESS);
+    }
+    // dstack's behaviour: `apply` attaches (ports forwarded) unless `-d`.
+    if !super::attach::run_ports(&run.configuration).is_empty()
+        || matches!(run.configuration, RunConfiguration::DevEnvironment(_))
+    {
+        return super::attach::attach(target, &client, &run.name, 0, 0, &[]).await;
     }
     follow_run(&client, &run.name).await
 }
@@ -174,7 +182,7 @@ pub async fn follow_log(
     Ok(None)
 }
 
-fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode> {
+pub fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode> {
     let reason = run
         .termination_reason
         .map(|r| r.to_string())
