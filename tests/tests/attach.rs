@@ -24,10 +24,13 @@ fn attach(d: &TestDaemon, args: &[&str]) -> (Child, u16) {
     loop {
         let line = match lines.next() {
             Some(Ok(line)) => line,
-            _ => panic!(
-                "attach ended before forwarding: {seen}\n{}",
-                d.daemon_output()
-            ),
+            _ => {
+                let status = child.wait();
+                panic!(
+                    "attach ended ({status:?}) before forwarding: {seen}\n{}",
+                    d.daemon_output()
+                )
+            }
         };
         seen.push_str(&line);
         seen.push('\n');
