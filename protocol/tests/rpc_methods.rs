@@ -241,6 +241,7 @@ fn logs_follow_and_its_chunks() {
         rpc::LogsFollowParams {
             target: target(),
             offset: 5,
+            attach: true,
         },
         rpc::LogsFollowEnd {
             next_offset: 99,

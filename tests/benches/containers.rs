@@ -28,6 +28,7 @@ async fn apply_to_first_line_ms(c: &Client, configuration: &str, name: &str) -> 
                     submission: None,
                 },
                 offset: 0,
+                attach: false,
             },
         )
         .await

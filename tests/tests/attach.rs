@@ -157,3 +157,36 @@ fn a_dev_environment_stays_up_after_init_until_stopped() {
     let run = d.wait_status(&name, &["terminated"], WAIT);
     assert_eq!(run["jobs"][0]["termination_reason"], "terminated_by_user");
 }
+
+#[test]
+fn a_dev_environment_ends_after_inactivity_duration_without_an_attached_client() {
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "idle",
+        "type: dev-environment\nide: vscode\ninactivity_duration: 3s\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ninit:\n  - echo ready\n",
+    );
+    let mut a = d
+        .cli_command(&["attach", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flotilla attach");
+    let mut lines = BufReader::new(a.stderr.take().expect("stderr")).lines();
+    let up = lines.any(|l| l.is_ok_and(|l| l.starts_with("Dev environment")));
+    std::thread::spawn(move || for _ in lines {});
+    if !up {
+        let status = a.wait();
+        panic!("attach ended ({status:?}) before the dev environment was up");
+    }
+    // Attached: it stays up past its inactivity_duration.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(d.run_json(&name)["status"], "running");
+    a.kill().expect("kill attach");
+    a.wait().expect("reap attach");
+    let run = d.wait_status(&name, &["terminated"], WAIT);
+    assert_eq!(
+        run["jobs"][0]["termination_reason"],
+        "inactivity_duration_exceeded",
+        "{run}"
+    );
+}

@@ -7,8 +7,12 @@ use super::OpError;
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::hosts::{ByteStream, Host};
+use crate::presence::PresenceGuard;
 use flotilla_protocol::model::JobSubmission;
 use flotilla_protocol::rpc::{TunnelInfo, TunnelParams};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Where the tunnel leads, and the stream to it.
 pub async fn open(
@@ -30,8 +34,17 @@ pub async fn open(
             p.replica, p.job, run.name, sub.status
         )));
     }
+    // Every tunnel into a job is an attached client of its run while it lasts.
+    let attached = d.presence().enter(run.id);
     if let Some(port) = p.port {
-        return open_job_port(d, &run.name, sub, port).await;
+        let (info, stream) = open_job_port(d, &run.name, sub, port).await?;
+        return Ok((
+            info,
+            Box::new(Attached {
+                stream,
+                _guard: attached,
+            }),
+        ));
     }
     let Host::Ssh(host) = d.host_for(sub.instance_id) else {
         return Err(OpError::Conflict(format!(
@@ -52,7 +65,47 @@ pub async fn open(
         host_key: host.host_key(),
         workdir: sub.job_dir.as_ref().map(|j| format!("{j}/work")),
     };
-    Ok((info, stream))
+    Ok((
+        info,
+        Box::new(Attached {
+            stream,
+            _guard: attached,
+        }),
+    ))
+}
+
+/// A tunnel's stream that counts as an attached client of its run until it closes.
+struct Attached {
+    stream: Box<dyn ByteStream>,
+    _guard: PresenceGuard,
+}
+
+impl AsyncRead for Attached {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Attached {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// A stream to a port the job listens on: on its host's loopback, at the port its container

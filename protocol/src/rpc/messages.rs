@@ -109,6 +109,10 @@ pub struct LogsFollowParams {
     /// Start here (default 0: the whole log, then live).
     #[serde(default)]
     pub offset: u64,
+    /// The follower is an attached client (`flotilla attach`): while the stream lasts, a dev
+    /// environment is not inactive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach: bool,
 }
 
 /// Bytes of a log. `text` when the bytes are UTF-8, otherwise `b64` (standard base64).

@@ -120,7 +120,7 @@ pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode>
         job: 0,
         submission: None,
     };
-    let (run, end) = follow_until_run_ends(client, target).await?;
+    let (run, end) = follow_until_run_ends(client, target, false).await?;
     report_end(&run, end.as_ref())
 }
 
@@ -130,9 +130,12 @@ const RUN_POLL: Duration = Duration::from_millis(250);
 /// Writes a job's latest log to stdout until the run itself has ended: a job that ends while other
 /// nodes run is not the end, and neither is a failed submission the run retries (the retry's
 /// log follows). Returns the finished run and how the last followed submission ended.
+/// `attach`: the follower counts as an attached client of the run (a dev environment is not
+/// inactive while it follows).
 pub async fn follow_until_run_ends(
     client: &Client,
     target: LogTarget,
+    attach: bool,
 ) -> anyhow::Result<(Run, Option<LogsFollowEnd>)> {
     let mut followed: Option<u64> = None;
     let mut end = None;
@@ -147,7 +150,7 @@ pub async fn follow_until_run_ends(
             // A submission not followed yet (the first, or a retry): its log, from the start.
             // (A job that does not exist gets the daemon's "no job" error here.)
             followed = current;
-            end = follow_log(client, target.clone(), 0).await?;
+            end = follow_log(client, target.clone(), 0, attach).await?;
             continue;
         }
         if run.status.is_finished() {
@@ -162,9 +165,14 @@ pub async fn follow_log(
     client: &Client,
     target: LogTarget,
     offset: u64,
+    attach: bool,
 ) -> anyhow::Result<Option<LogsFollowEnd>> {
     let mut sub = client
-        .subscribe::<methods::LogsFollow>(&LogsFollowParams { target, offset })
+        .subscribe::<methods::LogsFollow>(&LogsFollowParams {
+            target,
+            offset,
+            attach,
+        })
         .await?;
     let stdout = std::io::stdout();
     while let Some(item) = sub.next().await {

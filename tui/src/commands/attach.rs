@@ -52,14 +52,14 @@ pub async fn attach(
     };
     let Some(run) = wait_running(client, name, replica, job).await? else {
         // It ended before it ran: its log (if any) and how it ended.
-        let (run, end) = follow_until_run_ends(client, log).await?;
+        let (run, end) = follow_until_run_ends(client, log, false).await?;
         return report_end(&run, end.as_ref());
     };
     let mut ports = run_ports(&run.configuration);
     ports.extend_from_slice(extra);
     let forwarded = forward_ports(target, name, replica, job, &ports).await?;
     announce(&run, &forwarded);
-    let (run, end) = follow_until_run_ends(client, log).await?;
+    let (run, end) = follow_until_run_ends(client, log, true).await?;
     report_end(&run, end.as_ref())
 }
 
