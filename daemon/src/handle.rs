@@ -32,6 +32,8 @@ pub struct Parts {
     pub backends: Backends,
     /// The daemon's key: seals the credentials it keeps.
     pub sealing: SealingKey,
+    /// The SSH gateway's host key.
+    pub gateway_key: russh::keys::PrivateKey,
     pub shutdown: CancellationToken,
 }
 
@@ -69,6 +71,7 @@ struct Inner {
     /// Backends that create instances for fleets without `ssh_config`.
     backends: Backends,
     sealing: SealingKey,
+    gateway_key: russh::keys::PrivateKey,
     /// Who is attached to each run (tunnels, `attach`).
     presence: Presence,
     /// GPU samples of the last hour.
@@ -79,6 +82,11 @@ struct Inner {
 pub struct Daemon(Arc<Inner>);
 
 impl Daemon {
+    /// The SSH gateway's host key.
+    pub fn gateway_key(&self) -> &russh::keys::PrivateKey {
+        &self.0.gateway_key
+    }
+
     /// Who is attached to each run.
     pub fn presence(&self) -> &Presence {
         &self.0.presence
@@ -109,6 +117,7 @@ impl Daemon {
             wanted_instances: Mutex::new(Vec::new()),
             backends: parts.backends,
             sealing: parts.sealing,
+            gateway_key: parts.gateway_key,
             presence: Presence::default(),
             gpu_samples: GpuSampleStore::default(),
         }))

@@ -64,6 +64,7 @@ async fn serve(
     let catalog = catalog_service(&config);
     let backends = backends_from(&config);
     let sealing = SealingKey::load_or_create(&config.data_dir.join("key"))?;
+    let gateway_key = api::gateway::host_key(&config.data_dir)?;
     let d = Daemon::new(Parts {
         config,
         store,
@@ -72,6 +73,7 @@ async fn serve(
         catalog,
         backends,
         sealing,
+        gateway_key,
         shutdown: shutdown.clone(),
     });
     ops::local_fleet::ensure_local_fleet(&d).await?;

@@ -158,6 +158,8 @@ impl TestDaemon {
         c.args(args)
             .env("FLOTILLA_SOCKET", &self.socket)
             .env("FLOTILLA_DATA_DIR", &self.data_dir)
+            // `attach` writes SSH configuration under HOME: the test's own.
+            .env("HOME", self.dir.path())
             .stdin(Stdio::null());
         c
     }

@@ -2,7 +2,7 @@
 //! the host and a job in a container), a local port in use, and dev environments that stay up.
 
 use flotilla_e2e::docker::test_image;
-use flotilla_e2e::{stderr, TestDaemon};
+use flotilla_e2e::{stderr, stdout, TestDaemon};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -217,6 +217,120 @@ fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
     wait_body(local, "from the ssh host\n");
     a.kill().expect("kill attach");
     a.wait().expect("reap attach");
+    // `ssh RUN` reaches the job on the SSH host through the gateway and the daemon's connection.
+    let out = ssh(&d, &name, "echo $DSTACK_RUN_NAME; pwd");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("{name}\n")), "{text}");
+    assert!(text.trim_end().ends_with("/work"), "{text}");
     let out = d.cli(&["stop", &name, "-y", "-x"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `ssh -F ~/.flotilla/ssh/config HOST -- COMMAND` with the test's HOME.
+fn ssh(d: &TestDaemon, host: &str, command: &str) -> std::process::Output {
+    let config = d.dir.path().join(".flotilla/ssh/config");
+    std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", host, command])
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh (install openssh-client)")
+}
+
+#[test]
+fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
+    let image = test_image();
+    let d = TestDaemon::start();
+    let host_job = d.apply_detached(
+        "gwhost",
+        "type: task\nenv:\n  - WHERE=host-job\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - sleep 600\n",
+    );
+    let boxed = d.apply_detached(
+        "gwbox",
+        &format!("type: task\nimage: {image}\nenv:\n  - WHERE=container-job\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - sleep 600\n"),
+    );
+    for name in [&host_job, &boxed] {
+        let mut a = d
+            .cli_command(&["attach", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flotilla attach");
+        let mut lines = BufReader::new(a.stderr.take().expect("stderr")).lines();
+        let ready = lines.any(|l| l.is_ok_and(|l| l.starts_with("To open a session in the job")));
+        a.kill().expect("kill attach");
+        a.wait().expect("reap attach");
+        assert!(ready, "attach did not set up ssh {name}");
+    }
+    // scp (SFTP) into the host job's working directory.
+    let file = d.dir.path().join("upload.txt");
+    std::fs::write(&file, "uploaded\n").expect("file");
+    let out = std::process::Command::new("scp")
+        .arg("-F")
+        .arg(d.dir.path().join(".flotilla/ssh/config"))
+        .args(["-o", "BatchMode=yes"])
+        .arg(&file)
+        .arg(format!("{host_job}:upload.txt"))
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("scp");
+    assert!(out.status.success(), "scp: {}", stderr(&out));
+    let job_dir = d.run_json(&host_job)["jobs"][0]["job_dir"]
+        .as_str()
+        .expect("job dir")
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(format!("{job_dir}/work/upload.txt")).expect("uploaded file"),
+        "uploaded\n"
+    );
+    let include = std::fs::read_to_string(d.dir.path().join(".ssh/config")).expect("~/.ssh/config");
+    assert!(include.starts_with("Include "), "{include}");
+    // A host job: its working directory and environment.
+    let out = ssh(&d, &host_job, "echo $WHERE; pwd");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("host-job\n"), "{text}");
+    assert!(text.trim_end().ends_with("/work"), "{text}");
+    // A container job: inside the container; the exit status comes back.
+    let out = ssh(&d, &boxed, "cat /flotilla-marker; echo $WHERE; exit 3");
+    assert_eq!(
+        stdout(&out),
+        "inside the image\ncontainer-job\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(3));
+    // Another key is refused: the same entry with a key the daemon did not give.
+    let other = flotilla_e2e::sshd::ssh_keygen(&d.dir.path().join("other"));
+    let config =
+        std::fs::read_to_string(d.dir.path().join(".flotilla/ssh/config")).expect("config");
+    let swapped: String = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("IdentityFile ") {
+                format!("    IdentityFile {}\n", other.path.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let other_config = d.dir.path().join("other-config");
+    std::fs::write(&other_config, swapped).expect("other config");
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&other_config)
+        .args(["-o", "BatchMode=yes", host_job.as_str(), "true"])
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(!out.status.success(), "another key got in");
+    for name in [&host_job, &boxed] {
+        let out = d.cli(&["stop", name, "-y", "-x"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
 }

@@ -5,5 +5,6 @@ pub mod closed_stdout;
 pub mod commands;
 pub mod config_file;
 pub mod connect;
+pub mod ssh_config;
 pub mod table;
 pub mod ui;

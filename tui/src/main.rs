@@ -42,6 +42,9 @@ enum Command {
     /// The byte stream to a job's host (the ProxyCommand of `flotilla ssh`)
     #[command(hide = true)]
     Tunnel(commands::ssh::TunnelArgs),
+    /// The SSH session into a job through the daemon's gateway (the ProxyCommand of `ssh RUN`)
+    #[command(hide = true)]
+    Gateway(commands::ssh::TunnelArgs),
     /// Fleets and their instances
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Ssh(a) => commands::ssh::run(&target, a).await,
             Command::Attach(a) => commands::attach::run(&target, a).await,
             Command::Tunnel(a) => commands::ssh::tunnel(&target, a).await,
+            Command::Gateway(a) => commands::ssh::gateway(&target, a).await,
             Command::Offer(a) => commands::offer::run(&target, a).await,
             Command::Metrics(a) => commands::metrics::run(&target, a).await,
             Command::Event(a) => commands::event::run(&target, a).await,

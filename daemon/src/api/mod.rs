@@ -3,6 +3,7 @@
 //! tunnels live beside it. Calls `ops::` and the handle, never a loop.
 
 pub mod access;
+pub mod gateway;
 pub mod routes;
 pub mod socket;
 pub mod streams;
@@ -207,6 +208,33 @@ async fn serve_connection(
                         return;
                     };
                     tunnel::pump(reader, write, stream).await;
+                    return;
+                }
+                Err(e) => {
+                    reply(&tx, Response::err(id, e)).await;
+                    continue;
+                }
+            }
+        }
+        if said_hello && req.method == methods::GATEWAY_OPEN {
+            match gateway::open(&d, &caller, &req) {
+                Ok((info, target)) => {
+                    reply(&tx, Response::ok(id, info)).await;
+                    drop(tx);
+                    let Ok(Ok(write)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), writer).await
+                    else {
+                        return;
+                    };
+                    let buffered = reader.into_inner();
+                    if !buffered.buffer().is_empty() {
+                        warn!("gateway: bytes came before the session's answer; closing");
+                        return;
+                    }
+                    let Ok(stream) = buffered.into_inner().reunite(write) else {
+                        return;
+                    };
+                    gateway::serve(&d, stream, target).await;
                     return;
                 }
                 Err(e) => {

@@ -267,6 +267,25 @@ impl LocalHost {
     }
 }
 
+/// `sh -c SCRIPT` as the user `owner` (a root daemon drops to them; otherwise the daemon's own
+/// user, who owns every job), with piped standard streams: a gateway session.
+pub fn session_command(owner: u32, script: &str) -> Result<Command, String> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: getuid has no preconditions.
+    if daemon_is_root() && owner != unsafe { libc::getuid() } {
+        let account =
+            Account::of_uid(owner).ok_or_else(|| format!("uid {owner} has no account here"))?;
+        as_account(&mut cmd, account);
+    }
+    Ok(cmd)
+}
+
 /// Makes `cmd` run as `a`: a fresh environment of the user's (`HOME`, `USER`, `LOGNAME`, the
 /// daemon's `PATH`), `/` as the working directory, then groups, gid and uid dropped in the child.
 fn as_account(cmd: &mut Command, a: Account) {

@@ -376,6 +376,18 @@ impl SshHost {
         Ok(Box::new(ch.into_stream()))
     }
 
+    /// A new session channel on the daemon's connection to this host (a gateway session).
+    pub async fn open_session(&self) -> Result<russh::Channel<russh::client::Msg>, HostError> {
+        let handle = self.handle().await?;
+        handle
+            .channel_open_session()
+            .await
+            .map_err(|e| HostError::Unreachable {
+                host: self.label(),
+                message: e.to_string(),
+            })
+    }
+
     /// A round trip on the open connection (connecting first if needed).
     pub async fn ping(&self) -> Result<(), HostError> {
         let (_, _, code) = self.exec_raw("true", None).await?.collect().await;

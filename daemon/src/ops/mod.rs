@@ -5,6 +5,7 @@
 pub mod events;
 pub mod fleets;
 pub mod fleets_keys;
+pub mod gateway;
 pub mod instances;
 pub mod local_fleet;
 pub mod logs;

@@ -347,6 +347,13 @@ pub struct TunnelInfo {
     pub workdir: Option<String>,
 }
 
+/// What `gateway.open` answers before its connection becomes an SSH session with the daemon's
+/// gateway into the job: the gateway's host key (OpenSSH format), to pin in `known_hosts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub host_key: String,
+}
+
 /// Params of the methods that take none: serialises to `{}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NoParams {}

@@ -107,6 +107,7 @@ methods! {
     UserMe = USER_ME("user.me"): m::NoParams => User;
     /// After its response the connection carries the raw bytes of a TCP stream (see [`TunnelParams`](m::TunnelParams)).
     TunnelOpen = TUNNEL_OPEN("tunnel.open"): m::TunnelParams => m::TunnelInfo;
+    GatewayOpen = GATEWAY_OPEN("gateway.open"): m::TunnelParams => m::GatewayInfo;
     UserRefreshSshKey = USER_REFRESH_SSH_KEY("user.refresh_ssh_key"): m::RefreshKeyParams => User;
 }
 

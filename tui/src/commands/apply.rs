@@ -82,7 +82,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     if !super::attach::run_ports(&run.configuration).is_empty()
         || matches!(run.configuration, RunConfiguration::DevEnvironment(_))
     {
-        return super::attach::attach(target, &client, &run.name, 0, 0, &[]).await;
+        return super::attach::attach(target, &client, &run.name, 0, 0, &[], true).await;
     }
     follow_run(&client, &run.name).await
 }

@@ -21,6 +21,9 @@ pub struct Args {
     /// Also forward local port LOCAL to the job's port REMOTE (`8080`, `18080:8080`, `*:8080`)
     #[arg(short = 'p', long = "port")]
     pub ports: Vec<String>,
+    /// Do not add the `Include` line for `~/.flotilla/ssh/config` to `~/.ssh/config`
+    #[arg(long)]
+    pub no_ssh_config: bool,
 }
 
 pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
@@ -30,7 +33,16 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
     }
     let client = connect_or_start(target).await?;
     let t = &a.target;
-    attach(target, &client, &t.run, t.replica, t.job, &extra).await
+    attach(
+        target,
+        &client,
+        &t.run,
+        t.replica,
+        t.job,
+        &extra,
+        !a.no_ssh_config,
+    )
+    .await
 }
 
 /// Waits for the job, forwards its ports and `extra`, then follows the logs to the run's end.
@@ -41,6 +53,7 @@ pub async fn attach(
     replica: u32,
     job: u32,
     extra: &[PortMapping],
+    include_ssh_config: bool,
 ) -> anyhow::Result<ExitCode> {
     let log = LogTarget {
         run: name.to_string(),
@@ -70,7 +83,19 @@ pub async fn attach(
     let mut ports = run_ports(&run.configuration);
     ports.extend_from_slice(extra);
     let forwarded = forward_ports(target, name, replica, job, &ports).await?;
-    announce(&run, &forwarded);
+    let ssh_ready = match ssh_entries(target, &me, &run, include_ssh_config).await {
+        Ok(note) => {
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("`ssh {name}` is not set up: {}", super::error_text(&e));
+            false
+        }
+    };
+    announce(&run, &forwarded, ssh_ready);
     let (run, end) = follow_until_run_ends(client, log, true).await?;
     report_end(&run, end.as_ref())
 }
@@ -88,19 +113,85 @@ pub fn run_ports(configuration: &RunConfiguration) -> Vec<PortMapping> {
     ports
 }
 
-fn announce(run: &Run, forwarded: &[Forwarded]) {
+fn announce(run: &Run, forwarded: &[Forwarded], ssh_ready: bool) {
     for f in forwarded {
         eprintln!(
             "Forwarding 127.0.0.1:{} -> {} port {}",
             f.local, run.name, f.remote
         );
     }
-    if let RunConfiguration::DevEnvironment(_) = &run.configuration {
-        eprintln!(
-            "Dev environment {} is up; open a shell in it: flotilla ssh {}",
-            run.name, run.name
-        );
+    if ssh_ready {
+        eprintln!("To open a session in the job: ssh {}", run.name);
     }
+    if let RunConfiguration::DevEnvironment(dev) = &run.configuration {
+        let scheme = match dev.ide.as_deref() {
+            Some("vscode") => Some("vscode"),
+            Some("cursor") => Some("cursor"),
+            Some("windsurf") => Some("windsurf"),
+            _ => None,
+        };
+        eprintln!("Dev environment {} is up", run.name);
+        if let (Some(scheme), true) = (scheme, ssh_ready) {
+            eprintln!(
+                "Open in the IDE: {scheme}://vscode-remote/ssh-remote+{}{}",
+                run.name,
+                ide_path(run)
+            );
+        }
+    }
+}
+
+/// The folder an IDE opens: the job's working directory.
+fn ide_path(run: &Run) -> String {
+    let common = run.configuration.common();
+    match &common.working_dir {
+        Some(w) if w.starts_with('/') => w.clone(),
+        Some(w) => format!("/workflow/{w}"),
+        None => run
+            .jobs
+            .first()
+            .and_then(|j| j.current.job_dir.clone())
+            .map(|d| format!("{d}/work"))
+            .unwrap_or_else(|| "/".into()),
+    }
+}
+
+/// Writes the run's `ssh` entries (pinning the gateway's host key, which `gateway.open` says).
+async fn ssh_entries(
+    target: &Target,
+    me: &flotilla_protocol::model::User,
+    run: &Run,
+    include: bool,
+) -> anyhow::Result<Option<String>> {
+    let key = me
+        .ssh_private_key
+        .as_deref()
+        .ok_or_else(|| anyhow!("the daemon did not give your private key"))?;
+    let (info, _, _, _) = super::forward::open_stream(
+        target,
+        methods::GATEWAY_OPEN,
+        flotilla_protocol::rpc::TunnelParams {
+            run: run.name.clone(),
+            replica: 0,
+            job: 0,
+            port: None,
+        },
+    )
+    .await?;
+    let info: flotilla_protocol::rpc::GatewayInfo = serde_json::from_value(info)?;
+    let jobs = run.jobs.iter().filter(|j| j.replica_num == 0).count() as u32;
+    crate::ssh_config::write(
+        &crate::ssh_config::Entry {
+            run: &run.name,
+            jobs,
+            user: &me.name,
+            uid: me.uid,
+            private_key: key,
+            gateway_host_key: &info.host_key,
+            socket: &target.socket,
+        },
+        include,
+    )
 }
 
 /// How often the run is looked at while its job is awaited.

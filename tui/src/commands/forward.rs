@@ -20,6 +20,24 @@ pub struct Tunnel {
 
 /// Opens `tunnel.open` on a connection of its own; after it, the connection is the byte stream.
 pub async fn open_tunnel(target: &Target, params: TunnelParams) -> anyhow::Result<Tunnel> {
+    let (info, pending, read, write) = open_stream(target, methods::TUNNEL_OPEN, params).await?;
+    let info: TunnelInfo =
+        serde_json::from_value(info).context("the daemon's answer to tunnel.open")?;
+    Ok(Tunnel {
+        info,
+        pending,
+        read,
+        write,
+    })
+}
+
+/// Sends `hello` and `method` (`tunnel.open`, `gateway.open`) on a connection of its own; after
+/// the answer the connection is a byte stream: the answer, bytes already read, the halves.
+pub async fn open_stream(
+    target: &Target,
+    method: &str,
+    params: TunnelParams,
+) -> anyhow::Result<(serde_json::Value, Vec<u8>, OwnedReadHalf, OwnedWriteHalf)> {
     let stream = UnixStream::connect(&target.socket)
         .await
         .with_context(|| format!("cannot connect to {}", target.socket.display()))?;
@@ -33,7 +51,7 @@ pub async fn open_tunnel(target: &Target, params: TunnelParams) -> anyhow::Resul
     write_line(&mut write, &hello).await?;
     write_line(
         &mut write,
-        &Request::new(2, methods::TUNNEL_OPEN, serde_json::to_value(params)?),
+        &Request::new(2, method, serde_json::to_value(params)?),
     )
     .await?;
     let mut info = None;
@@ -48,16 +66,14 @@ pub async fn open_tunnel(target: &Target, params: TunnelParams) -> anyhow::Resul
         }
         info = resp.result;
     }
-    let info: TunnelInfo = serde_json::from_value(info.unwrap_or_default())
-        .context("the daemon's answer to tunnel.open")?;
     let buffered = reader.into_inner();
     let pending = buffered.buffer().to_vec();
-    Ok(Tunnel {
-        info,
+    Ok((
+        info.unwrap_or_default(),
         pending,
-        read: buffered.into_inner(),
+        buffered.into_inner(),
         write,
-    })
+    ))
 }
 
 /// A port forwarded from this machine's loopback to a job.

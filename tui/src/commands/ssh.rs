@@ -227,9 +227,19 @@ async fn probe_tunnel(
 
 /// The ProxyCommand: stdin/stdout <-> the daemon's tunnel to the job's host.
 pub async fn tunnel(target: &Target, a: TunnelArgs) -> anyhow::Result<ExitCode> {
+    proxy(target, methods::TUNNEL_OPEN, a).await
+}
+
+/// The ProxyCommand of `ssh RUN`: stdin/stdout <-> the daemon's SSH gateway into the job.
+pub async fn gateway(target: &Target, a: TunnelArgs) -> anyhow::Result<ExitCode> {
+    proxy(target, methods::GATEWAY_OPEN, a).await
+}
+
+async fn proxy(target: &Target, method: &str, a: TunnelArgs) -> anyhow::Result<ExitCode> {
     use tokio::io::AsyncWriteExt;
-    let t = super::forward::open_tunnel(
+    let (_, pending, mut read, mut write) = super::forward::open_stream(
         target,
+        method,
         TunnelParams {
             run: a.run,
             replica: a.replica,
@@ -238,9 +248,8 @@ pub async fn tunnel(target: &Target, a: TunnelArgs) -> anyhow::Result<ExitCode> 
         },
     )
     .await?;
-    let (mut read, mut write) = (t.read, t.write);
     let mut stdout = tokio::io::stdout();
-    stdout.write_all(&t.pending).await?;
+    stdout.write_all(&pending).await?;
     stdout.flush().await?;
     let mut stdin = tokio::io::stdin();
     let up = async {
