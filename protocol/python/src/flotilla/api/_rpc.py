@@ -80,10 +80,15 @@ class Connection:
         self.hello: Dict[str, Any] = {}
         try:
             self.hello = self.call("hello", {"protocol": PROTOCOL_VERSION, "client": client})
-        except ProtocolMismatchError:
+        except ProtocolMismatchError as e:
             self.close()
-            raise
-        except RpcError:
+            raise ProtocolMismatchError(
+                e.code,
+                f"{e.message}; this Python client speaks protocol {PROTOCOL_VERSION}: install the "
+                "one of the daemon's version (pip install ./protocol/python from its checkout)",
+                e.data,
+            ) from e
+        except BaseException:
             self.close()
             raise
         theirs = str(self.hello.get("protocol", ""))

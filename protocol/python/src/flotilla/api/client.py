@@ -149,9 +149,6 @@ class Client:
         return f"<Client socket={self.socket!r} user={self.user!r}>"
 
 
-_STARTED: "list[subprocess.Popen[bytes]]" = []
-
-
 def _start_daemon(socket: str, data_dir: Optional[str], binary: Optional[str]) -> None:
     """Starts ``flotillad`` in its own session, its output in ``<state dir>/flotillad.out``, and
     waits until it answers (at most 15 s)."""
@@ -176,13 +173,13 @@ def _start_daemon(socket: str, data_dir: Optional[str], binary: Optional[str]) -
                                      start_new_session=True)
     except OSError as e:
         raise DaemonStartError(f"cannot start {exe}: {e}") from e
-    # The daemon outlives this process (its own session); kept here so that it is never
-    # reported as a subprocess left running when this object would be collected.
-    _STARTED.append(child)
     deadline = time.monotonic() + 15
     while True:
         try:
             Connection(socket).close()
+            # The daemon outlives this process in its own session (init reaps it): forget it, as
+            # the command line does, so that it is not reported as a child left running.
+            child.returncode = 0
             return
         except DaemonNotRunningError:
             pass

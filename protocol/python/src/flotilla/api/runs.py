@@ -455,7 +455,8 @@ class RunCollection:
     def apply_plan(self, run_plan: RunPlan, repo: Optional[Any] = None,
                    reserve_ports: bool = True) -> Run:
         """Submits the plan's configuration (``run.apply``). With ``reserve_ports``, the local
-        ports of the configuration's ``ports`` are bound now and used by ``attach()``."""
+        ports of the configuration's ``ports`` (and a service's ``port``) are bound now and used
+        by ``attach()`` (a local port equal to the job's port is bound at ``attach()`` only)."""
         _refuse(repo=repo)
         reserved = _reserve(run_plan) if reserve_ports else {}
         try:
@@ -520,7 +521,8 @@ class RunCollection:
 
 
 def _reserve(plan: RunPlan) -> Dict[int, socket.socket]:
-    """Binds the local port of each of the plan's ports on 127.0.0.1 (any free one for ``*:PORT``)."""
+    """Binds the local port of each of the plan's ports on 127.0.0.1 (any free one for
+    ``*:PORT``), except a local port equal to the job's port."""
     reserved: Dict[int, socket.socket] = {}
     try:
         for spec in plan._ports:
@@ -528,7 +530,9 @@ def _reserve(plan: RunPlan) -> Dict[int, socket.socket]:
                 local, remote = parse_port(spec)
             except (ValueError, KeyError, TypeError):
                 continue  # the daemon reports it, with its field path
-            if remote not in reserved:
+            # A local port equal to the job's is bound at attach only: a job on this machine
+            # (host networking) listens on that very port and must not find it taken.
+            if local != remote and remote not in reserved:
                 reserved[remote] = listen("127.0.0.1", local or 0, remote, plan.run_name or "the run",
                                           accept=False)
     except BaseException:
