@@ -22,6 +22,7 @@ from flotilla.api import (
     ConnectionLostError,
     DaemonNotRunningError,
     DaemonShuttingDownError,
+    DevEnvironment,
     ProtocolMismatchError,
     Resources,
     Run,
@@ -185,6 +186,17 @@ class DaemonTest(unittest.TestCase):
             self.assertEqual(eventually("the service", get), b"a service\n")
             run.stop(abort=True)
             finished(run)
+
+    def test_an_attached_dev_environment_is_not_inactive(self) -> None:
+        run = self.client.runs.submit(configuration=DevEnvironment(
+            ide="vscode", inactivity_duration="3s", init=["echo ready"], resources=SMALL))
+        self.assertTrue(run.attach())
+        time.sleep(5)  # past its inactivity_duration, attached all along
+        run.refresh()
+        self.assertEqual(run.status, RunStatus.RUNNING)
+        run.detach()
+        finished(run)
+        self.assertEqual(run.jobs[0].termination_reason, "inactivity_duration_exceeded")
 
     def test_a_bad_configuration_raises_with_every_field_path(self) -> None:
         bad = Task(commands=["true"], nodes=0, resources=Resources(cpu="lots", memory="1GB.."))
