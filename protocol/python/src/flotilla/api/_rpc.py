@@ -11,7 +11,6 @@ from .errors import (
     DaemonNotRunningError,
     PermissionDeniedError,
     ProtocolMismatchError,
-    RpcError,
     rpc_error,
 )
 

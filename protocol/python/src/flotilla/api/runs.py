@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._forward import Forwarder, listen, parse_port
 from ._rpc import Connection
@@ -153,7 +153,7 @@ class Run:
         self.data: Dict[str, Any] = data
         self._reserved: Dict[int, socket.socket] = dict(reserved or {})
         self._forwarder: Optional[Forwarder] = None
-        self._attached_job: Optional[tuple] = None
+        self._attached_job: Optional[Tuple[int, int]] = None
         self._presence: Optional[Connection] = None
         self._bind_address = "127.0.0.1"
 
