@@ -30,5 +30,8 @@ fn the_python_api_suite_passes_against_the_daemon() {
     // unittest reports to stderr; every daemon test ran (none skipped).
     let summary = stderr(&out);
     assert!(summary.contains("\nOK"), "{report}");
-    assert!(!summary.contains("skipped"), "tests were skipped:\n{report}");
+    assert!(
+        !summary.contains("skipped"),
+        "tests were skipped:\n{report}"
+    );
 }
