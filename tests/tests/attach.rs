@@ -185,8 +185,46 @@ fn a_dev_environment_ends_after_inactivity_duration_without_an_attached_client()
     a.wait().expect("reap attach");
     let run = d.wait_status(&name, &["terminated"], WAIT);
     assert_eq!(
-        run["jobs"][0]["termination_reason"],
-        "inactivity_duration_exceeded",
+        run["jobs"][0]["termination_reason"], "inactivity_duration_exceeded",
         "{run}"
     );
+}
+
+#[test]
+fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
+    use flotilla_e2e::sshd::{ssh_keygen, TestHost};
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(61, &key, None);
+    let fleet = format!(
+        "type: fleet\nname: remote\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
+        key.path.display(),
+        host.ip,
+        host.port
+    );
+    let p = d.write_config("fleet.yml", &fleet);
+    let out = d.cli(&["apply", "-f", p.to_str().expect("path"), "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox (install busybox-static)");
+    let port = free_port();
+    let www = d.dir.path().join("remote-www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("index.html"), "from the ssh host\n").expect("index");
+    let name = d.apply_detached(
+        "onssh",
+        &format!(
+            "type: task\nfleets: [remote]\nports: [\"*:{port}\"]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - {busybox} httpd -f -p 127.0.0.1:{port} -h {}\n",
+            www.display()
+        ),
+    );
+    let (mut a, local) = attach(&d, &[&name]);
+    assert_eq!(d.run_json(&name)["jobs"][0]["fleet"], "remote");
+    wait_body(local, "from the ssh host\n");
+    a.kill().expect("kill attach");
+    a.wait().expect("reap attach");
+    let out = d.cli(&["stop", &name, "-y", "-x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

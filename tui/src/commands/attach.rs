@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use flotilla_protocol::client::Client;
 use flotilla_protocol::config::{PortMapping, RunConfiguration};
 use flotilla_protocol::model::{JobStatus, Run};
-use flotilla_protocol::rpc::{methods, LogTarget, RunNameParams};
+use flotilla_protocol::rpc::{methods, LogTarget, NoParams, RunNameParams};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,6 +50,20 @@ pub async fn attach(
         job,
         submission: None,
     };
+    // Only the run's owner (or an admin) may reach into it; the daemon checks every tunnel,
+    // this says so before anything waits.
+    let me = client.call::<methods::UserMe>(&NoParams {}).await?;
+    let owner = client
+        .call::<methods::RunGet>(&RunNameParams {
+            name: name.to_string(),
+        })
+        .await?
+        .user;
+    if owner != me.name && !me.admin {
+        return Err(anyhow!(
+            "run {name} belongs to {owner}: only its owner or an admin can attach to it (you may reach your own runs: `flotilla ps`)"
+        ));
+    }
     let Some(run) = wait_running(client, name, replica, job).await? else {
         // It ended before it ran: its log (if any) and how it ended.
         let (run, end) = follow_until_run_ends(client, log, false).await?;
