@@ -150,15 +150,23 @@ class DaemonTest(unittest.TestCase):
             run = self.client.runs.submit(
                 configuration=Task(commands=[serve(www, port)], ports=[f"*:{port}"], resources=SMALL)
             )
-            self.assertTrue(run.attach())
+            idle = free_port()  # nothing listens there in the job
+            self.assertTrue(run.attach(ports_overrides=[f"*:{idle}"]))
             ports = run.ports
             assert ports is not None
-            self.assertEqual(list(ports), [port])
+            self.assertEqual(sorted(ports), sorted([port, idle]))
             local = ports[port]
             self.assertNotEqual(local, port)
             self.assertEqual(eventually("the forwarded port", lambda: http_get(local)), b"from the job\n")
             # Each connection gets its own tunnel.
             self.assertEqual(http_get(local), b"from the job\n")
+            # A job port that refuses: the local connection closes, the daemon's words are kept.
+            with self.assertLogs("flotilla.api", "WARNING"):
+                with socket.create_connection(("127.0.0.1", ports[idle]), timeout=5) as s:
+                    self.assertEqual(s.recv(1), b"")
+                errors = eventually("the forward's error", lambda: run.forward_errors)
+            self.assertIn(f"port {idle}", errors[0])
+            self.assertIn("listening", errors[0])
             run.detach()
             self.assertIsNone(run.ports)
             with self.assertRaises(OSError):

@@ -1,12 +1,15 @@
 """Ports forwarded from this machine to a job through the daemon (``tunnel.open`` with a port):
 one socket connection to the daemon per forwarded TCP connection, as ``flotilla attach`` does."""
 
+import logging
 import socket
 import threading
 from typing import Dict, List, Optional, Tuple
 
 from ._rpc import open_tunnel
 from .errors import PortUsedError
+
+log = logging.getLogger("flotilla.api")
 
 
 def listen(bind_address: str, port: int, remote: int, run: str, accept: bool = True) -> socket.socket:
@@ -89,7 +92,10 @@ class Forwarder:
             _copy(conn, tunnel)
             other.join()
         except Exception as e:  # noqa: BLE001 - reported on the forwarder, the connection is closed
-            self.errors.append(f"port {self.ports.get(remote)} -> {remote}: {e}")
+            if not self._closed:
+                message = f"forwarding port {self.ports.get(remote)} -> {self._run} port {remote}: {e}"
+                self.errors.append(message)
+                log.warning("%s", message)
         finally:
             self._forget(conn)
             if tunnel is not None:

@@ -50,6 +50,7 @@ class Client:
         runs: operations with runs (:class:`~flotilla.api.RunCollection`).
         socket: the daemon's socket path.
         user: the user the daemon knows this process as.
+        admin: whether that user is an admin of the daemon (root or the daemon's own user).
         daemon_version: the daemon's version.
     """
 
@@ -61,6 +62,7 @@ class Client:
         self._conn: Optional[Connection] = self.connect()
         self.user: str = str(self._conn.hello.get("user", ""))
         self.daemon_version: str = str(self._conn.hello.get("daemon_version", ""))
+        self.admin: bool = bool(self._conn.hello.get("admin", False))
         self.runs: RunCollection = RunCollection(self)
 
     @staticmethod

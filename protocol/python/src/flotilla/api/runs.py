@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 from ._forward import Forwarder, listen, parse_port
 from ._rpc import Connection
 from .configurations import AnyRunConfiguration, Resources, RetryPolicy, to_value
-from .errors import ClientError, ConnectionLostError, NotFoundError, RpcError
+from .errors import ClientError, ConnectionLostError, ForbiddenError, NotFoundError, RpcError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -193,6 +193,12 @@ class Run:
         return dict(self._forwarder.ports)
 
     @property
+    def forward_errors(self) -> List[str]:
+        """What went wrong on forwarded connections while attached (a job port nothing listens
+        on, say), oldest first; each is also logged on the ``flotilla.api`` logger."""
+        return list(self._forwarder.errors) if self._forwarder is not None else []
+
+    @property
     def service_url(self) -> str:
         """The service's URL on this machine: ``http://127.0.0.1:LOCAL`` while attached (flotilla
         has no gateway; ``attach()`` forwards the service's ``port``)."""
@@ -285,6 +291,7 @@ class Run:
 
         Raises:
             PortUsedError: a local port is in use.
+            ForbiddenError: the run is another user's (and this user is no admin).
         """
         if ssh_identity_file is not None:
             warnings.warn("attach(ssh_identity_file=...) is ignored: flotilla forwards ports through its "
@@ -294,6 +301,13 @@ class Run:
             if job is not None and self._attached_job == (job.replica_num, job.job_num):
                 return True
             raise ClientError("Cannot attach to a different job while attached. Detach first.")
+        # Only the run's owner (or an admin) may reach into it; the daemon checks every tunnel,
+        # this says so before anything waits.
+        if self.user != self._client.user and not self._client.admin:
+            raise ForbiddenError(
+                -32006,
+                f"run {self.name} belongs to {self.user}: only its owner or an admin can attach to it",
+            )
         job = self._wait_running(replica_num, job_num)
         if job is None:
             self._release_reserved()
