@@ -72,8 +72,10 @@ def finished(run: Run) -> Run:
     return run
 
 
-def serve(directory: str, port: int) -> str:
-    """A job command that serves `directory` on 127.0.0.1:port."""
+def serve(directory: str, port: int, body: str) -> str:
+    """A job command that serves `body` as `/` from `directory` on 127.0.0.1:port."""
+    with open(os.path.join(directory, "index.html"), "w") as f:
+        f.write(body)
     return f"{sys.executable} -m http.server --bind 127.0.0.1 --directory {directory} {port}"
 
 
@@ -145,10 +147,8 @@ class DaemonTest(unittest.TestCase):
     def test_attach_makes_the_port_answer_on_localhost_and_detach_closes_it(self) -> None:
         port = free_port()
         with tempfile.TemporaryDirectory() as www:
-            with open(os.path.join(www, "index.html"), "w") as f:
-                f.write("from the job\n")
             run = self.client.runs.submit(
-                configuration=Task(commands=[serve(www, port)], ports=[f"*:{port}"], resources=SMALL)
+                configuration=Task(commands=[serve(www, port, "from the job\n")], ports=[f"*:{port}"], resources=SMALL)
             )
             idle = free_port()  # nothing listens there in the job
             self.assertTrue(run.attach(ports_overrides=[f"*:{idle}"]))
@@ -177,10 +177,8 @@ class DaemonTest(unittest.TestCase):
     def test_a_services_url_answers_while_attached(self) -> None:
         port = free_port()
         with tempfile.TemporaryDirectory() as www:
-            with open(os.path.join(www, "index.html"), "w") as f:
-                f.write("a service\n")
             run = self.client.runs.submit(
-                configuration=Service(commands=[serve(www, port)], port=f"*:{port}", resources=SMALL)
+                configuration=Service(commands=[serve(www, port, "a service\n")], port=f"*:{port}", resources=SMALL)
             )
             with self.assertRaises(ValueError):
                 _ = run.service_url
