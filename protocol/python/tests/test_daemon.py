@@ -17,6 +17,7 @@ import urllib.request
 from typing import Any, Callable, List
 
 from flotilla.api import (
+    BackendType,
     Client,
     ConfigurationError,
     ConnectionLostError,
@@ -127,6 +128,8 @@ class DaemonTest(unittest.TestCase):
         cli = subprocess.run([str(CLI), "logs", "my-awesome-run"], check=True, stdout=subprocess.PIPE)
         self.assertEqual(cli.stdout, want)
         self.assertEqual(finished(run).status, RunStatus.DONE)
+        self.assertEqual(run.backend, BackendType.LOCAL)
+        self.assertEqual(run.hostname, socket.gethostname())
         client.close()
 
     def test_stop_abort_ends_a_sleeping_task_and_its_logs(self) -> None:

@@ -192,6 +192,30 @@ class Run:
             return None
         return dict(self._forwarder.ports)
 
+    def _instance(self) -> Optional[Dict[str, Any]]:
+        """The instance the first job runs (or ran) on, from ``instance.list``."""
+        jobs = self.jobs
+        if not jobs or jobs[0].data.get("instance_id") is None:
+            return None
+        wanted = jobs[0].data["instance_id"]
+        for instance in self._client.call("instance.list") or []:
+            if isinstance(instance, dict) and instance.get("id") == wanted:
+                return instance
+        return None
+
+    @property
+    def backend(self) -> Optional[str]:
+        """The backend of the first job's instance (``local``, ``ssh``, a configured backend's
+        type; compares equal to :class:`BackendType` members), ``None`` before it is placed."""
+        instance = self._instance()
+        return None if instance is None else instance.get("backend")
+
+    @property
+    def hostname(self) -> Optional[str]:
+        """The host name of the first job's instance, ``None`` before it is placed."""
+        instance = self._instance()
+        return None if instance is None else instance.get("hostname")
+
     @property
     def forward_errors(self) -> List[str]:
         """What went wrong on forwarded connections while attached (a job port nothing listens
