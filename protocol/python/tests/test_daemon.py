@@ -13,6 +13,7 @@ import threading
 import time
 import unittest
 import urllib.error
+from unittest import mock
 import urllib.request
 from typing import Any, Callable, List
 
@@ -26,6 +27,7 @@ from flotilla.api import (
     DevEnvironment,
     ProtocolMismatchError,
     Resources,
+    RetryPolicy,
     Run,
     RunStatus,
     Service,
@@ -229,6 +231,23 @@ class DaemonTest(unittest.TestCase):
         run = self.client.runs.apply_configuration(Task(name="applied", commands=["echo applied"], resources=SMALL))
         self.assertEqual(run.name, "applied")
         self.assertEqual(b"".join(run.logs()), b"applied\n")
+
+    def test_submits_keyword_arguments_override_the_configuration(self) -> None:
+        # Without the override the defaults (2 CPUs, 8GB, 100GB) would apply.
+        # A bare `KEY` of env takes its value from this process, as `flotilla apply` does.
+        with mock.patch.dict(os.environ, {"FROM_CALLER": "from the caller"}):
+            run = self.client.runs.submit(
+                configuration=Task(commands=["echo overridden $FROM_CALLER"], max_duration="2h",
+                                   env=["FROM_CALLER"]),
+                resources=SMALL, max_duration="1h", spot_policy="auto", working_dir="/tmp",
+                retry_policy=RetryPolicy(retry=False), run_name="overridden",
+            )
+        config = run.configuration
+        self.assertEqual(run.name, "overridden")
+        self.assertEqual((config["max_duration"], config["spot_policy"], config["working_dir"]),
+                         (3600, "auto", "/tmp"))
+        self.assertEqual(config["resources"]["memory"], {"min": 1.0, "max": None})
+        self.assertEqual(b"".join(run.logs()), b"overridden from the caller\n")
 
     def test_list_and_get_agree_with_ps_json(self) -> None:
         names = [self.client.runs.submit(configuration=Task(commands=[f"echo {i}"], resources=SMALL)).name

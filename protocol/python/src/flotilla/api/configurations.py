@@ -160,6 +160,22 @@ Env = Union[Dict[str, str], List[str]]
 
 @dataclasses.dataclass
 class _RunConfiguration:
+    """The fields every run configuration takes, with the meanings of dstack's files (the
+    repository's README, "Configuration files", says what flotilla does with each):
+
+    Attributes:
+        name: the run name (``submit(run_name=...)`` overrides it).
+        image, user, privileged, entrypoint, registry_auth, python, nvcc, docker, shell:
+            how the job runs (in a container when ``image``, ``python``, ``nvcc`` or ``docker``).
+        working_dir, home_dir, env, setup, volumes, files, repos, single_branch: the job's
+            environment and files.
+        resources: the requirements (:class:`Resources`, or dstack's strings).
+        priority, backends, regions, availability_zones, instance_types, reservation,
+        spot_policy, retry, max_duration, stop_duration, max_price, creation_policy,
+        idle_duration, utilization_policy, startup_order, stop_criteria, schedule, fleets, tags:
+            the profile: where and how long it may run.
+    """
+
     TYPE: ClassVar[str] = ""
 
     name: Optional[str] = None
@@ -169,14 +185,14 @@ class _RunConfiguration:
     entrypoint: Optional[str] = None
     working_dir: Optional[str] = None
     home_dir: Optional[str] = None
-    registry_auth: Optional[RegistryAuth] = None
+    registry_auth: Optional[Union[RegistryAuth, Dict[str, str]]] = None
     python: Optional[str] = None
     nvcc: Optional[bool] = None
     docker: Optional[bool] = None
     single_branch: Optional[bool] = None
     env: Optional[Env] = None
     shell: Optional[str] = None
-    resources: Optional[Resources] = None
+    resources: Optional[Union[Resources, Dict[str, Any]]] = None
     priority: Optional[int] = None
     volumes: Optional[List[Any]] = None
     files: Optional[List[Any]] = None

@@ -516,7 +516,7 @@ class RunCollection:
     def submit(self, configuration: AnyRunConfiguration, configuration_path: Optional[str] = None,
                repo: Optional[Any] = None, backends: Optional[List[Any]] = None,
                regions: Optional[List[str]] = None, instance_types: Optional[List[str]] = None,
-               resources: Optional[Resources] = None, spot_policy: Optional[Any] = None,
+               resources: Optional[Union[Resources, Dict[str, Any]]] = None, spot_policy: Optional[Any] = None,
                retry_policy: Optional[Union[RetryPolicy, Any]] = None,
                max_duration: Optional[Union[int, str]] = None, max_price: Optional[float] = None,
                working_dir: Optional[str] = None, run_name: Optional[str] = None,
