@@ -630,3 +630,17 @@ impl Event {
         })
     }
 }
+
+/// A secret of the daemon (dstack's project secrets), as the store keeps it: the value only
+/// sealed with the daemon's key (`sealed:v1:...`), never in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub name: String,
+    /// The value sealed with the daemon's key.
+    pub sealed_value: String,
+    /// Who set it last (user name and uid).
+    pub set_by: String,
+    pub set_by_uid: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

@@ -14,6 +14,7 @@ pub mod offers;
 pub mod runs;
 pub mod runs_access;
 pub mod runs_retention;
+pub mod secrets;
 pub mod status;
 pub mod stops;
 pub mod tunnels;

@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod offer;
 pub mod runs;
+pub mod secret;
 pub mod ssh;
 pub mod validate;
 
