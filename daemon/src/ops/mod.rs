@@ -13,6 +13,8 @@ pub mod occupancy;
 pub mod offers;
 pub mod runs;
 pub mod runs_access;
+pub mod runs_fields;
+pub mod runs_interpolation;
 pub mod runs_retention;
 pub mod secrets;
 pub mod status;

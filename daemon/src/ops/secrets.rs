@@ -6,10 +6,12 @@
 use super::OpError;
 use crate::caller::Caller;
 use crate::handle::Daemon;
-use flotilla_protocol::model::Secret;
+use crate::sealing::is_sealed;
+use flotilla_protocol::config::interpolate::{references, InterpolateError, Interpolator};
+use flotilla_protocol::model::{Run, Secret};
 use flotilla_protocol::rpc::SecretInfo;
 use flotilla_protocol::Timestamp;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// dstack's limits: names of 1-200 `A-Z a-z 0-9 - _`, values of at most 5000 characters.
 pub const MAX_NAME_LEN: usize = 200;
@@ -153,4 +155,86 @@ pub fn open_values<'a>(
         }
     }
     Ok(values)
+}
+
+/// A run as one of its jobs starts it: `${{ secrets.NAME }}` replaced in `env` values (bare
+/// keys first take the caller's values) and `registry_auth` (its password opened from its
+/// seal). Lives only while the job starts; never stored.
+pub struct ForJob {
+    pub run: Run,
+    /// The values put in, so that what the daemon prints can mask them.
+    pub values: Vec<String>,
+}
+
+impl ForJob {
+    /// `text` with every secret value put in replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        mask(text, &self.values)
+    }
+}
+
+/// `text` with each of `values` (the longest first) replaced by `***`.
+pub fn mask(text: &str, values: &[String]) -> String {
+    let mut sorted: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for v in sorted {
+        out = out.replace(v.as_str(), "***");
+    }
+    out
+}
+
+/// [`ForJob`] of `run`. The error is dstack's (`Secrets interpolation error: Failed to
+/// interpolate due to missing vars: ['secrets.x']`), for a secret deleted since the apply.
+pub fn resolve_for_job(d: &Daemon, run: &Run) -> Result<ForJob, String> {
+    let mut run = run.clone();
+    let caller_env = run.caller_env.clone();
+    let common = run.configuration.common_mut();
+    if let Some(auth) = common.registry_auth.as_mut() {
+        if is_sealed(&auth.password) {
+            auth.password = d
+                .sealing()
+                .open(&auth.password)
+                .map_err(|e| format!("registry_auth: cannot open the stored password: {e}"))?;
+        }
+    }
+    let mut texts: Vec<&mut String> = Vec::new();
+    for (key, value) in common.env.0.iter_mut() {
+        if value.is_none() {
+            *value = caller_env.get(key).cloned();
+        }
+        if let Some(v) = value.as_mut() {
+            texts.push(v);
+        }
+    }
+    if let Some(auth) = common.registry_auth.as_mut() {
+        texts.push(&mut auth.username);
+        texts.push(&mut auth.password);
+    }
+    let wanted: BTreeSet<&str> = texts
+        .iter()
+        .flat_map(|t| references(t))
+        .filter_map(|r| r.strip_prefix("secrets."))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(ForJob {
+            run: run.clone(),
+            values: Vec::new(),
+        });
+    }
+    let opened = open_values(d, wanted.iter().copied())?;
+    let i = Interpolator::new().namespace(
+        "secrets",
+        opened.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let error = |e: InterpolateError| format!("Secrets interpolation error: {e}");
+    let mut texts = texts;
+    for t in texts.iter_mut() {
+        **t = i.interpolate_or_error(t).map_err(error)?;
+    }
+    drop(texts);
+    Ok(ForJob {
+        values: opened.into_values().collect(),
+        run,
+    })
 }
