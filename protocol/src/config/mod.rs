@@ -5,6 +5,7 @@
 //! with its line, column and field path ([`ConfigErrors`]).
 
 mod common;
+pub mod cron;
 mod decode;
 mod duration;
 mod encoding;
