@@ -367,6 +367,10 @@ pub struct Run {
     /// When the current retry window began (first retryable failure), for `retry.duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_window_started_at: Option<Timestamp>,
+    /// A run with `schedule`: its next start (dstack's `next_triggered_at`; while it runs, the
+    /// start it runs for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_triggered_at: Option<Timestamp>,
     #[serde(default)]
     pub jobs: Vec<Job>,
 }

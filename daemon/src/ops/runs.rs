@@ -8,8 +8,9 @@ use super::OpError;
 use super::{runs_fields, runs_interpolation, secrets};
 use crate::caller::Caller;
 use crate::handle::Daemon;
-use crate::lifecycle::{new_submission, request_job_stop};
+use crate::lifecycle::{new_submission, request_job_stop, scheduled_wait};
 use crate::store::StoreError;
+use flotilla_protocol::config::cron::next_start;
 use flotilla_protocol::config::sites::sites;
 use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
 use flotilla_protocol::model::{Job, JobTerminationReason, Run, RunStatus, RunTerminationReason};
@@ -274,6 +275,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
             });
         }
     }
+    let next_triggered_at = schedule_first_start(&req.configuration, &mut jobs, now)?;
     let mut configuration = req.configuration;
     // The registry password is kept sealed with the daemon's key, never in clear.
     if let Some(auth) = configuration.common_mut().registry_auth.as_mut() {
@@ -287,7 +289,11 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         name,
         user: caller.user.clone(),
         uid: caller.uid,
-        status: RunStatus::Submitted,
+        status: if next_triggered_at.is_some() {
+            RunStatus::Pending
+        } else {
+            RunStatus::Submitted
+        },
         termination_reason: None,
         status_message: None,
         submitted_at: now,
@@ -297,10 +303,33 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         configuration,
         caller_env: req.caller_env,
         retry_window_started_at: None,
+        next_triggered_at,
         jobs,
     };
     d.insert_run(&run).await?;
     Ok(run)
+}
+
+/// A run with `schedule` waits for its first start: each job's submission waits until then
+/// (dstack's `pending` run with `next_triggered_at`).
+fn schedule_first_start(
+    configuration: &RunConfiguration,
+    jobs: &mut [Job],
+    now: Timestamp,
+) -> Result<Option<Timestamp>, OpError> {
+    let Some(schedule) = &configuration.common().policy.schedule else {
+        return Ok(None);
+    };
+    let at = next_start(&schedule.cron, now).ok_or_else(|| {
+        OpError::Invalid(format!(
+            "schedule: {} never comes in the next 8 years; check the day and month",
+            schedule.cron.join(", ")
+        ))
+    })?;
+    for job in jobs.iter_mut() {
+        scheduled_wait(&mut job.current, at);
+    }
+    Ok(Some(at))
 }
 
 pub fn find_run(d: &Daemon, name: &str) -> Result<Run, OpError> {

@@ -40,6 +40,8 @@ pub fn support(kind: &str, field: &str) -> Support {
             "backends" | "regions" | "instance_types" | "spot_policy" | "retry" | "max_duration"
             | "stop_duration" | "max_price" | "creation_policy" | "idle_duration" | "fleets",
         ) => Honoured,
+        // The run waits for its start; each start is a new submission.
+        (_, "schedule") => Honoured,
         // Host directories are honoured, network volumes refused.
         (_, "volumes") => Partly,
         // `dstack: false` is what every run gets.
@@ -102,7 +104,6 @@ fn refused_message(kind: &str, field: &str) -> String {
         "files" => "`files` is not supported yet: nothing would be copied to the job; remove it and copy the files in `commands` (or mount a host directory with `volumes`)",
         "repos" | "single_branch" => "`repos` is not supported yet: the job's directory would stay empty; remove it and clone the repository in `commands`",
         "groups" => "task `groups` are not supported yet; run one task per group, each with its own `commands`, `resources` and `nodes`",
-        "schedule" => "`schedule` is not supported yet: the run would start at once; remove it and start the run from cron with `flotilla apply -y -d`",
         "utilization_policy" => "`utilization_policy` is not supported yet: an idle run would not be stopped; remove it (use `max_duration` to bound the run)",
         "startup_order" => "`startup_order` is not supported yet: the nodes start in any order; remove it",
         "stop_criteria" => "`stop_criteria` is not supported yet: the run ends when every node is done (`all-done`); remove it",
@@ -175,7 +176,7 @@ mod tests {
             ("utilization_policy", Refused),
             ("startup_order", Refused),
             ("stop_criteria", Refused),
-            ("schedule", Refused),
+            ("schedule", Honoured),
             ("fleets", Honoured),
             ("instances", Refused),
             ("tags", Refused),
@@ -263,10 +264,6 @@ mod tests {
             (
                 "single_branch: true\n",
                 "t.yml:3:1: single_branch: `repos` is not supported yet",
-            ),
-            (
-                "schedule:\n  cron: \"0 * * * *\"\n",
-                "t.yml:3:1: schedule: `schedule` is not supported yet",
             ),
             (
                 "utilization_policy:\n  min_gpu_utilization: 10\n  time_window: 1h\n",

@@ -102,7 +102,11 @@ impl Cron {
             {
                 continue;
             }
-            let from = if day == first_day { start % DAY_MINUTES } else { 0 };
+            let from = if day == first_day {
+                start % DAY_MINUTES
+            } else {
+                0
+            };
             for minute_of_day in from..DAY_MINUTES {
                 let (h, m) = (minute_of_day / 60, minute_of_day % 60);
                 if self.hours & (1 << h) != 0 && self.minutes & (1 << m) != 0 {
@@ -154,20 +158,53 @@ mod tests {
 
     #[test]
     fn next_start_times_follow_each_field() {
-        assert_eq!(next("15 23 * * *", "2026-11-27T16:00:00Z"), "2026-11-27T23:15:00.000Z");
-        assert_eq!(next("15 23 * * *", "2026-11-27T23:15:30Z"), "2026-11-28T23:15:00.000Z");
+        assert_eq!(
+            next("15 23 * * *", "2026-11-27T16:00:00Z"),
+            "2026-11-27T23:15:00.000Z"
+        );
+        assert_eq!(
+            next("15 23 * * *", "2026-11-27T23:15:30Z"),
+            "2026-11-28T23:15:00.000Z"
+        );
         // At the minute itself, that minute (APScheduler's first fire time is at or after now).
-        assert_eq!(next("* * * * *", "2026-11-27T16:00:00Z"), "2026-11-27T16:00:00.000Z");
-        assert_eq!(next("* * * * *", "2026-11-27T16:00:00.001Z"), "2026-11-27T16:01:00.000Z");
-        assert_eq!(next("*/20 * * * *", "2026-11-27T16:41:00Z"), "2026-11-27T17:00:00.000Z");
-        assert_eq!(next("0 9-17/4 * * *", "2026-11-27T14:00:00Z"), "2026-11-27T17:00:00.000Z");
+        assert_eq!(
+            next("* * * * *", "2026-11-27T16:00:00Z"),
+            "2026-11-27T16:00:00.000Z"
+        );
+        assert_eq!(
+            next("* * * * *", "2026-11-27T16:00:00.001Z"),
+            "2026-11-27T16:01:00.000Z"
+        );
+        assert_eq!(
+            next("*/20 * * * *", "2026-11-27T16:41:00Z"),
+            "2026-11-27T17:00:00.000Z"
+        );
+        assert_eq!(
+            next("0 9-17/4 * * *", "2026-11-27T14:00:00Z"),
+            "2026-11-27T17:00:00.000Z"
+        );
         // Monday is 0 (2026-11-30 is a Monday), and names work.
-        assert_eq!(next("0 0 * * 0", "2026-11-27T00:00:00Z"), "2026-11-30T00:00:00.000Z");
-        assert_eq!(next("0 0 * * sun", "2026-11-27T00:00:00Z"), "2026-11-29T00:00:00.000Z");
-        assert_eq!(next("30 6 1 jan *", "2026-11-27T00:00:00Z"), "2027-01-01T06:30:00.000Z");
-        assert_eq!(next("0 12 29 2 *", "2026-11-27T00:00:00Z"), "2028-02-29T12:00:00.000Z");
+        assert_eq!(
+            next("0 0 * * 0", "2026-11-27T00:00:00Z"),
+            "2026-11-30T00:00:00.000Z"
+        );
+        assert_eq!(
+            next("0 0 * * sun", "2026-11-27T00:00:00Z"),
+            "2026-11-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            next("30 6 1 jan *", "2026-11-27T00:00:00Z"),
+            "2027-01-01T06:30:00.000Z"
+        );
+        assert_eq!(
+            next("0 12 29 2 *", "2026-11-27T00:00:00Z"),
+            "2028-02-29T12:00:00.000Z"
+        );
         // Day of month and day of week must both match: the next Friday the 13th.
-        assert_eq!(next("0 0 13 * fri", "2026-11-27T00:00:00Z"), "2027-08-13T00:00:00.000Z");
+        assert_eq!(
+            next("0 0 13 * fri", "2026-11-27T00:00:00Z"),
+            "2027-08-13T00:00:00.000Z"
+        );
         assert_eq!(
             next_start(
                 &["0 23 * * *".to_string(), "0 18 * * *".to_string()],
@@ -175,7 +212,12 @@ mod tests {
             ),
             Some(at("2026-11-27T18:00:00Z"))
         );
-        assert_eq!(Cron::parse("0 0 31 2 *").expect("parses").next_at_or_after(at("2026-01-01T00:00:00Z")), None);
+        assert_eq!(
+            Cron::parse("0 0 31 2 *")
+                .expect("parses")
+                .next_at_or_after(at("2026-01-01T00:00:00Z")),
+            None
+        );
     }
 
     #[test]
