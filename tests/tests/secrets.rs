@@ -202,3 +202,33 @@ fn only_admins_set_read_and_delete_secrets_and_every_users_runs_use_them() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(&sha256(VALUE)), "{}", stdout(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_private_keys_are_sealed_in_the_store() {
+    let mut d = TestDaemon::start();
+    let client = d.client().await;
+    let me = client
+        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
+        .await
+        .expect("user.me");
+    let private = me.ssh_private_key.expect("one's own private key");
+    // The base64 body of the key: a line long enough to be unique.
+    let body = private
+        .lines()
+        .find(|l| l.len() > 40 && !l.starts_with("-----"))
+        .expect("a key body line")
+        .to_string();
+    drop(client);
+    d.terminate(); // flushed and closed
+    let leaks = files_containing(&d.data_dir.join("state"), Path::new("/nonexistent"), &body);
+    assert!(leaks.is_empty(), "a private key in clear in {leaks:?}");
+    // After a restart the same key is read back.
+    d.spawn();
+    let again = d
+        .client()
+        .await
+        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
+        .await
+        .expect("user.me");
+    assert_eq!(again.ssh_private_key.as_deref(), Some(private.as_str()));
+}
