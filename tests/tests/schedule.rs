@@ -75,7 +75,7 @@ fn a_schedule_for_the_next_minute_starts_then_not_before_and_again_after_each_en
     // Back to pending, a new submission waiting for the next minute.
     assert_eq!(run["status"], "pending", "{run}");
     let next = millis(&run["next_triggered_at"]);
-    assert!(next > first && next % 60_000 == 0, "{run}");
+    assert!(next > first && next.is_multiple_of(60_000), "{run}");
     assert_eq!(run["jobs"][0]["submission_num"], 1, "{run}");
     assert!(millis(&run["jobs"][0]["retry_at"]) == next, "{run}");
 

@@ -94,12 +94,12 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
             },
             _ => format!("`{field}` is not supported yet; remove it"),
         },
-        Support::Refused => refused_message(kind, field),
+        Support::Refused => refused_message(field),
     };
     Some(message)
 }
 
-fn refused_message(kind: &str, field: &str) -> String {
+fn refused_message(field: &str) -> String {
     let what = match field {
         "files" => "`files` is not supported yet: nothing would be copied to the job; remove it and copy the files in `commands` (or mount a host directory with `volumes`)",
         "repos" | "single_branch" => "`repos` is not supported yet: the job's directory would stay empty; remove it and clone the repository in `commands`",
@@ -115,7 +115,6 @@ fn refused_message(kind: &str, field: &str) -> String {
         "model" | "probes" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, probes, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
         _ => "it is not supported yet; remove it",
     };
-    let _ = kind;
     what.to_string()
 }
 

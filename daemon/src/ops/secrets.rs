@@ -228,7 +228,6 @@ pub fn resolve_for_job(d: &Daemon, run: &Run) -> Result<ForJob, String> {
         opened.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let error = |e: InterpolateError| format!("Secrets interpolation error: {e}");
-    let mut texts = texts;
     for t in texts.iter_mut() {
         **t = i.interpolate_or_error(t).map_err(error)?;
     }
