@@ -232,3 +232,55 @@ async fn users_private_keys_are_sealed_in_the_store() {
         .expect("user.me");
     assert_eq!(again.ssh_private_key.as_deref(), Some(private.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_key_reseals_everything_and_needs_the_daemon_stopped() {
+    let mut d = TestDaemon::start();
+    set_secret_from_stdin(&d, "rotated", VALUE);
+    let me = d
+        .client()
+        .await
+        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
+        .await
+        .expect("user.me");
+    let rotate = |d: &TestDaemon| {
+        d.daemon_command()
+            .arg("--rotate-key")
+            .output()
+            .expect("flotillad --rotate-key")
+    };
+    let out = rotate(&d);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("stop the daemon before rotating its key"),
+        "{}",
+        stderr(&out)
+    );
+
+    d.terminate();
+    let old_key = std::fs::read_to_string(d.data_dir.join("key")).expect("the key");
+    let out = rotate(&d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("re-sealed 1 secrets, 1 users' private keys, 0 registry passwords"),
+        "{}",
+        stdout(&out)
+    );
+    let key = d.data_dir.join("key");
+    assert_ne!(std::fs::read_to_string(&key).expect("the key"), old_key);
+    assert_eq!(
+        std::fs::metadata(&key).expect("key").permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!d.data_dir.join("key.new").exists());
+
+    d.spawn();
+    assert_eq!(d.cli_json(&["secret", "get", "rotated"])["value"], VALUE);
+    let again = d
+        .client()
+        .await
+        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
+        .await
+        .expect("user.me");
+    assert_eq!(again.ssh_private_key, me.ssh_private_key);
+}
