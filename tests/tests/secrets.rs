@@ -284,3 +284,45 @@ async fn rotating_the_key_reseals_everything_and_needs_the_daemon_stopped() {
         .expect("user.me");
     assert_eq!(again.ssh_private_key, me.ssh_private_key);
 }
+
+#[test]
+fn secrets_and_env_in_registry_auth_pull_a_private_image_and_reach_the_container() {
+    use flotilla_e2e::docker::{test_image, Registry};
+    let password = "pw-Kx42-from-a-secret";
+    let registry = Registry::start("bob", password);
+    let private = registry.push_private(test_image(), "team/secret-pull:1", "bob", password);
+    let d = TestDaemon::start();
+    set_secret_from_stdin(&d, "registry_pw", password);
+    set_secret_from_stdin(&d, "in_container", VALUE);
+    let task = format!(
+        "type: task\nimage: {private}\nenv:\n  - REG_USER=bob\n  - TOKEN=${{{{ secrets.in_container }}}}\nregistry_auth:\n  username: ${{{{ env.REG_USER }}}}\n  password: ${{{{ secrets.registry_pw }}}}\ncommands:\n  - printf %s \"$TOKEN\" | sha256sum\n"
+    );
+    let name = d.apply_detached("secret-pull", &task);
+    let run = d.wait_status(
+        &name,
+        &["done", "failed"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(run["status"], "done", "{run}");
+    let log = String::from_utf8_lossy(&d.logs(&name)).to_string();
+    assert!(log.contains(&sha256(VALUE)), "{log}");
+    let ps = stdout(&d.cli(&["ps", "-a", "--json"]));
+    assert!(!ps.contains(password) && !ps.contains(VALUE), "{ps}");
+    assert!(
+        ps.contains("\"username\": \"bob\""),
+        "env interpolated at apply: {ps}"
+    );
+    assert!(!d.daemon_output().contains(password) && !d.daemon_output().contains(VALUE));
+    let leaks = files_containing(&d.data_dir, Path::new("/nonexistent"), password);
+    assert!(
+        leaks.is_empty(),
+        "the registry password in clear in {leaks:?}"
+    );
+    let leaks = files_containing(&d.data_dir, &d.data_dir.join("host"), VALUE);
+    assert!(leaks.is_empty(), "the secret in clear in {leaks:?}");
+    let removed = std::process::Command::new("docker")
+        .args(["rmi", &private])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(removed, "cannot remove the pulled image {private}");
+}
