@@ -5,6 +5,7 @@
 # Verbs:
 #   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker, uv,
 #                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=NAME, MEMORY_MB` line per GPU
+#   software                        `docker=0|1` and `uv=0|1` (a Docker engine that answers, uv)
 #   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
 #                                   under SHELL (`default`: bash when present, else sh);
 #                                   prints its pid; idempotent (an existing job is left alone)
@@ -48,6 +49,12 @@ alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
 job_pid() { [ -f "$1/pid" ] && cat "$1/pid" 2>/dev/null; }
 
+# What jobs may use beyond resources: a Docker engine that answers, and uv.
+software() {
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
+  if command -v uv >/dev/null 2>&1; then echo "uv=1"; else echo "uv=0"; fi
+}
+
 inventory() {
   echo "arch=$(uname -m)"
   c=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)
@@ -59,8 +66,7 @@ inventory() {
   private_root
   d=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $2}')
   echo "disk_kib=${d:-0}"
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
-  if command -v uv >/dev/null 2>&1; then echo "uv=1"; else echo "uv=0"; fi
+  software
   if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
   fi
@@ -252,6 +258,7 @@ verb=${1:-}
 shift
 case $verb in
   inventory) inventory ;;
+  software) software ;;
   start) [ $# -eq 3 ] || die "usage: start JOBDIR SHELL WORKDIR"; start "$@" ;;
   _wrap) _wrap "$@" ;;
   follow) [ $# -eq 2 ] || die "usage: follow JOBDIR OFFSET"; follow "$@" ;;

@@ -4,10 +4,9 @@
 //! Build first (`cargo build --release --bins`), then `cargo bench -p flotilla-e2e --bench containers`.
 
 use flotilla_e2e::docker::test_image;
-use flotilla_e2e::{percentile, wait_finished, TestDaemon};
+use flotilla_e2e::{apply_raw, percentile, wait_finished, TestDaemon};
 use flotilla_protocol::client::{Client, RawStreamItem};
-use flotilla_protocol::rpc::{methods, LogTarget, LogsFollowParams, RunApplyParams};
-use serde_json::Value;
+use flotilla_protocol::rpc::{methods, LogTarget, LogsFollowParams};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -17,18 +16,7 @@ const ROUNDS: usize = 20;
 /// Milliseconds from `run.apply` to the first chunk of the job's log.
 async fn apply_to_first_line_ms(c: &Client, configuration: &str, name: &str) -> f64 {
     let t = Instant::now();
-    let _: Value = c
-        .call_raw(
-            methods::RUN_APPLY,
-            RunApplyParams {
-                configuration: configuration.into(),
-                file_name: None,
-                env: Default::default(),
-                name: Some(name.to_string()),
-            },
-        )
-        .await
-        .expect("run.apply");
+    apply_raw(c, configuration, name).await;
     let mut logs = c
         .subscribe_raw(
             methods::LOGS_FOLLOW,
@@ -40,6 +28,7 @@ async fn apply_to_first_line_ms(c: &Client, configuration: &str, name: &str) -> 
                     submission: None,
                 },
                 offset: 0,
+                attach: false,
             },
         )
         .await

@@ -277,30 +277,35 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `run.apply` of `configuration` named `name` over `c`, the run as the daemon answers.
+pub async fn apply_raw(c: &Client, configuration: &str, name: &str) -> Value {
+    use flotilla_protocol::rpc::{methods, RunApplyParams};
+    c.call_raw(
+        methods::RUN_APPLY,
+        RunApplyParams {
+            configuration: configuration.into(),
+            file_name: None,
+            env: Default::default(),
+            name: Some(name.to_string()),
+        },
+    )
+    .await
+    .expect("run.apply")
+}
+
 /// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event,
 /// on a connection of its own (its `events.watch` ends with it: a stream lasts as long as its
 /// connection, and a connection holds at most 16).
 pub async fn apply_to_running_ms(socket: &Path, configuration: &str, name: &str) -> f64 {
     let c = Client::connect(socket, "e2e-bench").await.expect("connect");
     use flotilla_protocol::client::RawStreamItem;
-    use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
+    use flotilla_protocol::rpc::{methods, EventsParams};
     let mut events = c
         .subscribe_raw(methods::EVENTS_WATCH, EventsParams::default())
         .await
         .expect("events.watch");
     let t = Instant::now();
-    let _: Value = c
-        .call_raw(
-            methods::RUN_APPLY,
-            RunApplyParams {
-                configuration: configuration.into(),
-                file_name: None,
-                env: Default::default(),
-                name: Some(name.to_string()),
-            },
-        )
-        .await
-        .expect("run.apply");
+    apply_raw(&c, configuration, name).await;
     let job = format!("{name}/0/0");
     loop {
         match events.next().await {

@@ -22,6 +22,20 @@ fn container_of(run: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// Waits until the run fails with `creating_container_error`; its message.
+fn wait_creating_container_error(d: &TestDaemon, name: &str) -> String {
+    let run = d.wait_status(name, &["failed"], WAIT);
+    assert_eq!(
+        job(&run)["termination_reason"],
+        "creating_container_error",
+        "{run}"
+    );
+    job(&run)["termination_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Waits until the container is gone.
 fn wait_removed(name: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -110,27 +124,14 @@ fn user_and_instance_volumes_are_honoured_and_a_missing_volume_fails_at_once() {
             "type: task\nimage: {image}\nvolumes:\n  - /no/such/dir:/data\ncommands:\n  - id\n"
         ),
     );
-    let run = d.wait_status(&missing, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &missing);
     assert!(message.contains("/no/such/dir"), "{message}");
     let bad_user = d.apply_detached(
         "baduser",
         &format!("type: task\nimage: {image}\nuser: nobody-here\ncommands:\n  - id\n"),
     );
-    let run = d.wait_status(&bad_user, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains("nobody-here"), "{run}");
+    let message = wait_creating_container_error(&d, &bad_user);
+    assert!(message.contains("nobody-here"), "{message}");
 }
 
 #[test]
@@ -140,19 +141,12 @@ fn an_image_that_cannot_be_pulled_fails_at_once_naming_it() {
         "nosuch",
         "type: task\nimage: flotilla-test/no-such-image:404\ncommands:\n  - echo never\n",
     );
-    let run = d.wait_status(&name, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &name);
     assert!(
         message.contains("flotilla-test/no-such-image:404"),
         "{message}"
     );
+    let run = d.run_json(&name);
     assert!(job(&run)["exit_code"].is_null(), "{run}");
 }
 
@@ -219,30 +213,41 @@ fn kill_9_of_the_daemon_mid_output_loses_no_byte_and_keeps_exit_codes() {
 }
 
 #[test]
-fn an_image_job_waits_for_a_host_with_docker_and_says_so() {
-    let d0 = TestDaemon::new();
-    // A `docker` first on the daemon's PATH that cannot reach an engine.
-    let bin = d0.dir.path().join("bin");
+fn an_image_job_waits_for_a_host_with_docker_and_runs_once_docker_answers() {
+    let image = test_image();
+    let mut d = TestDaemon::new();
+    // A `docker` first on the daemon's PATH that reaches no engine until `flag` exists.
+    let bin = d.dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
+    let flag = d.dir.path().join("docker-up");
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v docker"])
+        .output()
+        .expect("sh");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "docker not on PATH");
     let fake = bin.join("docker");
     std::fs::write(
         &fake,
-        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+        format!(
+            "#!/bin/sh\nif [ -f '{}' ]; then exec '{real}' \"$@\"; fi\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+            flag.display()
+        ),
     )
     .expect("fake docker");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut d = d0;
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     d.daemon_env.push(("PATH".into(), path));
+    d.write_daemon_config("health_interval_secs: 1\n");
     d.spawn();
     let name = d.apply_detached(
         "needs-docker",
-        "type: task\nimage: flotilla-test/busybox:2\ncommands:\n  - echo x\n",
+        &format!("type: task\nimage: {image}\ncommands:\n  - cat /flotilla-marker\n"),
     );
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -265,6 +270,11 @@ fn an_image_job_waits_for_a_host_with_docker_and_says_so() {
     // A host job still runs there.
     let host = d.apply_detached("host", "type: task\ncommands:\n  - echo on the host\n");
     d.wait_status(&host, &["done"], WAIT);
+    // Docker answers again: the daemon notices at its next look and the job runs.
+    std::fs::write(&flag, "").expect("flag");
+    let run = d.wait_status(&name, &["done", "failed"], WAIT);
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(d.logs(&name), b"inside the image\n");
 }
 
 #[test]
@@ -296,13 +306,8 @@ fn registry_auth_pulls_a_private_image_and_the_password_shows_nowhere() {
         "wrongpw",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: not-it\ncommands:\n  - echo never\n"),
     );
-    let run = d.wait_status(&wrong, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains(&private), "{run}");
+    let message = wait_creating_container_error(&d, &wrong);
+    assert!(message.contains(&private), "{message}");
     let name = d.apply_detached(
         "private",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: {password}\ncommands:\n  - cat /flotilla-marker\n"),

@@ -51,6 +51,28 @@ fn sha256(text: &str) -> String {
         .to_string()
 }
 
+/// Applies `task`, waits for it to end `done`, and checks that the job printed the hash of `value`.
+fn run_printing_hash_of(d: &TestDaemon, name: &str, task: &str, value: &str) -> String {
+    let name = d.apply_detached(name, task);
+    let run = d.wait_status(
+        &name,
+        &["done", "failed"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(run["status"], "done", "{run}");
+    let log = String::from_utf8_lossy(&d.logs(&name)).to_string();
+    assert!(log.contains(&sha256(value)), "the job saw the value: {log}");
+    name
+}
+
+async fn user_me(d: &TestDaemon) -> flotilla_protocol::model::User {
+    d.client()
+        .await
+        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
+        .await
+        .expect("user.me")
+}
+
 /// Every file under `dir` (but `skip`) whose bytes contain `needle`.
 fn files_containing(dir: &Path, skip: &Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -88,15 +110,7 @@ fn a_secret_reaches_the_job_by_interpolation_and_appears_nowhere_else() {
     let task = format!(
         "type: task\nname: uses-secret\nenv:\n  - HF_TOKEN=${{{{ secrets.hf_token }}}}\ncommands:\n  - printf %s \"$HF_TOKEN\" | sha256sum\n{SMALL}"
     );
-    let name = d.apply_detached("uses-secret", &task);
-    let run = d.wait_status(
-        &name,
-        &["done", "failed"],
-        std::time::Duration::from_secs(60),
-    );
-    assert_eq!(run["status"], "done", "{run}");
-    let log = String::from_utf8_lossy(&d.logs(&name)).to_string();
-    assert!(log.contains(&sha256(VALUE)), "the job saw the value: {log}");
+    run_printing_hash_of(&d, "uses-secret", &task, VALUE);
 
     // Not in ps, events, the daemon's output and logs, nor the store's files.
     let ps = stdout(&d.cli(&["ps", "-a", "--json"]));
@@ -206,11 +220,7 @@ fn only_admins_set_read_and_delete_secrets_and_every_users_runs_use_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_private_keys_are_sealed_in_the_store() {
     let mut d = TestDaemon::start();
-    let client = d.client().await;
-    let me = client
-        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
-        .await
-        .expect("user.me");
+    let me = user_me(&d).await;
     let private = me.ssh_private_key.expect("one's own private key");
     // The base64 body of the key: a line long enough to be unique.
     let body = private
@@ -218,18 +228,12 @@ async fn users_private_keys_are_sealed_in_the_store() {
         .find(|l| l.len() > 40 && !l.starts_with("-----"))
         .expect("a key body line")
         .to_string();
-    drop(client);
     d.terminate(); // flushed and closed
     let leaks = files_containing(&d.data_dir.join("state"), Path::new("/nonexistent"), &body);
     assert!(leaks.is_empty(), "a private key in clear in {leaks:?}");
     // After a restart the same key is read back.
     d.spawn();
-    let again = d
-        .client()
-        .await
-        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
-        .await
-        .expect("user.me");
+    let again = user_me(&d).await;
     assert_eq!(again.ssh_private_key.as_deref(), Some(private.as_str()));
 }
 
@@ -237,12 +241,7 @@ async fn users_private_keys_are_sealed_in_the_store() {
 async fn rotating_the_key_reseals_everything_and_needs_the_daemon_stopped() {
     let mut d = TestDaemon::start();
     set_secret_from_stdin(&d, "rotated", VALUE);
-    let me = d
-        .client()
-        .await
-        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
-        .await
-        .expect("user.me");
+    let me = user_me(&d).await;
     let rotate = |d: &TestDaemon| {
         d.daemon_command()
             .arg("--rotate-key")
@@ -276,12 +275,7 @@ async fn rotating_the_key_reseals_everything_and_needs_the_daemon_stopped() {
 
     d.spawn();
     assert_eq!(d.cli_json(&["secret", "get", "rotated"])["value"], VALUE);
-    let again = d
-        .client()
-        .await
-        .call::<flotilla_protocol::rpc::methods::UserMe>(&flotilla_protocol::rpc::NoParams {})
-        .await
-        .expect("user.me");
+    let again = user_me(&d).await;
     assert_eq!(again.ssh_private_key, me.ssh_private_key);
 }
 
@@ -297,15 +291,7 @@ fn secrets_and_env_in_registry_auth_pull_a_private_image_and_reach_the_container
     let task = format!(
         "type: task\nimage: {private}\nenv:\n  - REG_USER=bob\n  - TOKEN=${{{{ secrets.in_container }}}}\nregistry_auth:\n  username: ${{{{ env.REG_USER }}}}\n  password: ${{{{ secrets.registry_pw }}}}\ncommands:\n  - printf %s \"$TOKEN\" | sha256sum\n"
     );
-    let name = d.apply_detached("secret-pull", &task);
-    let run = d.wait_status(
-        &name,
-        &["done", "failed"],
-        std::time::Duration::from_secs(60),
-    );
-    assert_eq!(run["status"], "done", "{run}");
-    let log = String::from_utf8_lossy(&d.logs(&name)).to_string();
-    assert!(log.contains(&sha256(VALUE)), "{log}");
+    run_printing_hash_of(&d, "secret-pull", &task, VALUE);
     let ps = stdout(&d.cli(&["ps", "-a", "--json"]));
     assert!(!ps.contains(password) && !ps.contains(VALUE), "{ps}");
     assert!(

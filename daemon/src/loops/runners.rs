@@ -4,10 +4,11 @@
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
 //! repeats a byte.
 
+use super::container_jobs::{pull_image, record_ports};
 use crate::handle::Daemon;
-use crate::hosts::container::{self, Credentials, Network};
+use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
-use crate::hosts::{sh_quote, Host, HostError};
+use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::loops::launch::{self, Launch, LaunchContext};
 use crate::ops::secrets;
@@ -66,9 +67,9 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
 }
 
 /// Why a runner gave up on its job: `executor_error` unless said otherwise.
-struct Failure {
-    reason: JobTerminationReason,
-    message: String,
+pub(super) struct Failure {
+    pub(super) reason: JobTerminationReason,
+    pub(super) message: String,
 }
 
 impl From<String> for Failure {
@@ -248,39 +249,6 @@ async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<
     Ok(())
 }
 
-/// Records where the container's ports are published once its launcher has written them
-/// (within 10 s of the start), so that the daemon can reach them.
-fn record_ports(d: &Daemon, host: &Host, run_id: u64, job: &Job, job_dir: &str) {
-    let (d, host, job_dir) = (d.clone(), host.clone(), job_dir.to_string());
-    let (replica, job_num, sub_id) = (job.replica_num, job.job_num, job.current.id);
-    tokio::spawn(async move {
-        for _ in 0..100 {
-            match container::published_ports(&host, &job_dir).await {
-                Ok(ports) if !ports.is_empty() => {
-                    let recorded = d.update_run(run_id, |run| {
-                        if let Some(j) = run.job_mut(replica, job_num) {
-                            if j.current.id == sub_id && !j.current.status.is_finished() {
-                                j.current.ports = ports.clone();
-                            }
-                        }
-                    });
-                    match recorded {
-                        Ok(_) => d.flush_or_warn("a job's published ports").await,
-                        Err(e) => warn!("job submission {sub_id}: cannot record its ports: {e}"),
-                    }
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => warn!("job submission {sub_id}: cannot read its published ports: {e}"),
-            }
-            if sleep_or_shutdown(&d, Duration::from_millis(100)).await {
-                return;
-            }
-        }
-        warn!("job submission {sub_id}: its container published no port within 10 s");
-    });
-}
-
 /// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
 /// addresses, the daemon's `base_image` and the registry password (opened from its seal).
 fn plan_launch(d: &Daemon, run: &Run, job: &Job, job_dir: &str) -> Result<Launch, Failure> {
@@ -327,70 +295,6 @@ fn plan_launch(d: &Daemon, run: &Run, job: &Job, job_dir: &str) -> Result<Launch
         reason: JobTerminationReason::CreatingContainerError,
         message,
     })
-}
-
-/// Pulls the job's image (the job is `pulling`, its waiting reason names the image); a pull
-/// that fails ends the job with `creating_container_error` and Docker's words.
-async fn pull_image(
-    d: &Daemon,
-    host: &Host,
-    run: &Run,
-    job: &Job,
-    image: &str,
-    registry_auth: Option<(String, String)>,
-) -> Result<(), Failure> {
-    let sub_id = job.current.id;
-    d.update_run(run.id, |run| {
-        if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-            if j.current.id == sub_id && !j.current.status.is_finished() {
-                j.current.status = JobStatus::Pulling;
-                j.current.waiting_reason = Some(format!("pulling {image}"));
-            }
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    d.flush_or_warn("a job's pulling state").await;
-    let credentials = registry_auth.as_ref().map(|(u, p)| Credentials {
-        username: u,
-        password: p,
-    });
-    match container::pull(host, run.uid, image, credentials).await {
-        Ok(pulled) => {
-            info!(run = %run.name, job = job.job_num, image, ?pulled, "image ready");
-            Ok(())
-        }
-        Err(e) if e.is_connection() => Err(format!("cannot pull {image}: {e}").into()),
-        Err(HostError::Verb { message, .. }) => {
-            if message.contains("Cannot connect to the Docker daemon") {
-                docker_is_down(d, job.current.instance_id, &message);
-            }
-            Err(Failure {
-                reason: JobTerminationReason::CreatingContainerError,
-                message: format!("image {image}: {message}"),
-            })
-        }
-        Err(e) => Err(Failure {
-            reason: JobTerminationReason::CreatingContainerError,
-            message: format!("image {image}: {e}"),
-        }),
-    }
-}
-
-/// Docker stopped on a host: image jobs no longer go there until the host is looked at again.
-fn docker_is_down(d: &Daemon, instance_id: Option<u64>, message: &str) {
-    let Some(id) = instance_id else { return };
-    let result = d.store().get_instance(id).and_then(|inst| match inst {
-        Some(mut inst) => {
-            inst.software.docker = false;
-            inst.error = Some(format!("Docker is not running: {message}"));
-            d.store().put_instance(&inst)
-        }
-        None => Ok(Vec::new()),
-    });
-    match result {
-        Ok(events) => d.publish(events),
-        Err(e) => warn!("cannot record that Docker is down on instance {id}: {e}"),
-    }
 }
 
 async fn follow_to_end(
@@ -667,7 +571,7 @@ async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
 }
 
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
-async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
+pub(super) async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
     tokio::select! {
         _ = d.shutdown().cancelled() => true,
         _ = tokio::time::sleep(dur) => false,

@@ -34,6 +34,8 @@ pub fn support(kind: &str, field: &str) -> Support {
         // environments, before `init`).
         (_, "home_dir" | "setup") => Honoured,
         (_, "ports" | "commands" | "nodes" | "init" | "port") => Honoured,
+        // Dev environments stay up after `init` until nobody is attached for this long.
+        ("dev-environment", "inactivity_duration") => Honoured,
         // Placement and the run's life.
         (
             _,
@@ -109,8 +111,7 @@ fn refused_message(field: &str) -> String {
         "stop_criteria" => "`stop_criteria` is not supported yet: the run ends when every node is done (`all-done`); remove it",
         "instances" => "`instances` is not supported yet; remove it and name the fleets with `fleets`",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
-        "inactivity_duration" => "`inactivity_duration` is not supported yet: a dev environment ends when its `init` is done; remove it",
-        "ide" | "version" => "dev environments run `init` as plain commands, without an IDE, for now; remove `ide` and `version` and attach with `flotilla ssh RUN`",
+        "ide" | "version" => "the IDE is not set up yet (no VS Code server, no link): the dev environment runs `init` and stays up; remove `ide` and `version`, then use `flotilla attach RUN` and `flotilla ssh RUN`",
         "scaling" => "autoscaling is not supported yet; remove `scaling` and write a fixed `replicas: N`",
         "model" | "probes" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, probes, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
         _ => "it is not supported yet; remove it",
@@ -215,7 +216,7 @@ mod tests {
                     ("ide", Refused),
                     ("version", Refused),
                     ("init", Honoured),
-                    ("inactivity_duration", Refused),
+                    ("inactivity_duration", Honoured),
                 ],
             ),
         ];
@@ -356,16 +357,14 @@ mod tests {
             "type: task\ncommands: [\"true\"]\ndstack: false\nvolumes: [\"/tmp:/data\"]\n"
         )
         .is_empty());
-        let dev = refused("type: dev-environment\nide: vscode\ninactivity_duration: 1h\n");
+        let dev = refused(
+            "type: dev-environment\nide: vscode\nversion: 1.90.0\ninactivity_duration: 1h\n",
+        );
+        assert_eq!(dev.len(), 2, "{dev:?}");
         assert!(
-            dev[0].starts_with("t.yml:2:1: ide: dev environments run `init` as plain commands"),
+            dev[0].starts_with("t.yml:2:1: ide: the IDE is not set up yet"),
             "{dev:?}"
         );
-        assert!(
-            dev[1].starts_with(
-                "t.yml:3:1: inactivity_duration: `inactivity_duration` is not supported yet"
-            ),
-            "{dev:?}"
-        );
+        assert!(dev[1].starts_with("t.yml:3:1: version: the IDE"), "{dev:?}");
     }
 }
