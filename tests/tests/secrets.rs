@@ -167,6 +167,24 @@ fn unknown_secrets_misplaced_references_and_refused_fields_are_located_plan_time
         serde_json::json!([]),
         "nothing was submitted"
     );
+    // A fleet file's refused fields, the same way.
+    let fleet = d.write_config(
+        "fleet.dstack.yml",
+        "type: fleet\nname: tagged\ntags:\n  team: ml\nssh_config:\n  user: root\n  hosts: [127.0.0.9]\n",
+    );
+    let out = d.cli(&["apply", "-f", fleet.to_str().expect("utf-8"), "-y"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("fleet.dstack.yml:3:1: tags: no backend of this daemon takes it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        d.cli_json(&["fleet", "list"])
+            .as_array()
+            .map(|f| f.iter().filter(|f| f["name"] == "tagged").count()),
+        Some(0)
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use super::offers::{self, OfferRequest};
 use super::runs_access::{check_owner, visible_to};
 use super::stops::carry_out_stops;
 use super::OpError;
-use super::{runs_fields, runs_interpolation, secrets};
+use super::{config_fields, runs_interpolation, secrets};
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::lifecycle::{new_submission, request_job_stop, scheduled_wait};
@@ -27,7 +27,7 @@ pub struct RunRequest {
 }
 
 /// Parses a run's file and refuses what this daemon would not honour: fields it does not
-/// support ([`runs_fields`]) and `${{ }}` references dstack would not resolve
+/// support ([`config_fields`]) and `${{ }}` references dstack would not resolve
 /// ([`runs_interpolation`]), each at its line and column. `secret_names`: the secrets that exist.
 pub fn parse_request(
     params: &RunApplyParams,
@@ -84,7 +84,7 @@ fn check_fields(
     secret_names: &[String],
 ) -> Result<(), OpError> {
     let sites = sites(file, &params.configuration).map_err(|e| OpError::Config(e.into()))?;
-    let mut errors = runs_fields::refusals(file, configuration, &sites);
+    let mut errors = config_fields::refusals(file, configuration, &sites);
     errors.extend(runs_interpolation::check(
         file,
         configuration,

@@ -1,7 +1,7 @@
-//! Operations layer: which fields of a run configuration this daemon honours, and the refusal
-//! of every other one at `run.plan` / `run.apply`, at the field's line and column. A field the
-//! parser accepts is either honoured or refused here, never dropped: the test at the end lists
-//! every field of every run configuration type.
+//! Operations layer: which fields of a configuration this daemon honours, and the refusal of
+//! every other one at `run.plan` / `run.apply` (runs) and `fleet.apply` (fleets), at the
+//! field's line and column. A field the parser accepts is either honoured or refused here, never
+//! dropped: the test at the end lists every field of every configuration type.
 
 use flotilla_protocol::config::sites::Site;
 use flotilla_protocol::config::{ConfigError, GatewayChoice, RunConfiguration, VolumeMount};
@@ -21,6 +21,11 @@ pub enum Support {
 pub fn support(kind: &str, field: &str) -> Support {
     use Support::*;
     match (kind, field) {
+        // Volume files are refused whole (`type: volume`: no backend offers volumes).
+        ("volume", _) => Refused,
+        // A fleet's own fields; its `retry` (re-provisioning instances) is not built.
+        ("fleet", "nodes" | "placement" | "blocks" | "ssh_config") => Honoured,
+        ("fleet", "retry") => Refused,
         (_, "type" | "name" | "env" | "resources" | "priority" | "shell" | "working_dir") => {
             Honoured
         }
@@ -110,6 +115,7 @@ fn refused_message(field: &str) -> String {
         "startup_order" => "`startup_order` is not supported yet: the nodes start in any order; remove it",
         "stop_criteria" => "`stop_criteria` is not supported yet: the run ends when every node is done (`all-done`); remove it",
         "instances" => "`instances` is not supported yet; remove it and name the fleets with `fleets`",
+        "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
         "ide" | "version" => "the IDE is not set up yet (no VS Code server, no link): the dev environment runs `init` and stays up; remove `ide` and `version`, then use `flotilla attach RUN` and `flotilla ssh RUN`",
         "scaling" => "autoscaling is not supported yet; remove `scaling` and write a fixed `replicas: N`",
@@ -117,6 +123,16 @@ fn refused_message(field: &str) -> String {
         _ => "it is not supported yet; remove it",
     };
     what.to_string()
+}
+
+/// Every field written in a fleet file that the daemon refuses, at its key.
+pub fn fleet_refusals(file: &str, sites: &[Site]) -> Vec<ConfigError> {
+    sites
+        .iter()
+        .filter(|s| s.value.is_none() && !s.path.contains(['.', '[']))
+        .filter(|s| support("fleet", &s.path) == Support::Refused)
+        .map(|s| s.error(file, refused_message(&s.path)))
+        .collect()
 }
 
 /// Every field written in the file that the daemon refuses, at its key.
@@ -220,6 +236,39 @@ mod tests {
                 ],
             ),
         ];
+        let fleet: &[(&str, Support)] = &[
+            ("type", Honoured),
+            ("name", Honoured),
+            ("nodes", Honoured),
+            ("placement", Honoured),
+            ("blocks", Honoured),
+            ("resources", Honoured),
+            ("ssh_config", Honoured),
+            ("env", Honoured),
+            ("backends", Honoured),
+            ("regions", Honoured),
+            ("availability_zones", Refused),
+            ("instance_types", Honoured),
+            ("reservation", Refused),
+            ("spot_policy", Honoured),
+            ("retry", Refused),
+            ("max_price", Honoured),
+            ("idle_duration", Honoured),
+            ("tags", Refused),
+            ("backend_options", Refused),
+        ];
+        let mut fleet_fields = field_names("fleet").expect("fleet").to_vec();
+        let mut listed: Vec<&str> = fleet.iter().map(|(f, _)| *f).collect();
+        fleet_fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, fleet_fields, "fleet: fields differ");
+        for (field, want) in fleet {
+            assert_eq!(support("fleet", field), *want, "fleet.{field}");
+        }
+        // A volume file is refused whole.
+        for field in field_names("volume").expect("volume") {
+            assert_eq!(support("volume", field), Refused, "volume.{field}");
+        }
         for (kind, fields) in own {
             let expected: Vec<(&str, Support)> =
                 common.iter().chain(fields.iter()).copied().collect();
@@ -346,6 +395,16 @@ mod tests {
             let got = service(extra);
             assert!(got.iter().any(|g| g.starts_with(want)), "{extra}: {got:?}");
         }
+        let fleet = "type: fleet\nname: f\nretry: true\ntags:\n  a: b\nssh_config:\n  hosts: [h]\n";
+        let got: Vec<String> = fleet_refusals("f.yml", &sites("f.yml", fleet).expect("loads"))
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            got[0].starts_with("f.yml:3:1: retry: a fleet's `retry`"),
+            "{got:?}"
+        );
+        assert!(got[1].starts_with("f.yml:4:1: tags: no backend"), "{got:?}");
         let groups = refused("type: service\nport: 80\nreplicas:\n  - name: a\n    count: 1\n    commands: [\"true\"]\n");
         assert!(
             groups[0].starts_with("t.yml:3:1: replicas: replica groups are not supported yet"),
