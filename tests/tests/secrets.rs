@@ -330,3 +330,39 @@ fn secrets_and_env_in_registry_auth_pull_a_private_image_and_reach_the_container
         .is_ok_and(|o| o.status.success());
     assert!(removed, "cannot remove the pulled image {private}");
 }
+
+#[test]
+fn a_secret_deleted_before_its_job_starts_fails_the_job_with_dstacks_reason() {
+    let d = TestDaemon::start();
+    set_secret_from_stdin(&d, "short_lived", VALUE);
+    // Scheduled for the next minute, so that the secret can go first.
+    let task = format!(
+        "type: task\nname: late-start\nschedule:\n  cron: \"* * * * *\"\nenv:\n  - T=${{{{ secrets.short_lived }}}}\ncommands:\n  - echo started\n{SMALL}"
+    );
+    let file = d.write_config("late.dstack.yml", &task);
+    let out = d.cli(&["apply", "-f", file.to_str().expect("utf-8"), "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.cli(&["secret", "delete", "short_lived", "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let failed = loop {
+        let run = d.run_json("late-start");
+        let first = &run["jobs"][0]["previous_submissions"][0];
+        if first.is_object() {
+            break first.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["termination_reason"], "terminated_by_server",
+        "{failed}"
+    );
+    assert_eq!(
+        failed["termination_message"],
+        "Secrets interpolation error: Failed to interpolate due to missing vars: ['secrets.short_lived']"
+    );
+    let out = d.cli(&["stop", "late-start", "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
