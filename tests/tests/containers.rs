@@ -404,15 +404,7 @@ fn an_image_job_runs_in_a_container_on_an_ssh_host() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(60, &key, None);
-    let fleet = format!(
-        "type: fleet\nname: boxes\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
-        key.path.display(),
-        host.ip,
-        host.port
-    );
-    let p = d.write_config("fleet.yml", &fleet);
-    let out = d.cli(&["apply", "-f", p.to_str().expect("path"), "-y"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    d.apply_ssh_fleet("boxes", &key, &host);
     let name = d.apply_detached(
         "remote",
         &format!("type: task\nimage: {image}\nfleets: [boxes]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - cat /flotilla-marker\n  - echo \"rank $DSTACK_NODE_RANK\"\n"),

@@ -22,14 +22,17 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// A run's job: `RUN [--replica N] [--job N]`.
 #[derive(clap::Args)]
-pub struct TunnelArgs {
+pub struct JobArgs {
     pub run: String,
     #[arg(long, default_value_t = 0)]
     pub replica: u32,
     #[arg(long, default_value_t = 0)]
     pub job: u32,
 }
+
+pub type TunnelArgs = JobArgs;
 
 fn state_dir(t: &Target) -> std::path::PathBuf {
     t.data_dir
