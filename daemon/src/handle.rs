@@ -9,7 +9,7 @@ use crate::config::DaemonConfig;
 use crate::gpu_samples::GpuSampleStore;
 use crate::hosts::ssh::SshHost;
 use crate::hosts::Host;
-use crate::lifecycle::{derive_run_status, resubmit_failed};
+use crate::lifecycle::{derive_run_status, reschedule, resubmit_failed};
 use crate::logs::LogHub;
 use crate::presence::Presence;
 use crate::sealing::SealingKey;
@@ -277,6 +277,13 @@ impl Daemon {
                 }
             });
             derive_run_status(run, now);
+            reschedule(run, now, || match store.next_id() {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    id_error = Some(e);
+                    None
+                }
+            });
             let ended: Vec<u64> = run
                 .jobs
                 .iter()

@@ -3,6 +3,7 @@
 //! clock: `now` is passed in.
 
 use crate::scheduler::{retry_decision, retry_event, RetryDecision};
+use flotilla_protocol::config::cron::next_start;
 use flotilla_protocol::model::{
     Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
     StopRequest,
@@ -250,6 +251,49 @@ pub fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmis
     JobSubmission::submitted(id, submission_num, now)
 }
 
+/// A submission of a run with `schedule` waits for the run's start at `at`.
+pub fn scheduled_wait(sub: &mut JobSubmission, at: Timestamp) {
+    sub.retry_at = Some(at);
+    sub.waiting_reason = Some(format!("scheduled: starts at {at}"));
+}
+
+/// A run with `schedule` that just ended, other than by a user's stop or abort, waits for its
+/// next start with a new submission of each job, as dstack does (back to `pending` with the
+/// next `next_triggered_at`). `next_id` gives the submissions' ids.
+pub fn reschedule(run: &mut Run, now: Timestamp, mut next_id: impl FnMut() -> Option<u64>) {
+    let Some(schedule) = &run.configuration.common().policy.schedule else {
+        return;
+    };
+    if !run.status.is_finished()
+        || matches!(
+            run.termination_reason,
+            Some(RunTerminationReason::StoppedByUser | RunTerminationReason::AbortedByUser)
+        )
+    {
+        return;
+    }
+    let Some(at) = next_start(&schedule.cron, now) else {
+        return;
+    };
+    let mut fresh = Vec::with_capacity(run.jobs.len());
+    for job in &run.jobs {
+        let Some(id) = next_id() else { return };
+        let mut sub = new_submission(id, job.current.submission_num + 1, now);
+        scheduled_wait(&mut sub, at);
+        fresh.push(sub);
+    }
+    for (job, sub) in run.jobs.iter_mut().zip(fresh) {
+        let old = std::mem::replace(&mut job.current, sub);
+        job.previous_submissions.push(old);
+    }
+    run.status = RunStatus::Pending;
+    run.termination_reason = None;
+    run.status_message = None;
+    run.finished_at = None;
+    run.retry_window_started_at = None;
+    run.next_triggered_at = Some(at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +321,7 @@ mod tests {
                 .expect("a run configuration"),
             caller_env: Default::default(),
             retry_window_started_at: None,
+            next_triggered_at: None,
             jobs: (0..jobs)
                 .map(|j| Job {
                     replica_num: 0,
@@ -476,5 +521,49 @@ mod tests {
         assert!(run.job(1, 0).is_none());
         run.job_mut(0, 0).expect("job 0").current.status = JobStatus::Running;
         assert_eq!(run.jobs[0].current.status, JobStatus::Running);
+    }
+
+    #[test]
+    fn a_scheduled_run_that_ends_waits_for_its_next_start_with_new_submissions() {
+        // NOW is 2023-11-14T22:13:20Z; the next `0 * * * *` is 23:00.
+        let mut run = run_of(
+            "type: task\nnodes: 2\nschedule:\n  cron: [\"0 * * * *\", \"30 23 * * *\"]\ncommands: [\"true\"]\n",
+            2,
+        );
+        for j in run.jobs.iter_mut() {
+            j.current.status = JobStatus::Done;
+        }
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Done);
+        let mut ids = 100..;
+        reschedule(&mut run, NOW, || ids.next());
+        let at = Timestamp::parse_rfc3339("2023-11-14T23:00:00Z").expect("a time");
+        assert_eq!(run.status, RunStatus::Pending);
+        assert_eq!(run.next_triggered_at, Some(at));
+        assert!(run.termination_reason.is_none() && run.finished_at.is_none());
+        for (j, id) in run.jobs.iter().zip([100, 101]) {
+            assert_eq!(j.current.id, id);
+            assert_eq!(j.current.submission_num, 1);
+            assert_eq!(j.current.status, JobStatus::Submitted);
+            assert_eq!(j.current.retry_at, Some(at));
+            assert_eq!(j.previous_submissions[0].status, JobStatus::Done);
+        }
+        // The waiting run derives `pending` until its time.
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+
+        // A user's stop ends the schedule; a run without one is left alone.
+        let mut stopped = run_of(
+            "type: task\nschedule:\n  cron: \"0 * * * *\"\ncommands: [\"true\"]\n",
+            1,
+        );
+        stopped.status = RunStatus::Terminated;
+        stopped.termination_reason = Some(RunTerminationReason::StoppedByUser);
+        reschedule(&mut stopped, NOW, || ids.next());
+        assert_eq!(stopped.status, RunStatus::Terminated);
+        let mut plain = task(1);
+        plain.status = RunStatus::Failed;
+        reschedule(&mut plain, NOW, || ids.next());
+        assert_eq!(plain.status, RunStatus::Failed);
     }
 }

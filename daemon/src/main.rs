@@ -21,6 +21,10 @@ struct Args {
     /// Let this group's members use the socket (0660, for a system daemon) [config: socket_group]
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Seal every credential the store keeps under a new key, replace `<data dir>/key`, and exit
+    /// (stop the daemon first)
+    #[arg(long)]
+    rotate_key: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +49,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if args.rotate_key {
+        return match runtime.block_on(flotilla_daemon::rotate::rotate_key(&config.data_dir)) {
+            Ok(done) => {
+                println!(
+                    "flotillad: new key in place; re-sealed {} secrets, {} users' private keys, {} registry passwords. Back up the new key; the old one opens nothing now.",
+                    done.secrets, done.user_keys, done.registry_passwords
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flotillad: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());

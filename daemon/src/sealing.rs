@@ -38,6 +38,84 @@ pub enum SealError {
     Random(String),
     #[error("a sealed value is damaged or was sealed with another key")]
     Open,
+    #[error("a key rotation was interrupted ({next} exists); run `flotillad --rotate-key` again to finish it")]
+    RotationPending { next: PathBuf },
+    #[error("cannot put the new key {next} in place of {path}: {source}")]
+    Rename {
+        next: PathBuf,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a rotation keeps the new key until every value is sealed with it.
+pub fn next_key_path(path: &Path) -> PathBuf {
+    path.with_extension("new")
+}
+
+/// The daemon's key at start: refused while a rotation is unfinished (some values may be
+/// sealed with the next key already).
+pub fn load_for_daemon(path: &Path) -> Result<SealingKey, SealError> {
+    let next = next_key_path(path);
+    if next.exists() {
+        return Err(SealError::RotationPending { next });
+    }
+    SealingKey::load_or_create(path)
+}
+
+/// A key rotation: the current key, and the next one (made now, or the one an interrupted
+/// rotation made). Re-seal every value with [`Rotation::reseal`], make it durable, then
+/// [`Rotation::finish`].
+pub struct Rotation {
+    current: SealingKey,
+    next: SealingKey,
+    path: PathBuf,
+}
+
+impl Rotation {
+    pub fn begin(path: &Path) -> Result<Rotation, SealError> {
+        let current = SealingKey::load_or_create(path)?;
+        let next_path = next_key_path(path);
+        let next = match SealingKey::load_or_create(&next_path) {
+            // Cut short while it was written: nothing was sealed with it yet.
+            Err(SealError::Malformed { .. }) => {
+                std::fs::remove_file(&next_path).map_err(|source| SealError::Create {
+                    path: next_path.clone(),
+                    source,
+                })?;
+                SealingKey::load_or_create(&next_path)?
+            }
+            other => other?,
+        };
+        Ok(Rotation {
+            current,
+            next,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// `sealed` under the next key (a value the interrupted rotation re-sealed already opens
+    /// with it too); a value stored before sealing existed is sealed now.
+    pub fn reseal(&self, value: &str) -> Result<String, SealError> {
+        let plain = if is_sealed(value) {
+            self.current
+                .open(value)
+                .or_else(|_| self.next.open(value))?
+        } else {
+            value.to_string()
+        };
+        self.next.seal(&plain)
+    }
+
+    /// The next key becomes the key (an atomic rename); the old one is gone.
+    pub fn finish(self) -> Result<(), SealError> {
+        let next = next_key_path(&self.path);
+        std::fs::rename(&next, &self.path).map_err(|source| SealError::Rename {
+            next,
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 /// The daemon's key.
@@ -191,6 +269,31 @@ mod tests {
         damaged.replace_range(sealed.len() - 1.., last);
         assert!(matches!(key.open(&damaged), Err(SealError::Open)));
         assert!(matches!(key.open("plain"), Err(SealError::Open)));
+    }
+
+    #[test]
+    fn a_rotation_reseals_under_a_new_key_and_survives_an_interruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        let old = SealingKey::load_or_create(&path).expect("a key");
+        let a = old.seal("alpha").expect("sealed");
+        let b = old.seal("beta").expect("sealed");
+        let rotation = Rotation::begin(&path).expect("begun");
+        let a2 = rotation.reseal(&a).expect("resealed");
+        // Interrupted here: the daemon refuses to start, a second rotation finishes the job.
+        drop(rotation);
+        let e = load_for_daemon(&path).expect_err("refused").to_string();
+        assert!(e.contains("flotillad --rotate-key"), "{e}");
+        let rotation = Rotation::begin(&path).expect("resumed");
+        let a3 = rotation.reseal(&a2).expect("resealed again");
+        let b2 = rotation.reseal(&b).expect("resealed");
+        let plain = rotation.reseal("stored-in-clear").expect("sealed");
+        rotation.finish().expect("finished");
+        let new = load_for_daemon(&path).expect("the new key");
+        assert_eq!(new.open(&a3).expect("opens"), "alpha");
+        assert_eq!(new.open(&b2).expect("opens"), "beta");
+        assert_eq!(new.open(&plain).expect("opens"), "stored-in-clear");
+        assert!(new.open(&a).is_err(), "the old key's values no longer open");
     }
 
     #[test]

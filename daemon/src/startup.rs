@@ -5,7 +5,7 @@
 use crate::config::{self, DaemonConfig};
 use crate::handle::{Daemon, Parts};
 use crate::hosts::{self, Host, LocalHost};
-use crate::sealing::SealingKey;
+
 use crate::{api, backends, catalog, logs, loops, notify, ops, store};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
@@ -63,7 +63,7 @@ async fn serve(
     })?;
     let catalog = catalog_service(&config);
     let backends = backends_from(&config);
-    let sealing = SealingKey::load_or_create(&config.data_dir.join("key"))?;
+    let sealing = crate::sealing::load_for_daemon(&config.data_dir.join("key"))?;
     let gateway_key = api::gateway::host_key(&config.data_dir)?;
     let d = Daemon::new(Parts {
         config,

@@ -367,6 +367,10 @@ pub struct Run {
     /// When the current retry window began (first retryable failure), for `retry.duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_window_started_at: Option<Timestamp>,
+    /// A run with `schedule`: its next start (dstack's `next_triggered_at`; while it runs, the
+    /// start it runs for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_triggered_at: Option<Timestamp>,
     #[serde(default)]
     pub jobs: Vec<Job>,
 }
@@ -629,4 +633,18 @@ impl Event {
             EventKind::Other(_) => return None,
         })
     }
+}
+
+/// A secret of the daemon (dstack's project secrets), as the store keeps it: the value only
+/// sealed with the daemon's key (`sealed:v1:...`), never in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub name: String,
+    /// The value sealed with the daemon's key.
+    pub sealed_value: String,
+    /// Who set it last (user name and uid).
+    pub set_by: String,
+    pub set_by_uid: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }

@@ -142,7 +142,8 @@ fn method_names_are_unique() {
     {
         assert!(seen.insert(*name), "{name} is declared twice");
     }
-    assert_eq!(methods::ALL.len(), 23);
+    assert_eq!(methods::ALL.len(), 27);
+    assert_eq!(methods::SecretSet::NAME, "secret.set");
     assert_eq!(methods::RunPlan::NAME, "run.plan");
     assert_eq!(methods::UserRefreshSshKey::NAME, "user.refresh_ssh_key");
 }
@@ -498,4 +499,41 @@ fn run_job_finds_a_job_by_replica_and_job_number() {
         j.current.exit_code = Some(3);
     }
     assert_eq!(r.jobs[1].current.exit_code, Some(3));
+}
+
+#[test]
+fn secret_methods() {
+    let info = |value: Option<&str>| rpc::SecretInfo {
+        name: "hf_token".into(),
+        set_by: "root".into(),
+        set_by_uid: 0,
+        created_at: flotilla_protocol::Timestamp(1_000),
+        updated_at: flotilla_protocol::Timestamp(2_000),
+        value: value.map(str::to_string),
+    };
+    round_trip::<methods::SecretSet>(
+        rpc::SecretSetParams {
+            name: "hf_token".into(),
+            value: "v".into(),
+        },
+        info(None),
+    );
+    round_trip::<methods::SecretList>(rpc::NoParams {}, vec![info(None)]);
+    round_trip::<methods::SecretGet>(
+        rpc::SecretNameParams {
+            name: "hf_token".into(),
+        },
+        info(Some("v")),
+    );
+    round_trip::<methods::SecretDelete>(
+        rpc::SecretNameParams {
+            name: "hf_token".into(),
+        },
+        rpc::Deleted {
+            deleted: "hf_token".into(),
+        },
+    );
+    // A listing never carries a value field.
+    let listed = serde_json::to_string(&info(None)).expect("JSON");
+    assert!(!listed.contains("value"), "{listed}");
 }

@@ -142,7 +142,7 @@ fn a_dev_environment_stays_up_after_init_until_stopped() {
     let d = TestDaemon::start();
     let name = d.apply_detached(
         "dev",
-        "type: dev-environment\nide: vscode\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ninit:\n  - echo init done\n",
+        "type: dev-environment\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ninit:\n  - echo init done\n",
     );
     d.wait_status(&name, &["running"], WAIT);
     let deadline = Instant::now() + WAIT;
@@ -163,7 +163,7 @@ fn a_dev_environment_ends_after_inactivity_duration_without_an_attached_client()
     let d = TestDaemon::start();
     let name = d.apply_detached(
         "idle",
-        "type: dev-environment\nide: vscode\ninactivity_duration: 3s\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ninit:\n  - echo ready\n",
+        "type: dev-environment\ninactivity_duration: 3s\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ninit:\n  - echo ready\n",
     );
     let mut a = d
         .cli_command(&["attach", &name])

@@ -56,6 +56,9 @@ enum Command {
     Event(commands::event::Args),
     /// Check a configuration file and print it normalized
     Validate(commands::validate::Args),
+    /// The daemon's secrets, used in runs as `${{ secrets.NAME }}`
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCommand),
     /// Start, stop or inspect the daemon
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             Command::Metrics(a) => commands::metrics::run(&target, a).await,
             Command::Event(a) => commands::event::run(&target, a).await,
             Command::Daemon(c) => commands::daemon::run(&target, c).await,
+            Command::Secret(c) => commands::secret::run(&target, c).await,
             Command::Validate(_) => Ok(ExitCode::SUCCESS),
         }
     });

@@ -125,6 +125,23 @@ async fn route(
             let p = decode_params::<m::UserRefreshSshKey>(raw)?;
             answer::<m::UserRefreshSshKey>(ops::users::refresh_key(d, caller, p.uid).await)
         }
+        m::SecretSet::NAME => {
+            let p = decode_params::<m::SecretSet>(raw)?;
+            answer::<m::SecretSet>(ops::secrets::set(d, caller, &p.name, &p.value).await)
+        }
+        m::SecretList::NAME => {
+            decode_params::<m::SecretList>(raw)?;
+            answer::<m::SecretList>(ops::secrets::list(d))
+        }
+        m::SecretGet::NAME => {
+            let p = decode_params::<m::SecretGet>(raw)?;
+            answer::<m::SecretGet>(ops::secrets::get(d, caller, &p.name))
+        }
+        m::SecretDelete::NAME => {
+            let p = decode_params::<m::SecretDelete>(raw)?;
+            let done = ops::secrets::delete(d, caller, &p.name).await;
+            answer::<m::SecretDelete>(done.map(|_| Deleted { deleted: p.name }))
+        }
         m::DaemonStatus::NAME => {
             decode_params::<m::DaemonStatus>(raw)?;
             answer::<m::DaemonStatus>(ops::status::status(d))

@@ -11,6 +11,7 @@ use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::loops::launch::{self, Launch, LaunchContext};
+use crate::ops::secrets;
 use crate::ops::stops::carry_out_stops;
 use crate::sealing::is_sealed;
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
@@ -119,7 +120,8 @@ async fn drive(d: &Daemon, target: Target) -> Result<(), Failure> {
     Ok(follow_to_end(d, &host, target, &job_dir).await?)
 }
 
-/// Starts the job on its host; false when it was stopped before it started.
+/// Starts the job on its host; false when it was stopped before it started. The run's secrets
+/// are put in here (a failure's text masks their values).
 async fn start(
     d: &Daemon,
     host: &Host,
@@ -127,11 +129,30 @@ async fn start(
     job: &Job,
     job_dir: &str,
 ) -> Result<bool, Failure> {
-    let sub_id = job.current.id;
     if job.current.stop.is_some() {
         end_stopped_before_start(d, run.id, job).await?;
         return Ok(false);
     }
+    let resolved = secrets::resolve_for_job(d, run).map_err(|message| Failure {
+        reason: JobTerminationReason::TerminatedByServer,
+        message,
+    })?;
+    start_resolved(d, host, &resolved.run, job, job_dir)
+        .await
+        .map_err(|f| Failure {
+            reason: f.reason,
+            message: resolved.mask(&f.message),
+        })
+}
+
+async fn start_resolved(
+    d: &Daemon,
+    host: &Host,
+    run: &Run,
+    job: &Job,
+    job_dir: &str,
+) -> Result<bool, Failure> {
+    let sub_id = job.current.id;
     let launch = plan_launch(d, run, job, job_dir)?;
     let pid = match launch {
         Launch::Host {

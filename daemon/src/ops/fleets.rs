@@ -10,8 +10,10 @@ use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::lifecycle::request_job_stop;
 use crate::scheduler::total_blocks;
+use flotilla_protocol::config::sites::sites;
 use flotilla_protocol::config::{
-    parse_configuration_async, Blocks, Configuration, FleetConfig, SshConfig, SshProxyJump,
+    parse_configuration_async, Blocks, ConfigErrors, Configuration, FleetConfig, SshConfig,
+    SshProxyJump,
 };
 use flotilla_protocol::model::{
     Fleet, FleetStatus, Instance, InstanceResources, InstanceStatus, JobTerminationReason,
@@ -134,6 +136,13 @@ pub async fn apply(
             )))
         }
     };
+    let refused = super::config_fields::fleet_refusals(
+        &file,
+        &sites(&file, &params.configuration).map_err(|e| OpError::Config(e.into()))?,
+    );
+    if !refused.is_empty() {
+        return Err(OpError::Config(ConfigErrors(refused)));
+    }
     let Some(ssh) = &cfg.ssh_config else {
         return apply_backend_fleet(d, caller, &file, cfg).await;
     };

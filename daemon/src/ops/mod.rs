@@ -2,6 +2,7 @@
 //! (`api/` for the socket, `loops/` for the background work) call these; these call the handle,
 //! the pure lifecycle rules and the bottom layer, never a driver.
 
+pub mod config_fields;
 pub mod events;
 pub mod fleets;
 pub mod fleets_keys;
@@ -14,7 +15,9 @@ pub mod occupancy;
 pub mod offers;
 pub mod runs;
 pub mod runs_access;
+pub mod runs_interpolation;
 pub mod runs_retention;
+pub mod secrets;
 pub mod status;
 pub mod stops;
 pub mod tunnels;

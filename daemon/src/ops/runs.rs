@@ -5,11 +5,14 @@ use super::offers::{self, OfferRequest};
 use super::runs_access::{check_owner, visible_to};
 use super::stops::carry_out_stops;
 use super::OpError;
+use super::{config_fields, runs_interpolation, secrets};
 use crate::caller::Caller;
 use crate::handle::Daemon;
-use crate::lifecycle::{new_submission, request_job_stop};
+use crate::lifecycle::{new_submission, request_job_stop, scheduled_wait};
 use crate::store::StoreError;
-use flotilla_protocol::config::{parse_configuration, RunConfiguration, VolumeMount};
+use flotilla_protocol::config::cron::next_start;
+use flotilla_protocol::config::sites::sites;
+use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
 use flotilla_protocol::model::{Job, JobTerminationReason, Run, RunStatus, RunTerminationReason};
 use flotilla_protocol::rpc::{JobPlan, RunApplyParams, RunPlan};
 use flotilla_protocol::Timestamp;
@@ -23,7 +26,13 @@ pub struct RunRequest {
     pub caller_env: BTreeMap<String, String>,
 }
 
-pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, OpError> {
+/// Parses a run's file and refuses what this daemon would not honour: fields it does not
+/// support ([`config_fields`]) and `${{ }}` references dstack would not resolve
+/// ([`runs_interpolation`]), each at its line and column. `secret_names`: the secrets that exist.
+pub fn parse_request(
+    params: &RunApplyParams,
+    secret_names: &[String],
+) -> Result<RunRequest, OpError> {
     let file = params
         .file_name
         .clone()
@@ -48,14 +57,10 @@ pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, OpError> {
             if missing.len() == 1 { "it" } else { "them" }
         )));
     }
-    if let Some(path) = configuration.common().volumes.iter().find_map(|v| match v {
-        VolumeMount::Network { path, .. } => Some(path),
-        VolumeMount::Instance { .. } => None,
-    }) {
-        return Err(OpError::Invalid(format!(
-            "{file}: volumes: the network volume at {path} is not supported yet; mount a directory of the host instead (`/host/path:{path}`)"
-        )));
-    }
+    let mut configuration = configuration;
+    check_fields(&file, params, &configuration, secret_names)?;
+    runs_interpolation::apply_client_side(&mut configuration, &params.env)
+        .map_err(|e| OpError::Invalid(format!("{file}: {e}")))?;
     let explicit = params
         .name
         .clone()
@@ -69,6 +74,29 @@ pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, OpError> {
         configuration,
         caller_env: params.env.clone(),
     })
+}
+
+/// The refusals and reference errors of a parsed file, all at once.
+fn check_fields(
+    file: &str,
+    params: &RunApplyParams,
+    configuration: &RunConfiguration,
+    secret_names: &[String],
+) -> Result<(), OpError> {
+    let sites = sites(file, &params.configuration).map_err(|e| OpError::Config(e.into()))?;
+    let mut errors = config_fields::refusals(file, configuration, &sites);
+    errors.extend(runs_interpolation::check(
+        file,
+        configuration,
+        &sites,
+        &params.env,
+        secret_names,
+    ));
+    if errors.is_empty() {
+        return Ok(());
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    Err(OpError::Config(ConfigErrors(errors)))
 }
 
 fn validate_name(n: &str) -> Result<(), OpError> {
@@ -115,7 +143,8 @@ pub async fn apply_params(
 ) -> Result<Run, OpError> {
     // Parsed on the blocking pool: a large file holds up no async worker.
     let owned = params.clone();
-    let mut req = tokio::task::spawn_blocking(move || parse_request(&owned))
+    let names = secrets::names(d)?;
+    let mut req = tokio::task::spawn_blocking(move || parse_request(&owned, &names))
         .await
         .map_err(|e| OpError::Internal(format!("the configuration parser stopped: {e}")))??;
     req.configuration.common_mut().name = None;
@@ -127,7 +156,7 @@ pub async fn apply_params(
 /// `run.plan`: what `run.apply` would submit, with the offers each job could take now (the
 /// same offers as `offer.list` for the run's profile).
 pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunPlan, OpError> {
-    let req = parse_request(params)?;
+    let req = parse_request(params, &secrets::names(d)?)?;
     let common = req.configuration.common();
     let mut offers = offers::assemble(d, &OfferRequest::for_run(common))?;
     let total = offers.len();
@@ -246,6 +275,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
             });
         }
     }
+    let next_triggered_at = schedule_first_start(&req.configuration, &mut jobs, now)?;
     let mut configuration = req.configuration;
     // The registry password is kept sealed with the daemon's key, never in clear.
     if let Some(auth) = configuration.common_mut().registry_auth.as_mut() {
@@ -259,7 +289,11 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         name,
         user: caller.user.clone(),
         uid: caller.uid,
-        status: RunStatus::Submitted,
+        status: if next_triggered_at.is_some() {
+            RunStatus::Pending
+        } else {
+            RunStatus::Submitted
+        },
         termination_reason: None,
         status_message: None,
         submitted_at: now,
@@ -269,10 +303,33 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         configuration,
         caller_env: req.caller_env,
         retry_window_started_at: None,
+        next_triggered_at,
         jobs,
     };
     d.insert_run(&run).await?;
     Ok(run)
+}
+
+/// A run with `schedule` waits for its first start: each job's submission waits until then
+/// (dstack's `pending` run with `next_triggered_at`).
+fn schedule_first_start(
+    configuration: &RunConfiguration,
+    jobs: &mut [Job],
+    now: Timestamp,
+) -> Result<Option<Timestamp>, OpError> {
+    let Some(schedule) = &configuration.common().policy.schedule else {
+        return Ok(None);
+    };
+    let at = next_start(&schedule.cron, now).ok_or_else(|| {
+        OpError::Invalid(format!(
+            "schedule: {} never comes in the next 8 years; check the day and month",
+            schedule.cron.join(", ")
+        ))
+    })?;
+    for job in jobs.iter_mut() {
+        scheduled_wait(&mut job.current, at);
+    }
+    Ok(Some(at))
 }
 
 pub fn find_run(d: &Daemon, name: &str) -> Result<Run, OpError> {

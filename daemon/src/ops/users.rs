@@ -5,6 +5,7 @@ use super::OpError;
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::hosts::Host;
+use crate::sealing::is_sealed;
 use crate::store::StoreError;
 use flotilla_protocol::model::User;
 use flotilla_protocol::Timestamp;
@@ -17,6 +18,8 @@ use std::io::Read;
 pub enum UserError {
     #[error("cannot make an SSH key: {0}")]
     Key(String),
+    #[error("a user's private key: {0}")]
+    Sealing(#[from] crate::sealing::SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -44,7 +47,7 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
 /// the SSH hosts before this returns, so the user's own ssh works at once.
 pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     if let Some(u) = d.store().get_user(caller.uid)? {
-        return Ok(u);
+        return opened(d, u);
     }
     let user = create(d, caller)?;
     push_key(d, &user.ssh_public_key).await;
@@ -182,8 +185,30 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         created_at: Timestamp::now(),
         retired_ssh_keys: Vec::new(),
     };
-    d.store().put_user(&user)?;
+    d.store().put_user(&sealed(d, &user)?)?;
     d.wake_instances();
+    Ok(user)
+}
+
+/// The user as the store keeps it: the private key sealed with the daemon's key.
+fn sealed(d: &Daemon, user: &User) -> Result<User, UserError> {
+    let mut stored = user.clone();
+    if let Some(private) = stored.ssh_private_key.as_mut() {
+        if !is_sealed(private) {
+            *private = d.sealing().seal(private)?;
+        }
+    }
+    Ok(stored)
+}
+
+/// A stored user with the private key opened (a key stored before sealing existed is read as
+/// it is, and sealed at the next refresh).
+fn opened(d: &Daemon, mut user: User) -> Result<User, UserError> {
+    if let Some(private) = user.ssh_private_key.as_mut() {
+        if is_sealed(private) {
+            *private = d.sealing().open(private)?;
+        }
+    }
     Ok(user)
 }
 
@@ -198,7 +223,7 @@ pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     user.retired_ssh_keys.push(old.clone());
     let excess = user.retired_ssh_keys.len().saturating_sub(MAX_RETIRED_KEYS);
     user.retired_ssh_keys.drain(..excess);
-    d.store().put_user(&user)?;
+    d.store().put_user(&sealed(d, &user)?)?;
     revoke_key(d, &old).await;
     push_key(d, &user.ssh_public_key).await;
     Ok(Some(user))

@@ -1,5 +1,6 @@
 //! Bottom layer: the only code that touches sled. Typed trees for runs and jobs (`runs`),
-//! fleets and instances (`fleets`), users (`users`) and events (`events`); the schema version and
+//! fleets and instances (`fleets`), users (`users`), secrets (`secrets`, sealed) and events
+//! (`events`); the schema version and
 //! its migrations (`schema`).
 //!
 //! Values are JSON; keys are big-endian so scans come out in order. Every mutation that a client
@@ -11,6 +12,7 @@ mod failure;
 mod fleets;
 mod runs;
 mod schema;
+mod secrets;
 mod users;
 
 pub use events::{status_changes, EventDraft};
@@ -62,6 +64,8 @@ pub struct Store {
     instances: sled::Tree,
     events: sled::Tree,
     users: sled::Tree,
+    /// Secrets by name, their values sealed.
+    secrets: sled::Tree,
     /// Serialises read-modify-write cycles so that two writers never lose each other's change.
     write_lock: Mutex<()>,
     /// Unfinished runs with their jobs, decoded: what the loops and the default listing read.
@@ -125,6 +129,7 @@ impl Store {
             instances: t("instances")?,
             events: t("events")?,
             users: t("users")?,
+            secrets: t("secrets")?,
             db,
             write_lock: Mutex::new(()),
             active: RwLock::new(BTreeMap::new()),

@@ -12,8 +12,22 @@ fn new_submission(id: u64, submission_num: u32, now: Timestamp) -> JobSubmission
     JobSubmission::submitted(id, submission_num, now)
 }
 
+/// Opens the store in `dir`. A store just dropped may still hold sled's file lock for a moment
+/// (its flusher thread ends on its own), so a reopen waits for it, up to 5 s.
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("state")).expect("the store opens")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(&dir.path().join("state")) {
+            Ok(store) => return store,
+            Err(StoreError::Open { source, .. })
+                if source.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("the store opens: {e:?}"),
+        }
+    }
 }
 
 fn run(store: &Store, name: &str, jobs: u32) -> Run {
@@ -37,6 +51,7 @@ fn run(store: &Store, name: &str, jobs: u32) -> Run {
         configuration,
         caller_env: Default::default(),
         retry_window_started_at: None,
+        next_triggered_at: None,
         jobs: (0..jobs)
             .map(|j| Job {
                 replica_num: 0,

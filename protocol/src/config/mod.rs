@@ -5,6 +5,7 @@
 //! with its line, column and field path ([`ConfigErrors`]).
 
 mod common;
+pub mod cron;
 mod decode;
 mod duration;
 mod encoding;
@@ -12,12 +13,14 @@ mod env;
 pub mod environment;
 mod error;
 mod fleet;
+pub mod interpolate;
 pub mod limits;
 mod mounts;
 mod profile;
 pub mod resources;
 mod run;
 mod service;
+pub mod sites;
 mod volume;
 mod yaml;
 
@@ -108,6 +111,19 @@ impl RunConfiguration {
 }
 
 const KINDS: &[&str] = &["task", "service", "dev-environment", "fleet", "volume"];
+
+/// The top-level fields the parser accepts for a configuration `type` (`task`, `service`,
+/// `dev-environment`, `fleet`, `volume`); `None` for another type.
+pub fn field_names(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "task" => Some(run::task_fields()),
+        "service" => Some(service::service_fields()),
+        "dev-environment" => Some(run::dev_environment_fields()),
+        "fleet" => Some(fleet::fleet_fields()),
+        "volume" => Some(volume::VOLUME_FIELDS),
+        _ => None,
+    }
+}
 
 /// Parses and validates one configuration file. `file_name` only labels the errors.
 pub fn parse_configuration(file_name: &str, text: &str) -> Result<Configuration, ConfigErrors> {

@@ -427,10 +427,7 @@ fn decode_schedule(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Sched
         return None;
     }
     for expression in &expressions {
-        if expression.split_whitespace().count() != 5 {
-            let message = format!(
-                "{expression:?} is not a cron expression: it needs five fields (minute hour day month weekday)"
-            );
+        if let Err(message) = super::cron::Cron::parse(expression) {
             d.error(cron, &cron_path, message);
         }
     }

@@ -375,3 +375,31 @@ pub struct Stopping {
 pub struct EventNotice {
     pub event: Event,
 }
+
+/// Params of `secret.set`: creates or replaces a secret (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSetParams {
+    /// 1-200 of `A-Z a-z 0-9 - _` (dstack's rule).
+    pub name: String,
+    /// At most 5000 characters (dstack's limit).
+    pub value: String,
+}
+
+/// Params of `secret.get` and `secret.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretNameParams {
+    pub name: String,
+}
+
+/// A secret as `secret.list`, `secret.set` and `secret.get` answer it: the value only from
+/// `secret.get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub set_by: String,
+    pub set_by_uid: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}

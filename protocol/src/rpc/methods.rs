@@ -109,6 +109,14 @@ methods! {
     TunnelOpen = TUNNEL_OPEN("tunnel.open"): m::TunnelParams => m::TunnelInfo;
     GatewayOpen = GATEWAY_OPEN("gateway.open"): m::TunnelParams => m::GatewayInfo;
     UserRefreshSshKey = USER_REFRESH_SSH_KEY("user.refresh_ssh_key"): m::RefreshKeyParams => User;
+    /// Creates or replaces a secret (admins); the answer has no value.
+    SecretSet = SECRET_SET("secret.set"): m::SecretSetParams => m::SecretInfo;
+    /// Every secret's name, who set it and when (no values).
+    SecretList = SECRET_LIST("secret.list"): m::NoParams => Vec<m::SecretInfo>;
+    /// One secret with its value (admins).
+    SecretGet = SECRET_GET("secret.get"): m::SecretNameParams => m::SecretInfo;
+    /// Deletes a secret (admins).
+    SecretDelete = SECRET_DELETE("secret.delete"): m::SecretNameParams => m::Deleted;
 }
 
 /// Notification methods of streams.

@@ -74,7 +74,14 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     }
     let run = client.call::<methods::RunApply>(&params).await?;
     eprintln!("Submitted run {}", run.name);
-    if args.detach {
+    if let Some(at) = run.next_triggered_at {
+        // A scheduled run starts later, and again after each end: nothing to follow now.
+        eprintln!(
+            "Run {} is scheduled: its first start is at {at} (UTC); `flotilla ps` shows the next start, `flotilla logs -f {}` follows it once started",
+            run.name, run.name
+        );
+    }
+    if args.detach || run.next_triggered_at.is_some() {
         println!("{}", run.name);
         return Ok(ExitCode::SUCCESS);
     }

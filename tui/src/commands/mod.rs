@@ -9,6 +9,7 @@ pub mod forward;
 pub mod metrics;
 pub mod offer;
 pub mod runs;
+pub mod secret;
 pub mod ssh;
 pub mod validate;
 

@@ -110,9 +110,13 @@ pub fn spec(
     env.insert("DSTACK_NODES_IPS".into(), "127.0.0.1".into());
     let visible: Vec<String> = sub.gpus.iter().map(|g| g.to_string()).collect();
     env.insert("CUDA_VISIBLE_DEVICES".into(), visible.join(","));
-    // The file's env, bare keys from the caller's environment at apply time (missing ones skipped).
+    // The file's env, bare keys from the caller's environment at apply time (missing ones skipped;
+    // so are values with `${{ secrets.NAME }}`, which only the daemon puts in, at the job's start).
     for (k, v) in &common.env.0 {
-        let value = v.clone().or_else(|| run.caller_env.get(k).cloned());
+        let value = v
+            .clone()
+            .or_else(|| run.caller_env.get(k).cloned())
+            .filter(|v| !flotilla_protocol::config::interpolate::has_reference(v));
         if let Some(value) = value {
             env.insert(k.clone(), value);
         }

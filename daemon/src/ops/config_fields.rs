@@ -1,0 +1,429 @@
+//! Operations layer: which fields of a configuration this daemon honours, and the refusal of
+//! every other one at `run.plan` / `run.apply` (runs) and `fleet.apply` (fleets), at the
+//! field's line and column. A field the parser accepts is either honoured or refused here, never
+//! dropped: the test at the end lists every field of every configuration type.
+
+use flotilla_protocol::config::sites::Site;
+use flotilla_protocol::config::{ConfigError, GatewayChoice, RunConfiguration, VolumeMount};
+
+/// What the daemon does with a top-level field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Honoured as dstack documents it (or, for deprecated fields, ignored as dstack ignores them).
+    Honoured,
+    /// Refused wherever it is written.
+    Refused,
+    /// Honoured for some values, refused for the others (see [`refusal`]).
+    Partly,
+}
+
+/// How the daemon treats `field` of a configuration of `kind`.
+pub fn support(kind: &str, field: &str) -> Support {
+    use Support::*;
+    match (kind, field) {
+        // Volume files are refused whole (`type: volume`: no backend offers volumes).
+        ("volume", _) => Refused,
+        // A fleet's own fields; its `retry` (re-provisioning instances) is not built.
+        ("fleet", "nodes" | "placement" | "blocks" | "ssh_config") => Honoured,
+        ("fleet", "retry") => Refused,
+        (_, "type" | "name" | "env" | "resources" | "priority" | "shell" | "working_dir") => {
+            Honoured
+        }
+        // Containers (README "Jobs in containers").
+        (
+            _,
+            "image" | "user" | "privileged" | "entrypoint" | "registry_auth" | "python" | "nvcc"
+            | "docker",
+        ) => Honoured,
+        // Deprecated since dstack 0.18.31, without effect there (`setup` runs only in dev
+        // environments, before `init`).
+        (_, "home_dir" | "setup") => Honoured,
+        (_, "ports" | "commands" | "nodes" | "init" | "port") => Honoured,
+        // Dev environments stay up after `init` until nobody is attached for this long; `ide`
+        // picks the link `attach` prints (its `ssh RUN` entry goes through the gateway).
+        ("dev-environment", "inactivity_duration" | "ide") => Honoured,
+        // Placement and the run's life.
+        (
+            _,
+            "backends" | "regions" | "instance_types" | "spot_policy" | "retry" | "max_duration"
+            | "stop_duration" | "max_price" | "creation_policy" | "idle_duration" | "fleets",
+        ) => Honoured,
+        // The run waits for its start; each start is a new submission.
+        (_, "schedule") => Honoured,
+        // Host directories are honoured, network volumes refused.
+        (_, "volumes") => Partly,
+        // `dstack: false` is what every run gets.
+        (_, "dstack") => Partly,
+        // A service's fixed replica count is honoured, a range or groups refused.
+        ("service", "replicas") => Partly,
+        // No proxy in front of services yet: `auth: false` and `gateway: false` are what they get.
+        ("service", "auth" | "gateway") => Partly,
+        _ => Refused,
+    }
+}
+
+/// The refusal of `field` as written in `config`, with what to do; `None` when it is honoured.
+pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
+    let kind = config.type_name();
+    let common = config.common();
+    let message = match support(kind, field) {
+        Support::Honoured => return None,
+        Support::Partly => match field {
+            "volumes" => {
+                let path = common.volumes.iter().find_map(|v| match v {
+                    VolumeMount::Network { path, .. } => Some(path),
+                    VolumeMount::Instance { .. } => None,
+                })?;
+                format!("the network volume at {path} is not supported yet; mount a directory of the host instead (`/host/path:{path}`)")
+            }
+            "dstack" if !common.dstack => return None,
+            "dstack" => "`dstack: true` (the dstack server reachable inside the run) is not supported; remove it".into(),
+            "replicas" => match config {
+                RunConfiguration::Service(s) if s.replica_groups.is_some() => {
+                    "replica groups are not supported yet; write one `replicas: N` with the service's own `commands` and `resources`".into()
+                }
+                RunConfiguration::Service(s) if s.replicas.min != s.replicas.max => format!(
+                    "a range of replicas ({}) needs autoscaling, which is not supported yet; write a fixed count (`replicas: N`)",
+                    s.replicas
+                ),
+                _ => return None,
+            },
+            "auth" => match config {
+                RunConfiguration::Service(s) if s.auth => "services are not proxied yet, so there is no endpoint to authenticate; remove `auth` (or write `auth: false`) and reach the service through its published port".into(),
+                _ => return None,
+            },
+            "gateway" => match config {
+                RunConfiguration::Service(s)
+                    if matches!(s.gateway, Some(GatewayChoice::Enabled(false)) | None) =>
+                {
+                    return None
+                }
+                _ => "gateways are not supported yet; remove `gateway` (or write `gateway: false`)".into(),
+            },
+            _ => format!("`{field}` is not supported yet; remove it"),
+        },
+        Support::Refused => refused_message(field),
+    };
+    Some(message)
+}
+
+fn refused_message(field: &str) -> String {
+    let what = match field {
+        "files" => "`files` is not supported yet: nothing would be copied to the job; remove it and copy the files in `commands` (or mount a host directory with `volumes`)",
+        "repos" | "single_branch" => "`repos` is not supported yet: the job's directory would stay empty; remove it and clone the repository in `commands`",
+        "groups" => "task `groups` are not supported yet; run one task per group, each with its own `commands`, `resources` and `nodes`",
+        "utilization_policy" => "`utilization_policy` is not supported yet: an idle run would not be stopped; remove it (use `max_duration` to bound the run)",
+        "startup_order" => "`startup_order` is not supported yet: the nodes start in any order; remove it",
+        "stop_criteria" => "`stop_criteria` is not supported yet: the run ends when every node is done (`all-done`); remove it",
+        "instances" => "`instances` is not supported yet; remove it and name the fleets with `fleets`",
+        "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
+        "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
+        "version" => "flotilla does not pre-install the IDE's server at a version; remove `version` (the IDE installs its own server when it connects through `ssh RUN`)",
+        "scaling" => "autoscaling is not supported yet; remove `scaling` and write a fixed `replicas: N`",
+        "model" | "probes" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, probes, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
+        _ => "it is not supported yet; remove it",
+    };
+    what.to_string()
+}
+
+/// Every field written in a fleet file that the daemon refuses, at its key.
+pub fn fleet_refusals(file: &str, sites: &[Site]) -> Vec<ConfigError> {
+    sites
+        .iter()
+        .filter(|s| s.value.is_none() && !s.path.contains(['.', '[']))
+        .filter(|s| support("fleet", &s.path) == Support::Refused)
+        .map(|s| s.error(file, refused_message(&s.path)))
+        .collect()
+}
+
+/// Every field written in the file that the daemon refuses, at its key.
+pub fn refusals(file: &str, config: &RunConfiguration, sites: &[Site]) -> Vec<ConfigError> {
+    sites
+        .iter()
+        .filter(|s| s.value.is_none() && !s.path.contains(['.', '[']))
+        .filter_map(|s| refusal(config, &s.path).map(|m| s.error(file, m)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::config::{field_names, parse_configuration, sites::sites};
+
+    /// Every field the parser accepts, by type, and what the daemon does with it. A field added
+    /// to the parser fails this test until it is put here, honoured or refused.
+    #[test]
+    fn every_field_of_every_run_type_is_honoured_or_refused() {
+        use Support::*;
+        let common: &[(&str, Support)] = &[
+            ("type", Honoured),
+            ("name", Honoured),
+            ("image", Honoured),
+            ("user", Honoured),
+            ("privileged", Honoured),
+            ("entrypoint", Honoured),
+            ("working_dir", Honoured),
+            ("home_dir", Honoured),
+            ("registry_auth", Honoured),
+            ("python", Honoured),
+            ("nvcc", Honoured),
+            ("docker", Honoured),
+            ("dstack", Partly),
+            ("single_branch", Refused),
+            ("env", Honoured),
+            ("shell", Honoured),
+            ("resources", Honoured),
+            ("priority", Honoured),
+            ("volumes", Partly),
+            ("files", Refused),
+            ("repos", Refused),
+            ("setup", Honoured),
+            ("backends", Honoured),
+            ("regions", Honoured),
+            ("availability_zones", Refused),
+            ("instance_types", Honoured),
+            ("reservation", Refused),
+            ("spot_policy", Honoured),
+            ("retry", Honoured),
+            ("max_duration", Honoured),
+            ("stop_duration", Honoured),
+            ("max_price", Honoured),
+            ("creation_policy", Honoured),
+            ("idle_duration", Honoured),
+            ("utilization_policy", Refused),
+            ("startup_order", Refused),
+            ("stop_criteria", Refused),
+            ("schedule", Honoured),
+            ("fleets", Honoured),
+            ("instances", Refused),
+            ("tags", Refused),
+            ("backend_options", Refused),
+        ];
+        let own: &[(&str, &[(&str, Support)])] = &[
+            (
+                "task",
+                &[
+                    ("commands", Honoured),
+                    ("ports", Honoured),
+                    ("nodes", Honoured),
+                    ("groups", Refused),
+                ],
+            ),
+            (
+                "service",
+                &[
+                    ("commands", Honoured),
+                    ("port", Honoured),
+                    ("replicas", Partly),
+                    ("scaling", Refused),
+                    ("auth", Partly),
+                    ("model", Refused),
+                    ("probes", Refused),
+                    ("gateway", Partly),
+                    ("https", Refused),
+                    ("strip_prefix", Refused),
+                    ("rate_limits", Refused),
+                    ("router", Refused),
+                ],
+            ),
+            (
+                "dev-environment",
+                &[
+                    ("ports", Honoured),
+                    ("ide", Honoured),
+                    ("version", Refused),
+                    ("init", Honoured),
+                    ("inactivity_duration", Honoured),
+                ],
+            ),
+        ];
+        let fleet: &[(&str, Support)] = &[
+            ("type", Honoured),
+            ("name", Honoured),
+            ("nodes", Honoured),
+            ("placement", Honoured),
+            ("blocks", Honoured),
+            ("resources", Honoured),
+            ("ssh_config", Honoured),
+            ("env", Honoured),
+            ("backends", Honoured),
+            ("regions", Honoured),
+            ("availability_zones", Refused),
+            ("instance_types", Honoured),
+            ("reservation", Refused),
+            ("spot_policy", Honoured),
+            ("retry", Refused),
+            ("max_price", Honoured),
+            ("idle_duration", Honoured),
+            ("tags", Refused),
+            ("backend_options", Refused),
+        ];
+        let mut fleet_fields = field_names("fleet").expect("fleet").to_vec();
+        let mut listed: Vec<&str> = fleet.iter().map(|(f, _)| *f).collect();
+        fleet_fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, fleet_fields, "fleet: fields differ");
+        for (field, want) in fleet {
+            assert_eq!(support("fleet", field), *want, "fleet.{field}");
+        }
+        // A volume file is refused whole.
+        for field in field_names("volume").expect("volume") {
+            assert_eq!(support("volume", field), Refused, "volume.{field}");
+        }
+        for (kind, fields) in own {
+            let expected: Vec<(&str, Support)> =
+                common.iter().chain(fields.iter()).copied().collect();
+            let parsed = field_names(kind).expect("a run type");
+            let mut listed: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
+            let mut accepted = parsed.to_vec();
+            listed.sort_unstable();
+            accepted.sort_unstable();
+            assert_eq!(
+                listed, accepted,
+                "{kind}: the fields the parser accepts and the fields listed here differ"
+            );
+            for (field, want) in &expected {
+                assert_eq!(support(kind, field), *want, "{kind}.{field}");
+            }
+        }
+    }
+
+    fn refused(yaml: &str) -> Vec<String> {
+        let config = parse_configuration("t.yml", yaml)
+            .expect("parses")
+            .as_run()
+            .expect("a run");
+        let sites = sites("t.yml", yaml).expect("loads");
+        refusals("t.yml", &config, &sites)
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_refused_field_is_named_at_its_line_with_what_to_do() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "files:\n  - a.txt:/b/a.txt\n",
+                "t.yml:3:1: files: `files` is not supported yet",
+            ),
+            (
+                "repos:\n  - .\n",
+                "t.yml:3:1: repos: `repos` is not supported yet",
+            ),
+            (
+                "single_branch: true\n",
+                "t.yml:3:1: single_branch: `repos` is not supported yet",
+            ),
+            (
+                "utilization_policy:\n  min_gpu_utilization: 10\n  time_window: 1h\n",
+                "t.yml:3:1: utilization_policy: `utilization_policy` is not supported yet",
+            ),
+            (
+                "startup_order: master-first\n",
+                "t.yml:3:1: startup_order: `startup_order` is not supported yet",
+            ),
+            (
+                "stop_criteria: master-done\n",
+                "t.yml:3:1: stop_criteria: `stop_criteria` is not supported yet",
+            ),
+            (
+                "instances:\n  - name: a\n",
+                "t.yml:3:1: instances: `instances` is not supported yet",
+            ),
+            (
+                "tags:\n  team: ml\n",
+                "t.yml:3:1: tags: no backend of this daemon takes it",
+            ),
+            (
+                "reservation: r-1\n",
+                "t.yml:3:1: reservation: no backend of this daemon takes it",
+            ),
+            (
+                "availability_zones: [a]\n",
+                "t.yml:3:1: availability_zones: no backend",
+            ),
+            (
+                "backend_options:\n  x: 1\n",
+                "t.yml:3:1: backend_options: no backend",
+            ),
+            ("dstack: true\n", "t.yml:3:1: dstack: `dstack: true`"),
+            (
+                "volumes:\n  - name: data\n    path: /data\n",
+                "t.yml:3:1: volumes: the network volume at /data is not supported yet",
+            ),
+        ];
+        for (extra, want) in cases {
+            let yaml = format!("type: task\ncommands: [\"true\"]\n{extra}");
+            let got = refused(&yaml);
+            assert_eq!(got.len(), 1, "{yaml}: {got:?}");
+            assert!(got[0].starts_with(want), "{yaml}: {got:?}");
+        }
+        let groups = "type: task\ngroups:\n  - name: a\n    nodes: 1\n    commands: [\"true\"]\n";
+        assert!(refused(groups)[0]
+            .starts_with("t.yml:2:1: groups: task `groups` are not supported yet"));
+        let service = |extra: &str| {
+            refused(&format!(
+                "type: service\nport: 80\ncommands: [\"true\"]\n{extra}"
+            ))
+        };
+        for (extra, want) in [
+            (
+                "replicas: 0..2\nscaling:\n  metric: rps\n  target: 10\n",
+                "t.yml:4:1: replicas: a range of replicas (0..2) needs autoscaling",
+            ),
+            (
+                "auth: true\n",
+                "t.yml:4:1: auth: services are not proxied yet",
+            ),
+            (
+                "gateway: true\n",
+                "t.yml:4:1: gateway: gateways are not supported yet",
+            ),
+            (
+                "model: llama\n",
+                "t.yml:4:1: model: services are not proxied yet",
+            ),
+            (
+                "https: true\n",
+                "t.yml:4:1: https: services are not proxied",
+            ),
+            (
+                "strip_prefix: false\n",
+                "t.yml:4:1: strip_prefix: services are not proxied",
+            ),
+        ] {
+            let got = service(extra);
+            assert!(got.iter().any(|g| g.starts_with(want)), "{extra}: {got:?}");
+        }
+        let fleet = "type: fleet\nname: f\nretry: true\ntags:\n  a: b\nssh_config:\n  hosts: [h]\n";
+        let got: Vec<String> = fleet_refusals("f.yml", &sites("f.yml", fleet).expect("loads"))
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            got[0].starts_with("f.yml:3:1: retry: a fleet's `retry`"),
+            "{got:?}"
+        );
+        assert!(got[1].starts_with("f.yml:4:1: tags: no backend"), "{got:?}");
+        let groups = refused("type: service\nport: 80\nreplicas:\n  - name: a\n    count: 1\n    commands: [\"true\"]\n");
+        assert!(
+            groups[0].starts_with("t.yml:3:1: replicas: replica groups are not supported yet"),
+            "{groups:?}"
+        );
+        // Honoured values of partly honoured fields pass.
+        assert!(service("replicas: 2\nauth: false\ngateway: false\n").is_empty());
+        assert!(refused(
+            "type: task\ncommands: [\"true\"]\ndstack: false\nvolumes: [\"/tmp:/data\"]\n"
+        )
+        .is_empty());
+        let dev = refused(
+            "type: dev-environment\nide: vscode\nversion: 1.90.0\ninactivity_duration: 1h\n",
+        );
+        assert_eq!(dev.len(), 1, "{dev:?}");
+        assert!(
+            dev[0].starts_with("t.yml:3:1: version: flotilla does not pre-install"),
+            "{dev:?}"
+        );
+    }
+}
