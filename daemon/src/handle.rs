@@ -11,6 +11,7 @@ use crate::hosts::ssh::SshHost;
 use crate::hosts::Host;
 use crate::lifecycle::{derive_run_status, resubmit_failed};
 use crate::logs::LogHub;
+use crate::sealing::SealingKey;
 use crate::store::{Store, StoreError};
 use crate::sync::LockExt;
 use flotilla_protocol::model::{Event, Run};
@@ -18,7 +19,6 @@ use flotilla_protocol::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, oneshot, Notify};
-use crate::sealing::SealingKey;
 use tokio_util::sync::CancellationToken;
 
 /// What the daemon is made of, built by its start-up.

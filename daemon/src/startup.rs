@@ -62,8 +62,8 @@ async fn serve(
         )
     })?;
     let catalog = catalog_service(&config);
-    let backends = backends_from(&config);
     let sealing = SealingKey::load_or_create(&config.data_dir.join("key"))?;
+    let backends = backends_from(&config, &catalog, &sealing).map_err(|e| anyhow::anyhow!(e))?;
     let d = Daemon::new(Parts {
         config,
         store,
@@ -97,17 +97,43 @@ async fn serve(
     Ok(())
 }
 
-fn backends_from(config: &DaemonConfig) -> backends::Backends {
-    let list: Vec<Arc<dyn backends::Backend>> = config
-        .backends
-        .iter()
-        .map(|b| match b {
-            config::BackendConfig::Pool(p) => {
-                Arc::new(backends::pool::PoolBackend::new(p.clone())) as Arc<dyn backends::Backend>
+/// The configured backends; the clear API keys of cloud backends are sealed in `config.yml`
+/// first, and the daemon's SSH key for cloud machines is made when one is configured.
+fn backends_from(
+    config: &DaemonConfig,
+    catalog: &catalog::CatalogService,
+    sealing: &SealingKey,
+) -> Result<backends::Backends, String> {
+    let any_cloud = config.backends.iter().any(|b| b.cloud().is_some());
+    let cloud_key = if any_cloud {
+        for w in backends::cloud::setup::seal_keys_in_file(
+            &config.config_file,
+            &config.backends,
+            sealing,
+        )? {
+            warn!("{w}");
+        }
+        Some(backends::cloud::key::CloudKey::load_or_create(
+            &config.data_dir.join("cloud_key"),
+        )?)
+    } else {
+        None
+    };
+    let mut list: Vec<Arc<dyn backends::Backend>> = Vec::new();
+    for b in &config.backends {
+        match (b, &cloud_key) {
+            (config::BackendConfig::Pool(p), _) => {
+                list.push(Arc::new(backends::pool::PoolBackend::new(p.clone())));
             }
-        })
-        .collect();
-    backends::Backends::new(list)
+            (_, Some(key)) => {
+                if let Some(c) = backends::cloud::setup::build(b, catalog, sealing, key)? {
+                    list.push(Arc::new(c));
+                }
+            }
+            (_, None) => {}
+        }
+    }
+    Ok(backends::Backends::new(list))
 }
 
 fn catalog_service(config: &DaemonConfig) -> catalog::CatalogService {

@@ -108,6 +108,8 @@ methods! {
     /// After its response the connection carries the raw bytes of a TCP stream (see [`TunnelParams`](m::TunnelParams)).
     TunnelOpen = TUNNEL_OPEN("tunnel.open"): m::TunnelParams => m::TunnelInfo;
     UserRefreshSshKey = USER_REFRESH_SSH_KEY("user.refresh_ssh_key"): m::RefreshKeyParams => User;
+    /// The configured backends: credentials (checked again with `check`), instances, orphans.
+    BackendList = BACKEND_LIST("backend.list"): m::BackendListParams => Vec<m::BackendInfo>;
 }
 
 /// Notification methods of streams.

@@ -1,6 +1,7 @@
 //! The command line's subcommands, one module each.
 
 pub mod apply;
+pub mod backend;
 pub mod daemon;
 pub mod event;
 pub mod fleet;
