@@ -79,6 +79,18 @@ async fn serve(
     if d.config().live_catalog {
         d.catalog().spawn_refresh(shutdown.clone());
     }
+    // The cloud backends' live offers before the first scheduling pass (bounded: a provider
+    // that does not answer leaves the catalog's offers as they are, and the cloud loop tries
+    // again).
+    if d.backends().list().iter().any(|b| b.cloud().is_some()) {
+        for e in d
+            .backends()
+            .refresh(std::time::Duration::from_secs(5))
+            .await
+        {
+            warn!("live offers: {e}");
+        }
+    }
     let loops = loops::spawn_all(&d);
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
     notify::notify("READY=1");

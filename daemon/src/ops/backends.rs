@@ -101,15 +101,12 @@ fn event(d: &Daemon, resource: String, reason: &str, message: String) {
     }
 }
 
-/// At start, for every cloud backend: its credentials, its live offers, and its machines
+/// At start, for every cloud backend: its credentials and its machines
 /// against the store. A machine whose creation a crash interrupted is adopted by its
 /// instance; one the store does not know is reported (an event, `backend list`) and, with
 /// `terminate_orphans`, terminated; an instance whose creation left no machine is removed.
 pub async fn start_scan(d: &Daemon) {
     check_credentials(d).await;
-    for e in d.backends().refresh(CHECK_TIMEOUT).await {
-        warn!("live offers: {e}");
-    }
     for b in d.backends().list().iter().filter(|b| b.cloud().is_some()) {
         if let Err(e) = scan_backend(d, b).await {
             warn!("backend {}: cannot list its machines: {e}", b.name());
@@ -124,6 +121,8 @@ async fn scan_backend(d: &Daemon, b: &Arc<dyn Backend>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let instances = d.store().list_instances().map_err(|e| e.to_string())?;
     let mine: Vec<&Instance> = instances.iter().filter(|i| i.backend == b.name()).collect();
+    // Creations that a previous daemon began (this one's own are in flight).
+    let interrupted = |i: &Instance| i.backend_id.is_none() && i.created_at < d.started_at();
     let mut orphans = Vec::new();
     let mut adopted = Vec::new();
     for m in machines {
@@ -133,8 +132,12 @@ async fn scan_backend(d: &Daemon, b: &Arc<dyn Backend>) -> Result<(), String> {
         {
             continue;
         }
-        let waiting = instance_id_of(&m.name)
-            .and_then(|id| mine.iter().find(|i| i.id == id && i.backend_id.is_none()));
+        let named = instance_id_of(&m.name).and_then(|id| mine.iter().find(|i| i.id == id));
+        // This daemon's own creation, still waiting for the provider's answer.
+        if named.is_some_and(|i| i.backend_id.is_none() && !interrupted(i)) {
+            continue;
+        }
+        let waiting = named.filter(|i| interrupted(i));
         if let Some(inst) = waiting {
             let mut inst = (*inst).clone();
             info!(instance = %inst.name, machine = %m.id, "adopting a machine whose creation a restart interrupted");
@@ -144,6 +147,13 @@ async fn scan_backend(d: &Daemon, b: &Arc<dyn Backend>) -> Result<(), String> {
                 Ok(ev) => d.publish(ev),
                 Err(e) => warn!("cannot record {}: {e}", inst.name),
             }
+            continue;
+        }
+        // Created meanwhile by this daemon (the store is read again before a verdict).
+        let now_known = instance_id_of(&m.name)
+            .and_then(|id| d.store().get_instance(id).ok().flatten())
+            .is_some_and(|i| i.backend == b.name());
+        if now_known {
             continue;
         }
         let what = format!(
@@ -179,7 +189,7 @@ async fn scan_backend(d: &Daemon, b: &Arc<dyn Backend>) -> Result<(), String> {
     }
     for inst in mine
         .iter()
-        .filter(|i| i.backend_id.is_none() && !adopted.contains(&i.id))
+        .filter(|i| interrupted(i) && !adopted.contains(&i.id))
     {
         info!(instance = %inst.name, "its creation was interrupted and left no machine; removing it");
         match d.store().delete_instance(inst, "creation_interrupted") {

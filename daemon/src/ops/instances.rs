@@ -117,10 +117,15 @@ pub async fn create_from_offers(
     }
     let total = candidates.len();
     let mut errors: Vec<String> = Vec::new();
+    // Backends whose credentials were refused: their other offers would be refused too.
+    let mut refused: Vec<String> = Vec::new();
     for (n, offer) in candidates.into_iter().enumerate() {
         let Some(backend) = d.backends().get(&offer.backend) else {
             continue;
         };
+        if refused.contains(&offer.backend) {
+            continue;
+        }
         let num = d
             .store()
             .list_instances()
@@ -168,6 +173,11 @@ pub async fn create_from_offers(
                         Ok(ev) => d.publish(ev),
                         Err(e) => warn!("cannot remove {}: {e}", inst.name),
                     }
+                }
+                if let BackendError::Auth { .. } = &e {
+                    refused.push(offer.backend.clone());
+                    d.backends()
+                        .update_state(&offer.backend, |s| s.credentials = Some(Err(e.to_string())));
                 }
                 let text = match &e {
                     BackendError::NoCapacity { .. } => e.to_string(),
