@@ -86,6 +86,7 @@ string_enum!(
         InstanceUnreachable = "instance_unreachable",
         WaitingInstanceLimitExceeded = "waiting_instance_limit_exceeded",
         ContainerExitedWithError = "container_exited_with_error",
+        CreatingContainerError = "creating_container_error",
         DoneByRunner = "done_by_runner",
         TerminatedByUser = "terminated_by_user",
         AbortedByUser = "aborted_by_user",
@@ -417,6 +418,17 @@ pub struct Instance {
     /// host is back; their blocks and GPUs stay busy until they are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanJob>,
+    /// What the host offers jobs beyond its resources (Docker, uv), from its inventory.
+    #[serde(default)]
+    pub software: HostSoftware,
+}
+
+/// What a host offers jobs beyond its resources: a running Docker engine (jobs with `image`,
+/// `python`, `nvcc` or `docker: true`) and `uv` (jobs with `python` on a host without Docker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSoftware {
+    pub docker: bool,
+    pub uv: bool,
 }
 
 /// A job submission that the daemon ended while its host was away, and that may still run there.

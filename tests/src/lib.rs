@@ -3,6 +3,7 @@
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
 pub mod cloud;
+pub mod docker;
 pub mod raw;
 pub mod sshd;
 pub mod users;
@@ -43,6 +44,8 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
+    /// Extra environment of the daemon (a `PATH` without Docker, say).
+    pub daemon_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -59,6 +62,7 @@ impl TestDaemon {
             dir,
             socket,
             data_dir,
+            daemon_env: Vec::new(),
             child: None,
         }
     }
@@ -77,7 +81,8 @@ impl TestDaemon {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("NOTIFY_SOCKET")
-            .env("FLOTILLA_LOG", "info");
+            .env("FLOTILLA_LOG", "info")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -53,6 +53,15 @@ pub async fn start(
     })
 }
 
+/// A verb's output that is none of the answers it may give.
+pub(super) fn unexpected(host: &Host, verb: &str, out: &str) -> HostError {
+    HostError::Verb {
+        host: host.label(),
+        verb: verb.into(),
+        message: format!("unexpected answer {out:?}"),
+    }
+}
+
 pub async fn status(host: &Host, job_dir: &str) -> Result<ProcessStatus, HostError> {
     let out = host.run(&["status", job_dir], None).await?;
     let mut words = out.split_whitespace();

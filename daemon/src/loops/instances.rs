@@ -149,6 +149,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
     match result {
         Ok(p) => {
             let res = p.inventory.resources();
+            let software = p.inventory.software();
             let fleet_cfg = match d.store().get_fleet(&inst.fleet) {
                 Ok(f) => f.and_then(|f| f.configuration),
                 Err(e) => {
@@ -174,6 +175,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
                 }
             }
             inst.resources = res;
+            inst.software = software;
             inst.host_key = p.host_key;
             inst.jump_host_key = p.jump_host_key;
             inst.host_root = Some(p.root);

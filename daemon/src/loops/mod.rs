@@ -16,6 +16,7 @@ pub mod cloud;
 pub mod fleet_upkeep;
 pub mod instances;
 pub mod job_retention;
+pub mod launch;
 pub mod metrics;
 pub mod orphans;
 pub mod runners;
