@@ -115,7 +115,7 @@ pub trait Backend: Send + Sync {
     fn machines(&self) -> BoxFuture<'_, Result<Vec<Machine>, BackendError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-    /// The catalog file (provider) whose offers this backend creates, if any.
+    /// The catalog file (provider) whose rows this backend's own offers replace, if any.
     fn catalog_name(&self) -> Option<&str> {
         None
     }

@@ -106,6 +106,11 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The catalog file of its offline offers (None: online offers only).
     fn catalog(&self) -> Option<&'static str>;
+    /// The catalog file whose rows this backend's offers replace in `offer` (its own catalog;
+    /// for an online provider, the snapshot of its marketplace).
+    fn replaces_catalog(&self) -> Option<&'static str> {
+        self.catalog()
+    }
     /// Whether the credentials work.
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;
     /// The live view (availability or online offers).
@@ -328,7 +333,7 @@ impl Backend for CloudBackend {
     }
 
     fn catalog_name(&self) -> Option<&str> {
-        self.provider.catalog()
+        self.provider.replaces_catalog()
     }
 }
 

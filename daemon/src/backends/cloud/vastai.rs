@@ -171,6 +171,10 @@ impl Provider for VastAi {
         None
     }
 
+    fn replaces_catalog(&self) -> Option<&'static str> {
+        Some("vast")
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
             self.call(Method::GET, "users/current/", None)
