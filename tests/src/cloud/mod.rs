@@ -186,6 +186,8 @@ pub struct FakeMachine {
     pub created: Instant,
     /// When the provider first reported it up.
     pub active_at: Option<Instant>,
+    /// The same moment on the wall clock (to compare with a job's own timestamps).
+    pub active_wall: Option<std::time::SystemTime>,
     /// The public key it was given.
     pub public_key: String,
 }
@@ -222,6 +224,8 @@ pub struct Account {
     pub behaviour: Behaviour,
     /// `METHOD path` of every request, in order.
     pub requests: Vec<String>,
+    /// How long each request took to answer here (the provider's own share of a call).
+    pub handling: Vec<(String, Duration)>,
     next_id: u64,
     octets: Vec<u8>,
     /// Machines listen on port 22 of their address (Lambda) or on a port of their own.
@@ -245,6 +249,7 @@ impl FakeCloud {
                 machines: Vec::new(),
                 behaviour: Behaviour::default(),
                 requests: Vec::new(),
+                handling: Vec::new(),
                 next_id: 1000,
                 octets: octets.rev().collect(),
                 port_22,
@@ -288,6 +293,7 @@ impl FakeCloud {
             host: None,
             created: Instant::now(),
             active_at: Some(Instant::now()),
+            active_wall: Some(std::time::SystemTime::now()),
             public_key: String::new(),
         });
         id
@@ -339,6 +345,7 @@ impl Account {
             host: Some(host),
             created: Instant::now(),
             active_at: None,
+            active_wall: None,
             public_key: public_key.to_string(),
         });
         Ok(id)
@@ -352,6 +359,7 @@ impl Account {
         if m.status == "booting" && !never && m.created.elapsed() >= delay {
             m.status = "active".into();
             m.active_at = Some(Instant::now());
+            m.active_wall = Some(std::time::SystemTime::now());
         }
         Some(m)
     }
@@ -384,6 +392,7 @@ pub fn handler(cloud: &FakeCloud, f: fn(&str, &mut Account, &Request) -> Respons
     let account = cloud.account.clone();
     let key = cloud.api_key.clone();
     Arc::new(move |req: &Request| {
+        let started = Instant::now();
         let (latency, launch_delay) = {
             let mut a = account.lock().unwrap_or_else(|e| e.into_inner());
             a.requests.push(format!("{} {}", req.method, req.path));
@@ -405,6 +414,12 @@ pub fn handler(cloud: &FakeCloud, f: fn(&str, &mut Account, &Request) -> Respons
         if launched && !launch_delay.is_zero() {
             std::thread::sleep(launch_delay);
         }
+        let took = started.elapsed();
+        account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handling
+            .push((format!("{} {}", req.method, req.path), took));
         resp
     })
 }
