@@ -125,6 +125,10 @@ fn round_trip(kind: &str, cloud: &FakeCloud, url: &str, user_home_hint: &str) {
         .unwrap()
         .starts_with("elastic-"));
     assert!(run["jobs"][0]["price"].as_f64().unwrap() > 0.0, "{run}");
+    // ps --json: what the run cost (price of its share times the time it ran)
+    assert!(run["cost"].as_f64().is_some_and(|c| c >= 0.0), "{run}");
+    let ps = String::from_utf8_lossy(&d.cli(&["ps", "-a"]).stdout).to_string();
+    assert!(ps.contains("COST"), "{ps}");
     let log = String::from_utf8(d.logs(&name)).unwrap();
     assert!(
         log.starts_with("on ") && log.contains(user_home_hint),
