@@ -195,3 +195,61 @@ fn excerpt(text: &str) -> String {
         None => t.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each connection with the next of `answers` (status, body).
+    async fn server(answers: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let n = Arc::new(AtomicUsize::new(0));
+        let seen = n.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let i = seen.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = answers[i.min(answers.len() - 1)];
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (url, n)
+    }
+
+    #[tokio::test]
+    async fn passing_failures_are_retried_and_refusals_are_not() {
+        let (url, n) = server(vec![(503, "{}"), (500, "oops"), (200, r#"{"data": 1}"#)]).await;
+        let api = Api::new(&url, ApiKey::new("k".into()), AuthStyle::Bearer).unwrap();
+        let v = api.call(Method::GET, "x", None).await.unwrap();
+        assert_eq!(v["data"], 1);
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+
+        let (url, n) = server(vec![(401, r#"{"error": {"message": "bad key"}}"#)]).await;
+        let api = Api::new(&url, ApiKey::new("k".into()), AuthStyle::Bearer).unwrap();
+        let e = api.call(Method::GET, "x", None).await.unwrap_err();
+        assert!(e.is_auth());
+        assert_eq!(e.body.unwrap()["error"]["message"], "bad key");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_in_the_query_never_reaches_an_error_message() {
+        // nothing listens there: a connection error, whose text would name the URL
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/graphql", l.local_addr().unwrap());
+        drop(l);
+        let api = Api::new(&url, ApiKey::new("topsecret42".into()), AuthStyle::Query).unwrap();
+        let e = api.call(Method::POST, "", None).await.unwrap_err();
+        assert!(!e.message.contains("topsecret42"), "{}", e.message);
+        assert!(e.message.contains("cannot connect"), "{}", e.message);
+    }
+}

@@ -132,3 +132,113 @@ pub fn build(
         settings,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Backend;
+    use crate::config::DaemonConfig;
+    use flotilla_protocol::config::ResourcesSpec;
+
+    fn resolve(dir: &Path, yaml: &str) -> anyhow::Result<DaemonConfig> {
+        let path = dir.join("config.yml");
+        std::fs::write(&path, yaml).unwrap();
+        DaemonConfig::resolve(Some(dir.to_path_buf()), None, Some(path), None)
+    }
+
+    #[test]
+    fn cloud_backends_are_read_in_dstacks_shape_and_bad_fields_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = resolve(
+            dir.path(),
+            "backends:\n  - type: lambda\n    creds: {type: api_key, api_key: k1}\n    regions: [us-east-1]\n  - type: vastai\n    name: vast2\n    creds: {type: api_key, api_key: k2}\n    api_url: http://127.0.0.1:9/api/v0\n    provisioning_timeout: 5m\n",
+        )
+        .unwrap();
+        let names: Vec<String> = c.backends.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["lambda", "vast2"]);
+        for (yaml, words) in [
+            ("backends:\n  - type: lambda\n    creds: {type: api_key, api_key: k}\n    zone: x\n", "invalid daemon configuration"),
+            ("backends:\n  - type: lambda\n    creds: {type: api_key, api_key: k}\n    provisioning_timeout: soon\n", "provisioning_timeout"),
+            ("backends:\n  - type: lambda\n    creds: {type: api_key, api_key: k}\n    api_url: ftp://x\n", "api_url"),
+            ("backends:\n  - type: lambda\n    creds: {type: api_key, api_key: ''}\n", "api_key is empty"),
+            ("backends:\n  - type: lambda\n    creds: {type: api_key, api_key: a}\n  - type: lambda\n    creds: {type: api_key, api_key: b}\n", "two backends are named lambda"),
+            ("backends:\n  - type: gcp\n    creds: {type: api_key, api_key: a}\n", "invalid daemon configuration"),
+        ] {
+            let e = format!("{:#}", resolve(dir.path(), yaml).unwrap_err());
+            assert!(e.contains(words), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn clear_keys_are_sealed_in_place_and_opened_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "# my backends\nbackends:\n  - type: lambda\n    creds: {type: api_key, api_key: secret_abc_123}  # from the console\n";
+        let c = resolve(dir.path(), yaml).unwrap();
+        let sealing = SealingKey::load_or_create(&dir.path().join("key")).unwrap();
+        let warnings = seal_keys_in_file(&c.config_file, &c.backends, &sealing).unwrap();
+        assert!(warnings.is_empty());
+        let text = std::fs::read_to_string(&c.config_file).unwrap();
+        assert!(!text.contains("secret_abc_123"), "{text}");
+        assert!(text.starts_with("# my backends\n") && text.contains("# from the console"));
+        // the next start reads the sealed key and leaves the file as it is
+        let again = resolve(dir.path(), &text).unwrap();
+        assert!(
+            seal_keys_in_file(&again.config_file, &again.backends, &sealing)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(std::fs::read_to_string(&again.config_file).unwrap(), text);
+        let Creds::ApiKey { api_key } = &again.backends[0].cloud().unwrap().creds;
+        let opened =
+            super::api_key("lambda", again.backends[0].cloud().unwrap(), &sealing).unwrap();
+        assert_eq!(opened.expose(), "secret_abc_123");
+        assert!(is_sealed(api_key));
+        assert_eq!(format!("{opened:?}"), "ApiKey(..)");
+        // another daemon key cannot open it: the start stops with what to do
+        let other = SealingKey::load_or_create(&dir.path().join("other")).unwrap();
+        let e = super::api_key("lambda", again.backends[0].cloud().unwrap(), &other).unwrap_err();
+        assert!(e.contains("paste the provider's API key again"), "{e}");
+    }
+
+    #[test]
+    fn offers_come_from_the_providers_catalog_in_its_regions() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("lambda.csv"),
+            "instance_name,location,price,cpu,memory,gpu_count,gpu_name,gpu_memory,spot,disk_size,gpu_vendor,flags,cpu_arch,provider_data\n\
+             gpu_1x_a10,us-east-1,0.75,30,200.0,1,A10,24.0,False,,nvidia,,x86,{}\n\
+             gpu_1x_a10,europe-central-1,0.75,30,200.0,1,A10,24.0,False,,nvidia,,x86,{}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("aws.csv"),
+            "instance_name,location,price,cpu,memory,gpu_count,gpu_name,gpu_memory,spot,disk_size,gpu_vendor,flags,cpu_arch,provider_data\n\
+             g5.xlarge,us-east-1,0.5,4,16.0,1,A10G,24.0,False,,nvidia,,x86,{}\n",
+        )
+        .unwrap();
+        let catalog = CatalogService::from_dir(dir.path()).unwrap();
+        let c = resolve(
+            dir.path(),
+            "backends:\n  - type: lambda\n    name: lam\n    creds: {type: api_key, api_key: k}\n    regions: [us-east-1]\n",
+        )
+        .unwrap();
+        let sealing = SealingKey::load_or_create(&dir.path().join("key")).unwrap();
+        let key = CloudKey::load_or_create(&dir.path().join("cloud_key")).unwrap();
+        let b = build(&c.backends[0], &catalog, &sealing, &key)
+            .unwrap()
+            .unwrap();
+        let req = ResourcesSpec {
+            gpu: flotilla_protocol::config::GpuSpec {
+                count: flotilla_protocol::config::Range::at_least(1),
+                ..Default::default()
+            },
+            ..ResourcesSpec::default()
+        };
+        let offers = b.offers(&req);
+        assert_eq!(offers.len(), 1, "{offers:?}");
+        assert_eq!(offers[0].backend, "lam");
+        assert_eq!(offers[0].region, "us-east-1");
+        assert_eq!(b.catalog_name(), Some("lambda"));
+        assert_eq!(b.cloud().unwrap().provisioning_timeout_secs, 600);
+    }
+}
