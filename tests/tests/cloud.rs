@@ -30,6 +30,15 @@ fn daemon_config(kind: &str, url: &str, key: &str, extra: &str) -> String {
     )
 }
 
+/// A daemon with one Lambda backend at the fake `cloud`, started.
+fn lambda_daemon(cloud: &FakeCloud, key: &str, extra: &str) -> TestDaemon {
+    let mut d = TestDaemon::new();
+    let url = format!("{}/api/v1", cloud.url());
+    d.write_daemon_config(&daemon_config("lambda", &url, key, extra));
+    d.spawn();
+    d
+}
+
 fn wait(what: &str, secs: u64, d: &TestDaemon, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -217,14 +226,7 @@ fn vastai_offers_come_from_the_online_search_not_the_snapshot_catalog() {
 fn lambda_capacity_error_on_the_cheapest_offer_falls_back_to_the_next() {
     let cloud = lambda::start(KEY, 190..195);
     cloud.lock().behaviour.fail_launches = 1;
-    let mut d = TestDaemon::new();
-    d.write_daemon_config(&daemon_config(
-        "lambda",
-        &format!("{}/api/v1", cloud.url()),
-        KEY,
-        "",
-    ));
-    d.spawn();
+    let d = lambda_daemon(&cloud, KEY, "");
     elastic_fleet(&d, "lambda");
     let name = d.apply_detached("fallback", &TASK.replace("NAME", "fallback"));
     let run = d.wait_status(&name, &["done", "failed"], Duration::from_secs(90));
@@ -249,14 +251,7 @@ fn lambda_capacity_error_on_the_cheapest_offer_falls_back_to_the_next() {
 #[test]
 fn a_wrong_api_key_is_reported_by_backend_list_and_on_the_job() {
     let cloud = lambda::start(KEY, 196..198);
-    let mut d = TestDaemon::new();
-    d.write_daemon_config(&daemon_config(
-        "lambda",
-        &format!("{}/api/v1", cloud.url()),
-        "not_the_key",
-        "",
-    ));
-    d.spawn();
+    let d = lambda_daemon(&cloud, "not_the_key", "");
     wait("the failed check", 20, &d, || {
         backend_list(&d, false)
             .first()
@@ -283,14 +278,7 @@ fn a_wrong_api_key_is_reported_by_backend_list_and_on_the_job() {
 fn a_machine_that_never_boots_is_terminated_at_provisioning_timeout() {
     let cloud = lambda::start(KEY, 200..204);
     cloud.lock().behaviour.never_boots = true;
-    let mut d = TestDaemon::new();
-    d.write_daemon_config(&daemon_config(
-        "lambda",
-        &format!("{}/api/v1", cloud.url()),
-        KEY,
-        "    provisioning_timeout: 3s\n",
-    ));
-    d.spawn();
+    let d = lambda_daemon(&cloud, KEY, "    provisioning_timeout: 3s\n");
     let p = d.write_config(
         "one.yml",
         "type: fleet\nname: elastic\nnodes: 0..1\nbackends: [lambda]\n",
@@ -366,14 +354,7 @@ fn orphans_are_reported_at_start_and_terminated_when_asked() {
 fn kill_9_while_a_machine_is_launched_leaves_nothing_untracked() {
     let cloud = lambda::start(KEY, 208..214);
     cloud.lock().behaviour.launch_delay = Duration::from_secs(3);
-    let mut d = TestDaemon::new();
-    d.write_daemon_config(&daemon_config(
-        "lambda",
-        &format!("{}/api/v1", cloud.url()),
-        KEY,
-        "",
-    ));
-    d.spawn();
+    let mut d = lambda_daemon(&cloud, KEY, "");
     elastic_fleet(&d, "lambda");
     let name = d.apply_detached("crash", &TASK.replace("NAME", "crash"));
     // the provider made the machine but has not answered the launch yet
@@ -399,4 +380,40 @@ fn kill_9_while_a_machine_is_launched_leaves_nothing_untracked() {
     });
     let ev = events(&d);
     assert!(!ev.contains("unknown to this daemon"), "{ev}");
+}
+
+#[test]
+fn a_termination_the_provider_does_not_confirm_is_shown_and_retried() {
+    let cloud = lambda::start(KEY, 215..218);
+    let d = lambda_daemon(&cloud, KEY, "");
+    elastic_fleet(&d, "lambda");
+    let name = d.apply_detached("retried", &TASK.replace("NAME", "retried"));
+    let run = d.wait_status(&name, &["done", "failed"], Duration::from_secs(90));
+    assert_eq!(run["status"], "done", "{run}");
+    // the first call's three tries fail, the second call's third try is confirmed
+    cloud.lock().behaviour.fail_terminations = 5;
+    wait(
+        "the instance to show its unconfirmed termination",
+        30,
+        &d,
+        || {
+            instances(&d).iter().any(|i| {
+                i["status"] == "terminating"
+                    && i["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("termination not confirmed")
+            })
+        },
+    );
+    assert_eq!(
+        cloud.live_machines().len(),
+        1,
+        "still running at the provider"
+    );
+    wait("the termination to be confirmed", 30, &d, || {
+        instances(&d).is_empty() && cloud.live_machines().is_empty()
+    });
+    let ev = events(&d);
+    assert!(ev.contains("Service temporarily unavailable."), "{ev}");
 }

@@ -189,6 +189,15 @@ fn answer(key: &str, a: &mut Account, req: &Request) -> Response {
             }
         }
         ("POST", "/instance-operations/terminate") => {
+            if a.behaviour.fail_terminations > 0 {
+                a.behaviour.fail_terminations -= 1;
+                return error(
+                    503,
+                    "global/internal-error",
+                    "Service temporarily unavailable.",
+                    Some("Try again later."),
+                );
+            }
             let b = req.json();
             let ids: Vec<String> = b["instance_ids"]
                 .as_array()
@@ -211,13 +220,7 @@ fn answer(key: &str, a: &mut Account, req: &Request) -> Response {
             Response::ok(json!({"data": {"terminated_instances": out}}))
         }
         ("GET", "/instances") => {
-            a.tick();
-            let ids: Vec<String> = a
-                .machines
-                .iter()
-                .filter(|m| m.status != "terminated")
-                .map(|m| m.id.clone())
-                .collect();
+            let ids = a.live_ids();
             let list: Vec<Value> = ids.iter().filter_map(|id| instance_json(a, id)).collect();
             Response::ok(json!({ "data": list }))
         }

@@ -204,6 +204,8 @@ pub struct Behaviour {
     pub launch_delay: Duration,
     /// How long every request takes (a slow API).
     pub latency: Duration,
+    /// The next this many termination requests fail with a server error.
+    pub fail_terminations: usize,
 }
 
 impl Default for Behaviour {
@@ -214,6 +216,7 @@ impl Default for Behaviour {
             fail_launches: 0,
             launch_delay: Duration::ZERO,
             latency: Duration::ZERO,
+            fail_terminations: 0,
         }
     }
 }
@@ -362,6 +365,16 @@ impl Account {
             m.active_wall = Some(std::time::SystemTime::now());
         }
         Some(m)
+    }
+
+    /// The ids of the machines not terminated, their statuses brought up to date.
+    pub fn live_ids(&mut self) -> Vec<String> {
+        self.tick();
+        self.machines
+            .iter()
+            .filter(|m| m.status != "terminated")
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     /// Brings every machine's status up to date.

@@ -101,13 +101,7 @@ fn answer(key: &str, a: &mut Account, req: &Request) -> Response {
     }
     if query.contains("myself") {
         if query.contains("pods") {
-            a.tick();
-            let ids: Vec<String> = a
-                .machines
-                .iter()
-                .filter(|m| m.status != "terminated")
-                .map(|m| m.id.clone())
-                .collect();
+            let ids = a.live_ids();
             let pods: Vec<Value> = ids.iter().filter_map(|id| pod_json(a, id)).collect();
             return Response::ok(json!({"data": {"myself": {"id": "user1", "pods": pods}}}));
         }

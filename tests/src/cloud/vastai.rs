@@ -127,13 +127,7 @@ fn answer(key: &str, a: &mut Account, req: &Request) -> Response {
             }
         }
         ("GET", ["instances"]) => {
-            a.tick();
-            let ids: Vec<String> = a
-                .machines
-                .iter()
-                .filter(|m| m.status != "terminated")
-                .map(|m| m.id.clone())
-                .collect();
+            let ids = a.live_ids();
             let list: Vec<Value> = ids.iter().filter_map(|id| instance_json(a, id)).collect();
             Response::ok(json!({ "instances": list }))
         }
