@@ -89,6 +89,13 @@ impl Loop for CloudLoop {
         };
         let now = Instant::now();
         let stamp = Timestamp::now();
+        {
+            // Forget what is kept about instances that are gone.
+            let mut s = self.state.locked();
+            let ids: HashSet<u64> = instances.iter().map(|i| i.id).collect();
+            s.next.retain(|id, _| ids.contains(id));
+            s.backoff.retain(|id, _| ids.contains(id));
+        }
         for inst in instances {
             let cloud = d
                 .backends()

@@ -162,8 +162,16 @@ impl CloudBackend {
         }
     }
 
+    /// Whether `region` is one of `regions:`: the whole name, or one part of a marketplace's
+    /// `Quebec, CA, NA` (so `CA` or `NA` select it).
     fn in_regions(&self, region: &str) -> bool {
-        self.regions.is_empty() || self.regions.iter().any(|r| r.eq_ignore_ascii_case(region))
+        self.regions.is_empty()
+            || self.regions.iter().any(|r| {
+                r.eq_ignore_ascii_case(region)
+                    || region
+                        .split(',')
+                        .any(|part| part.trim().eq_ignore_ascii_case(r))
+            })
     }
 
     /// Every offer for `req`, with its availability now, cheapest first.
