@@ -72,24 +72,32 @@ impl Lambda {
         }
     }
 
-    /// The name of the daemon's key at Lambda, registered when it is not there yet.
+    /// The name of the daemon's key at Lambda, registered when it is not there yet (another
+    /// launch may register it meanwhile: then it is found on a second look).
     async fn ssh_key_name(&self, public: &str) -> Result<String, BackendError> {
-        let keys = self.call(Method::GET, "ssh-keys", None).await?;
         let wanted = key_body(public);
-        if let Some(k) = keys
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| k["public_key"].as_str().map(key_body) == Some(wanted.clone()))
-        {
-            if let Some(n) = k["name"].as_str() {
-                return Ok(n.to_string());
-            }
+        if let Some(n) = self.find_key(&wanted).await? {
+            return Ok(n);
         }
         let name = format!("flotilla-{}", short_hash(&wanted));
         let body = json!({"name": name, "public_key": public});
-        self.call(Method::POST, "ssh-keys", Some(&body)).await?;
-        Ok(name)
+        match self.call(Method::POST, "ssh-keys", Some(&body)).await {
+            Ok(_) => Ok(name),
+            Err(e) => match self.find_key(&wanted).await? {
+                Some(n) => Ok(n),
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn find_key(&self, wanted: &str) -> Result<Option<String>, BackendError> {
+        let keys = self.call(Method::GET, "ssh-keys", None).await?;
+        Ok(keys
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["public_key"].as_str().map(key_body).as_deref() == Some(wanted))
+            .and_then(|k| k["name"].as_str().map(str::to_string)))
     }
 }
 
