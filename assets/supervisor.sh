@@ -5,6 +5,7 @@
 # Verbs:
 #   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker, uv,
 #                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=NAME, MEMORY_MB` line per GPU
+#   software                        `docker=0|1` and `uv=0|1` (a Docker engine that answers, uv)
 #   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
 #                                   under SHELL (`default`: bash when present, else sh);
 #                                   prints its pid; idempotent (an existing job is left alone)
@@ -15,6 +16,8 @@
 #                                   in a container, every process in it (`docker kill`)
 #   pull IMAGE                      pulls IMAGE unless present (`present` / `pulled`); optional
 #                                   `username` and `password` lines on stdin log in first
+#   ports JOBDIR                    a container job's published ports (`docker port` lines)
+#   container_started JOBDIR        `yes` once a container job's container runs (or has ended)
 #   container_error JOBDIR          why a container job's container could not be created or run
 #   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
 #   gc SECONDS                      remove the finished job directories of this host whose
@@ -47,6 +50,12 @@ alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
 job_pid() { [ -f "$1/pid" ] && cat "$1/pid" 2>/dev/null; }
 
+# What jobs may use beyond resources: a Docker engine that answers, and uv.
+software() {
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
+  if command -v uv >/dev/null 2>&1; then echo "uv=1"; else echo "uv=0"; fi
+}
+
 inventory() {
   echo "arch=$(uname -m)"
   c=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)
@@ -58,8 +67,7 @@ inventory() {
   private_root
   d=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $2}')
   echo "disk_kib=${d:-0}"
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
-  if command -v uv >/dev/null 2>&1; then echo "uv=1"; else echo "uv=0"; fi
+  software
   if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
   fi
@@ -196,6 +204,15 @@ pull() {
   echo pulled
 }
 
+ports() {
+  [ -f "$1/ports" ] && cat "$1/ports"
+  return 0
+}
+
+container_started() {
+  if [ -f "$1/started" ] || [ -f "$1/exit_code" ]; then echo yes; else echo no; fi
+}
+
 container_error() {
   [ -f "$1/container_error" ] && cat "$1/container_error"
   return 0
@@ -246,6 +263,7 @@ verb=${1:-}
 shift
 case $verb in
   inventory) inventory ;;
+  software) software ;;
   start) [ $# -eq 3 ] || die "usage: start JOBDIR SHELL WORKDIR"; start "$@" ;;
   _wrap) _wrap "$@" ;;
   follow) [ $# -eq 2 ] || die "usage: follow JOBDIR OFFSET"; follow "$@" ;;
@@ -253,6 +271,8 @@ case $verb in
   signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
   metrics) metrics ;;
   pull) [ $# -eq 1 ] || die "usage: pull IMAGE"; pull "$@" ;;
+  ports) [ $# -eq 1 ] || die "usage: ports JOBDIR"; ports "$@" ;;
+  container_started) [ $# -eq 1 ] || die "usage: container_started JOBDIR"; container_started "$@" ;;
   container_error) [ $# -eq 1 ] || die "usage: container_error JOBDIR"; container_error "$@" ;;
   revoke_keys) revoke_keys ;;
   gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;

@@ -278,6 +278,17 @@ pub struct JobSubmission {
     /// Set when a stop was asked: when, whether it is an abort, and when SIGKILL follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopRequest>,
+    /// Where a container job's ports are published on its host, once it runs: the daemon
+    /// reaches port `container` at `127.0.0.1:host` there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A container's port published on its host's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub container: u16,
+    pub host: u16,
 }
 
 impl JobSubmission {
@@ -315,6 +326,7 @@ impl JobSubmission {
             job_dir: None,
             retry_at: None,
             stop: None,
+            ports: Vec::new(),
         }
     }
 }

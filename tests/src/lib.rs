@@ -207,6 +207,25 @@ impl TestDaemon {
             .to_string()
     }
 
+    /// Applies an SSH fleet `name` of one test host (logging in as root with `key`) and waits
+    /// until its host is provisioned.
+    pub fn apply_ssh_fleet(&self, name: &str, key: &sshd::ClientKey, host: &sshd::TestHost) {
+        let fleet = format!(
+            "type: fleet\nname: {name}\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
+            key.path.display(),
+            host.ip,
+            host.port
+        );
+        let p = self.write_config(&format!("{name}.fleet.yml"), &fleet);
+        let out = self.cli(&["apply", "-f", p.to_str().expect("utf-8 path"), "-y"]);
+        assert!(
+            out.status.success(),
+            "fleet apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The run as `ps -a --json` shows it.
     pub fn run_json(&self, name: &str) -> Value {
         let runs = self.cli_json(&["ps", "-a"]);
@@ -278,30 +297,35 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `run.apply` of `configuration` named `name` over `c`, the run as the daemon answers.
+pub async fn apply_raw(c: &Client, configuration: &str, name: &str) -> Value {
+    use flotilla_protocol::rpc::{methods, RunApplyParams};
+    c.call_raw(
+        methods::RUN_APPLY,
+        RunApplyParams {
+            configuration: configuration.into(),
+            file_name: None,
+            env: Default::default(),
+            name: Some(name.to_string()),
+        },
+    )
+    .await
+    .expect("run.apply")
+}
+
 /// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event,
 /// on a connection of its own (its `events.watch` ends with it: a stream lasts as long as its
 /// connection, and a connection holds at most 16).
 pub async fn apply_to_running_ms(socket: &Path, configuration: &str, name: &str) -> f64 {
     let c = Client::connect(socket, "e2e-bench").await.expect("connect");
     use flotilla_protocol::client::RawStreamItem;
-    use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
+    use flotilla_protocol::rpc::{methods, EventsParams};
     let mut events = c
         .subscribe_raw(methods::EVENTS_WATCH, EventsParams::default())
         .await
         .expect("events.watch");
     let t = Instant::now();
-    let _: Value = c
-        .call_raw(
-            methods::RUN_APPLY,
-            RunApplyParams {
-                configuration: configuration.into(),
-                file_name: None,
-                env: Default::default(),
-                name: Some(name.to_string()),
-            },
-        )
-        .await
-        .expect("run.apply");
+    apply_raw(&c, configuration, name).await;
     let job = format!("{name}/0/0");
     loop {
         match events.next().await {

@@ -22,6 +22,20 @@ fn container_of(run: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// Waits until the run fails with `creating_container_error`; its message.
+fn wait_creating_container_error(d: &TestDaemon, name: &str) -> String {
+    let run = d.wait_status(name, &["failed"], WAIT);
+    assert_eq!(
+        job(&run)["termination_reason"],
+        "creating_container_error",
+        "{run}"
+    );
+    job(&run)["termination_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Waits until the container is gone.
 fn wait_removed(name: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -110,27 +124,14 @@ fn user_and_instance_volumes_are_honoured_and_a_missing_volume_fails_at_once() {
             "type: task\nimage: {image}\nvolumes:\n  - /no/such/dir:/data\ncommands:\n  - id\n"
         ),
     );
-    let run = d.wait_status(&missing, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &missing);
     assert!(message.contains("/no/such/dir"), "{message}");
     let bad_user = d.apply_detached(
         "baduser",
         &format!("type: task\nimage: {image}\nuser: nobody-here\ncommands:\n  - id\n"),
     );
-    let run = d.wait_status(&bad_user, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains("nobody-here"), "{run}");
+    let message = wait_creating_container_error(&d, &bad_user);
+    assert!(message.contains("nobody-here"), "{message}");
 }
 
 #[test]
@@ -140,19 +141,12 @@ fn an_image_that_cannot_be_pulled_fails_at_once_naming_it() {
         "nosuch",
         "type: task\nimage: flotilla-test/no-such-image:404\ncommands:\n  - echo never\n",
     );
-    let run = d.wait_status(&name, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    let message = job(&run)["termination_message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = wait_creating_container_error(&d, &name);
     assert!(
         message.contains("flotilla-test/no-such-image:404"),
         "{message}"
     );
+    let run = d.run_json(&name);
     assert!(job(&run)["exit_code"].is_null(), "{run}");
 }
 
@@ -219,30 +213,41 @@ fn kill_9_of_the_daemon_mid_output_loses_no_byte_and_keeps_exit_codes() {
 }
 
 #[test]
-fn an_image_job_waits_for_a_host_with_docker_and_says_so() {
-    let d0 = TestDaemon::new();
-    // A `docker` first on the daemon's PATH that cannot reach an engine.
-    let bin = d0.dir.path().join("bin");
+fn an_image_job_waits_for_a_host_with_docker_and_runs_once_docker_answers() {
+    let image = test_image();
+    let mut d = TestDaemon::new();
+    // A `docker` first on the daemon's PATH that reaches no engine until `flag` exists.
+    let bin = d.dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
+    let flag = d.dir.path().join("docker-up");
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v docker"])
+        .output()
+        .expect("sh");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "docker not on PATH");
     let fake = bin.join("docker");
     std::fs::write(
         &fake,
-        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+        format!(
+            "#!/bin/sh\nif [ -f '{}' ]; then exec '{real}' \"$@\"; fi\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+            flag.display()
+        ),
     )
     .expect("fake docker");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut d = d0;
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     d.daemon_env.push(("PATH".into(), path));
+    d.write_daemon_config("health_interval_secs: 1\n");
     d.spawn();
     let name = d.apply_detached(
         "needs-docker",
-        "type: task\nimage: flotilla-test/busybox:2\ncommands:\n  - echo x\n",
+        &format!("type: task\nimage: {image}\ncommands:\n  - cat /flotilla-marker\n"),
     );
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -265,6 +270,11 @@ fn an_image_job_waits_for_a_host_with_docker_and_says_so() {
     // A host job still runs there.
     let host = d.apply_detached("host", "type: task\ncommands:\n  - echo on the host\n");
     d.wait_status(&host, &["done"], WAIT);
+    // Docker answers again: the daemon notices at its next look and the job runs.
+    std::fs::write(&flag, "").expect("flag");
+    let run = d.wait_status(&name, &["done", "failed"], WAIT);
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(d.logs(&name), b"inside the image\n");
 }
 
 #[test]
@@ -296,13 +306,8 @@ fn registry_auth_pulls_a_private_image_and_the_password_shows_nowhere() {
         "wrongpw",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: not-it\ncommands:\n  - echo never\n"),
     );
-    let run = d.wait_status(&wrong, &["failed"], WAIT);
-    assert_eq!(
-        job(&run)["termination_reason"],
-        "creating_container_error",
-        "{run}"
-    );
-    assert!(run.to_string().contains(&private), "{run}");
+    let message = wait_creating_container_error(&d, &wrong);
+    assert!(message.contains(&private), "{message}");
     let name = d.apply_detached(
         "private",
         &format!("type: task\nimage: {private}\nregistry_auth:\n  username: alice\n  password: {password}\ncommands:\n  - cat /flotilla-marker\n"),
@@ -342,4 +347,97 @@ fn docker_rmi(image: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// GET / from 127.0.0.1:port, the body.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+#[test]
+fn two_jobs_on_one_host_both_serve_on_the_same_container_port() {
+    let image = test_image();
+    let d = TestDaemon::start();
+    let mut names = Vec::new();
+    for who in ["first", "second"] {
+        names.push(d.apply_detached(
+            who,
+            &format!("type: task\nimage: {image}\nports: [8000]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - mkdir -p /tmp/www && echo {who} > /tmp/www/index.html\n  - httpd -f -p 8000 -h /tmp/www\n"),
+        ));
+    }
+    for (name, who) in names.iter().zip(["first", "second"]) {
+        d.wait_status(name, &["running"], WAIT);
+        let deadline = std::time::Instant::now() + WAIT;
+        let body = loop {
+            let run = d.run_json(name);
+            assert_eq!(run["status"], "running", "{run}");
+            let port = job(&run)["ports"][0]["host"].as_u64();
+            if let Some(body) = port.and_then(|p| http_get(p as u16)) {
+                assert_eq!(job(&run)["ports"][0]["container"], 8000);
+                break body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} does not serve: {run}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(body, format!("{who}\n"));
+    }
+    for name in &names {
+        let out = d.cli(&["stop", name, "-y", "--abort"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_image_job_runs_in_a_container_on_an_ssh_host() {
+    use flotilla_e2e::sshd::{ssh_keygen, TestHost};
+    let image = test_image();
+    let d = TestDaemon::start();
+    let key = ssh_keygen(&d.dir.path().join("id"));
+    let host = TestHost::start(60, &key, None);
+    d.apply_ssh_fleet("boxes", &key, &host);
+    let name = d.apply_detached(
+        "remote",
+        &format!("type: task\nimage: {image}\nfleets: [boxes]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - cat /flotilla-marker\n  - echo \"rank $DSTACK_NODE_RANK\"\n"),
+    );
+    let run = d.wait_status(&name, &["done", "failed"], WAIT);
+    assert_eq!(run["status"], "done", "{run}\n{}", d.daemon_output());
+    assert_eq!(job(&run)["fleet"], "boxes");
+    assert_eq!(d.logs(&name), b"inside the image\nrank 0\n");
+    // `flotilla ssh` into a running container job on the SSH host lands inside the container.
+    let long = d.apply_detached(
+        "remote-long",
+        &format!("type: task\nimage: {image}\nfleets: [boxes]\nenv:\n  - WHERE=in-the-job\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - sleep 600\n"),
+    );
+    d.wait_status(&long, &["running"], WAIT);
+    let out = d.cli(&["ssh", &long, "--", "cat /flotilla-marker; echo $WHERE"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "inside the image\nin-the-job\n");
+    let out = d.cli(&["stop", &long, "-y", "-x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn flotilla_ssh_into_a_local_container_job_lands_inside_it() {
+    let image = test_image();
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "shell",
+        &format!("type: task\nimage: {image}\nenv:\n  - WHERE=in-the-job\nworking_dir: /tmp\ncommands:\n  - sleep 600\n"),
+    );
+    d.wait_status(&name, &["running"], WAIT);
+    let out = d.cli(&["ssh", &name, "--", "cat /flotilla-marker; echo $WHERE; pwd"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "inside the image\nin-the-job\n/tmp\n");
+    let out = d.cli(&["stop", &name, "-y", "-x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

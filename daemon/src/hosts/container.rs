@@ -11,6 +11,7 @@
 
 use super::supervisor::unexpected;
 use super::{sh_quote, Host, HostError};
+use flotilla_protocol::model::PublishedPort;
 
 /// The GPUs a container gets, by vendor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +210,12 @@ impl ContainerSpec {
         ));
         s.push_str(
             "docker start -a \"$name\" &\n\
-             attached=$!\n",
+             attached=$!\n\
+             until [ \"$(docker inspect -f '{{.State.Running}}' \"$name\" 2>/dev/null)\" = true ]; do\n\
+             \x20 kill -0 $attached 2>/dev/null || break\n\
+             \x20 sleep 0.05\n\
+             done\n\
+             : > \"$dir/started\"\n",
         );
         if matches!(&self.network, Network::Bridge { ports } if !ports.is_empty()) {
             s.push_str(
@@ -280,6 +286,12 @@ pub async fn pull(
     }
 }
 
+/// Whether the job's container has started (or already ended): the launcher marks it.
+pub async fn started(host: &Host, job_dir: &str) -> Result<bool, HostError> {
+    let out = host.run(&["container_started", job_dir], None).await?;
+    Ok(out.trim() == "yes")
+}
+
 /// Why the container of a job could not be created or started (`container_error` in its
 /// directory), if it could not.
 pub async fn container_error(host: &Host, job_dir: &str) -> Result<Option<String>, HostError> {
@@ -288,9 +300,50 @@ pub async fn container_error(host: &Host, job_dir: &str) -> Result<Option<String
     Ok((!text.is_empty()).then(|| text.to_string()))
 }
 
+/// The ports the container's launcher found published (`docker port` lines in `ports`), empty
+/// until the container runs.
+pub async fn published_ports(host: &Host, job_dir: &str) -> Result<Vec<PublishedPort>, HostError> {
+    let out = host.run(&["ports", job_dir], None).await?;
+    Ok(parse_ports(&out))
+}
+
+/// `8000/tcp -> 127.0.0.1:32768` lines (IPv6 lines `[::1]:32768` too), TCP only.
+pub fn parse_ports(text: &str) -> Vec<PublishedPort> {
+    let mut ports: Vec<PublishedPort> = text
+        .lines()
+        .filter_map(|line| {
+            let (inner, outer) = line.split_once(" -> ")?;
+            let container = inner.trim().strip_suffix("/tcp")?.parse().ok()?;
+            let host = outer.trim().rsplit_once(':')?.1.parse().ok()?;
+            Some(PublishedPort { container, host })
+        })
+        .collect();
+    ports.sort_by_key(|p| p.container);
+    ports.dedup_by_key(|p| p.container);
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_port_lines_become_published_ports() {
+        let text = "8000/tcp -> 127.0.0.1:32768\n9000/udp -> 127.0.0.1:1\n80/tcp -> [::1]:40001\ngarbage\n";
+        assert_eq!(
+            parse_ports(text),
+            vec![
+                PublishedPort {
+                    container: 80,
+                    host: 40001
+                },
+                PublishedPort {
+                    container: 8000,
+                    host: 32768
+                },
+            ]
+        );
+    }
 
     fn spec() -> ContainerSpec {
         ContainerSpec {

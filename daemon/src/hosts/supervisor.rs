@@ -2,6 +2,7 @@
 
 use super::inventory::{parse_inventory, Inventory};
 use super::{Host, HostError};
+use flotilla_protocol::model::HostSoftware;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// What the supervisor knows of a job's process.
@@ -27,6 +28,12 @@ pub enum FollowEnd {
 pub async fn inventory(host: &Host) -> Result<Inventory, HostError> {
     let out = host.run(&["inventory"], None).await?;
     Ok(parse_inventory(&out))
+}
+
+/// What the host runs for jobs beyond its resources (Docker, uv), read again.
+pub async fn software(host: &Host) -> Result<HostSoftware, HostError> {
+    let out = host.run(&["software"], None).await?;
+    Ok(parse_inventory(&out).software())
 }
 
 /// Starts a job of the user `owner` (a uid; on the local machine a root daemon starts it as

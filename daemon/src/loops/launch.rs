@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 /// dstack's working directory of pre-0.20 configurations: a relative `working_dir` is under it.
 const LEGACY_REPO_DIR: &str = "/workflow";
 
+/// After a dev environment's `init`, the job stays up until it is stopped (a stop, `max_duration`
+/// or `inactivity_duration`), as dstack keeps a dev environment up for an IDE.
+const STAY_UP: &str = "while :; do sleep 3600; done\n";
+
 /// What the runner asks the supervisor to start.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Launch {
@@ -44,6 +48,7 @@ pub struct LaunchContext<'a> {
 /// How the job starts on a host with `ctx.software`.
 pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, String> {
     let common = run.configuration.common();
+    let dev = matches!(run.configuration, RunConfiguration::DevEnvironment(_));
     let environment = JobEnvironment::of(common);
     let in_container = match &environment {
         JobEnvironment::Host => false,
@@ -81,6 +86,9 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             script.push_str(&c);
             script.push('\n');
         }
+        if dev {
+            script.push_str(STAY_UP);
+        }
         let workdir = match &common.working_dir {
             Some(w) if w.starts_with('/') => w.clone(),
             Some(w) => format!("{}/work/{w}", ctx.job_dir),
@@ -108,7 +116,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             entrypoint,
             args: commands,
         }
-    } else if commands.is_empty() && custom_image {
+    } else if commands.is_empty() && custom_image && !dev {
         Command::ImageDefault
     } else {
         let mut script = String::from("# written by flotillad\n");
@@ -123,6 +131,9 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
         for c in &commands {
             script.push_str(c);
             script.push('\n');
+        }
+        if dev {
+            script.push_str(STAY_UP);
         }
         Command::Script {
             shell: container_shell(common.shell.as_deref(), custom_image),

@@ -4,10 +4,11 @@
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
 //! repeats a byte.
 
+use super::container_jobs::{pull_image, record_ports, wait_started};
 use crate::handle::Daemon;
-use crate::hosts::container::{self, Credentials};
+use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
-use crate::hosts::{sh_quote, Host, HostError};
+use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
 use crate::loops::launch::{self, Launch, LaunchContext};
 use crate::ops::stops::carry_out_stops;
@@ -65,9 +66,9 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
 }
 
 /// Why a runner gave up on its job: `executor_error` unless said otherwise.
-struct Failure {
-    reason: JobTerminationReason,
-    message: String,
+pub(super) struct Failure {
+    pub(super) reason: JobTerminationReason,
+    pub(super) message: String,
 }
 
 impl From<String> for Failure {
@@ -128,28 +129,7 @@ async fn start(
 ) -> Result<bool, Failure> {
     let sub_id = job.current.id;
     if job.current.stop.is_some() {
-        // Stopped before it started: nothing runs on the host.
-        d.update_run(run.id, |run| {
-            if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-                if let Some(stop) = j.current.stop.clone() {
-                    let status = if stop.abort {
-                        JobStatus::Aborted
-                    } else {
-                        JobStatus::Terminated
-                    };
-                    finish(
-                        &mut j.current,
-                        status,
-                        Some(stop.reason),
-                        None,
-                        Timestamp::now(),
-                    );
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-        d.store().flush().await.map_err(|e| e.to_string())?;
-        d.logs().complete(sub_id);
+        end_stopped_before_start(d, run.id, job).await?;
         return Ok(false);
     }
     let launch = plan_launch(d, run, job, job_dir)?;
@@ -166,10 +146,30 @@ async fn start(
             registry_auth,
         } => {
             pull_image(d, host, run, job, &spec.image, registry_auth).await?;
+            // A stop that came while the image was pulled.
+            let stopped = d
+                .store()
+                .get_run(run.id)
+                .map_err(|e| e.to_string())?
+                .and_then(|r| {
+                    r.job(job.replica_num, job.job_num)
+                        .map(|j| j.current.stop.is_some())
+                })
+                .unwrap_or(true);
+            if stopped {
+                end_stopped_before_start(d, run.id, job).await?;
+                return Ok(false);
+            }
             let launcher = spec.launcher(job_dir);
-            supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
+            let pid = supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
                 .await
-                .map_err(|e| format!("cannot start the job's container: {e}"))?
+                .map_err(|e| format!("cannot start the job's container: {e}"))?;
+            // The job runs once its container does (creating it takes a moment).
+            wait_started(d, host, job.current.id, job_dir).await;
+            if matches!(&spec.network, Network::Bridge { ports } if !ports.is_empty()) {
+                record_ports(d, host, run.id, job, job_dir);
+            }
+            pid
         }
     };
     info!(run = %run.name, job = job.job_num, pid, "job started");
@@ -198,6 +198,36 @@ async fn start(
         carry_out_stops(d, run.id).await;
     }
     Ok(true)
+}
+
+/// A job stopped before anything ran on its host ends `terminated` (or `aborted`) at once.
+async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<(), Failure> {
+    let sub_id = job.current.id;
+    d.update_run(run_id, |run| {
+        if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
+            if j.current.id != sub_id {
+                return;
+            }
+            if let Some(stop) = j.current.stop.clone() {
+                let status = if stop.abort {
+                    JobStatus::Aborted
+                } else {
+                    JobStatus::Terminated
+                };
+                finish(
+                    &mut j.current,
+                    status,
+                    Some(stop.reason),
+                    None,
+                    Timestamp::now(),
+                );
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
+    Ok(())
 }
 
 /// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
@@ -246,70 +276,6 @@ fn plan_launch(d: &Daemon, run: &Run, job: &Job, job_dir: &str) -> Result<Launch
         reason: JobTerminationReason::CreatingContainerError,
         message,
     })
-}
-
-/// Pulls the job's image (the job is `pulling`, its waiting reason names the image); a pull
-/// that fails ends the job with `creating_container_error` and Docker's words.
-async fn pull_image(
-    d: &Daemon,
-    host: &Host,
-    run: &Run,
-    job: &Job,
-    image: &str,
-    registry_auth: Option<(String, String)>,
-) -> Result<(), Failure> {
-    let sub_id = job.current.id;
-    d.update_run(run.id, |run| {
-        if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-            if j.current.id == sub_id && !j.current.status.is_finished() {
-                j.current.status = JobStatus::Pulling;
-                j.current.waiting_reason = Some(format!("pulling {image}"));
-            }
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    d.flush_or_warn("a job's pulling state").await;
-    let credentials = registry_auth.as_ref().map(|(u, p)| Credentials {
-        username: u,
-        password: p,
-    });
-    match container::pull(host, run.uid, image, credentials).await {
-        Ok(pulled) => {
-            info!(run = %run.name, job = job.job_num, image, ?pulled, "image ready");
-            Ok(())
-        }
-        Err(e) if e.is_connection() => Err(format!("cannot pull {image}: {e}").into()),
-        Err(HostError::Verb { message, .. }) => {
-            if message.contains("Cannot connect to the Docker daemon") {
-                docker_is_down(d, job.current.instance_id, &message);
-            }
-            Err(Failure {
-                reason: JobTerminationReason::CreatingContainerError,
-                message: format!("image {image}: {message}"),
-            })
-        }
-        Err(e) => Err(Failure {
-            reason: JobTerminationReason::CreatingContainerError,
-            message: format!("image {image}: {e}"),
-        }),
-    }
-}
-
-/// Docker stopped on a host: image jobs no longer go there until the host is looked at again.
-fn docker_is_down(d: &Daemon, instance_id: Option<u64>, message: &str) {
-    let Some(id) = instance_id else { return };
-    let result = d.store().get_instance(id).and_then(|inst| match inst {
-        Some(mut inst) => {
-            inst.software.docker = false;
-            inst.error = Some(format!("Docker is not running: {message}"));
-            d.store().put_instance(&inst)
-        }
-        None => Ok(Vec::new()),
-    });
-    match result {
-        Ok(events) => d.publish(events),
-        Err(e) => warn!("cannot record that Docker is down on instance {id}: {e}"),
-    }
 }
 
 async fn follow_to_end(
@@ -586,7 +552,7 @@ async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
 }
 
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
-async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
+pub(super) async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
     tokio::select! {
         _ = d.shutdown().cancelled() => true,
         _ = tokio::time::sleep(dur) => false,

@@ -112,7 +112,7 @@ pub(super) fn lacking_software(job: &PendingJob, hosts: &[String]) -> String {
     }
     let verb = if hosts.len() == 1 { "has" } else { "have" };
     format!(
-        "waiting for a host with {what} (the job runs in a container or a Python environment): {list} {verb} none; start Docker there (or install uv for `python`), then re-apply its fleet (for this machine: restart flotillad) so that the daemon looks again"
+        "waiting for a host with {what} (the job runs in a container or a Python environment): {list} {verb} none; start Docker there (or install uv for `python`): the daemon looks again every 6 health intervals (30 s by default)"
     )
 }
 
