@@ -216,11 +216,20 @@ impl Backends {
 
     /// Every offer of the backends named in `only`, available or not, cheapest first.
     pub fn all_offers(&self, req: &ResourcesSpec, only: Option<&[String]>) -> Vec<Offer> {
+        self.collect(only, |b| b.all_offers(req))
+    }
+
+    /// What `f` gives for each backend named in `only` (all when `None`), cheapest first.
+    fn collect(
+        &self,
+        only: Option<&[String]>,
+        f: impl Fn(&dyn Backend) -> Vec<Offer>,
+    ) -> Vec<Offer> {
         let mut out: Vec<Offer> = self
             .list
             .iter()
             .filter(|b| only.is_none_or(|names| names.iter().any(|n| n == b.name())))
-            .flat_map(|b| b.all_offers(req))
+            .flat_map(|b| f(b.as_ref()))
             .collect();
         crate::catalog::sort_offers(&mut out);
         out
@@ -245,14 +254,7 @@ impl Backends {
     /// Offers for `req` of the backends named in `only` (all when `None`) that can be created
     /// now, cheapest first.
     pub fn offers(&self, req: &ResourcesSpec, only: Option<&[String]>) -> Vec<Offer> {
-        let mut out: Vec<Offer> = self
-            .list
-            .iter()
-            .filter(|b| only.is_none_or(|names| names.iter().any(|n| n == b.name())))
-            .flat_map(|b| b.offers(req))
-            .collect();
-        crate::catalog::sort_offers(&mut out);
-        out
+        self.collect(only, |b| b.offers(req))
     }
 
     pub fn reconcile(&self, instances: &[Instance]) {
