@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub data_dir: PathBuf,
+    /// The `config.yml` read (the daemon seals clear API keys in it).
+    pub config_file: PathBuf,
     pub socket: PathBuf,
     /// A directory of gpuhunt CSV catalogs, loaded once (`catalog_dir`, env `FLOTILLA_CATALOG_DIR`).
     pub catalog_dir: Option<PathBuf>,
@@ -56,6 +58,30 @@ struct FileConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     Pool(crate::backends::pool::PoolConfig),
+    Lambda(crate::backends::cloud::CloudConfig),
+    Runpod(crate::backends::cloud::CloudConfig),
+    Vastai(crate::backends::cloud::CloudConfig),
+}
+
+impl BackendConfig {
+    /// The backend's name: `name`, or the type for cloud backends without one.
+    pub fn name(&self) -> String {
+        match self {
+            BackendConfig::Pool(p) => p.name.clone(),
+            BackendConfig::Lambda(c) => c.name.clone().unwrap_or_else(|| "lambda".into()),
+            BackendConfig::Runpod(c) => c.name.clone().unwrap_or_else(|| "runpod".into()),
+            BackendConfig::Vastai(c) => c.name.clone().unwrap_or_else(|| "vastai".into()),
+        }
+    }
+
+    pub fn cloud(&self) -> Option<&crate::backends::cloud::CloudConfig> {
+        match self {
+            BackendConfig::Pool(_) => None,
+            BackendConfig::Lambda(c) | BackendConfig::Runpod(c) | BackendConfig::Vastai(c) => {
+                Some(c)
+            }
+        }
+    }
 }
 
 /// Finished job directories stay on hosts a week unless `job_retention` says otherwise.
@@ -120,12 +146,53 @@ impl DaemonConfig {
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
             job_retention_secs,
-            backends: file.backends,
+            backends: checked_backends(&file_path, file.backends)?,
+            config_file: file_path,
             base_image: file.base_image.filter(|i| !i.trim().is_empty()),
             socket_group: socket_group.or(file.socket_group).filter(|g| !g.is_empty()),
             data_dir,
         })
     }
+}
+
+/// Backend names are unique; cloud settings that cannot be honoured are refused here.
+fn checked_backends(path: &Path, list: Vec<BackendConfig>) -> anyhow::Result<Vec<BackendConfig>> {
+    let mut seen = std::collections::HashSet::new();
+    for b in &list {
+        let name = b.name();
+        if !seen.insert(name.clone()) {
+            anyhow::bail!(
+                "{}: backends: two backends are named {name}; give one a different `name`",
+                path.display()
+            );
+        }
+        if let Some(c) = b.cloud() {
+            if let Some(v) = &c.provisioning_timeout {
+                if parse_duration_secs(v).is_none() {
+                    anyhow::bail!(
+                        "{}: backends: {name}: provisioning_timeout: {v} is not a duration (seconds, or e.g. 10m)",
+                        path.display()
+                    );
+                }
+            }
+            if let Some(url) = &c.api_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    anyhow::bail!(
+                        "{}: backends: {name}: api_url {url} is not an http(s) URL",
+                        path.display()
+                    );
+                }
+            }
+            let crate::backends::cloud::Creds::ApiKey { api_key } = &c.creds;
+            if api_key.trim().is_empty() {
+                anyhow::bail!(
+                    "{}: backends: {name}: creds.api_key is empty; paste the provider's API key",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(list)
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {

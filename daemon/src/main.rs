@@ -53,8 +53,8 @@ fn main() -> std::process::ExitCode {
         return match runtime.block_on(flotilla_daemon::rotate::rotate_key(&config.data_dir)) {
             Ok(done) => {
                 println!(
-                    "flotillad: new key in place; re-sealed {} secrets, {} users' private keys, {} registry passwords. Back up the new key; the old one opens nothing now.",
-                    done.secrets, done.user_keys, done.registry_passwords
+                    "flotillad: new key in place; re-sealed {} secrets, {} users' private keys, {} registry passwords, {} values in config.yml. Back up the new key; the old one opens nothing now.",
+                    done.secrets, done.user_keys, done.registry_passwords, done.config_values
                 );
                 std::process::ExitCode::SUCCESS
             }

@@ -6,6 +6,7 @@ use crate::config::{self, DaemonConfig};
 use crate::handle::{Daemon, Parts};
 use crate::hosts::{self, Host, LocalHost};
 
+use crate::sealing::SealingKey;
 use crate::{api, backends, catalog, logs, loops, notify, ops, store};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
@@ -62,9 +63,9 @@ async fn serve(
         )
     })?;
     let catalog = catalog_service(&config);
-    let backends = backends_from(&config);
     let sealing = crate::sealing::load_for_daemon(&config.data_dir.join("key"))?;
     let gateway_key = api::gateway::host_key(&config.data_dir)?;
+    let backends = backends_from(&config, &catalog, &sealing).map_err(|e| anyhow::anyhow!(e))?;
     let d = Daemon::new(Parts {
         config,
         store,
@@ -80,6 +81,18 @@ async fn serve(
     d.backends().reconcile(&d.store().list_instances()?);
     if d.config().live_catalog {
         d.catalog().spawn_refresh(shutdown.clone());
+    }
+    // The cloud backends' live offers before the first scheduling pass (bounded: a provider
+    // that does not answer leaves the catalog's offers as they are, and the cloud loop tries
+    // again).
+    if d.backends().list().iter().any(|b| b.cloud().is_some()) {
+        for e in d
+            .backends()
+            .refresh(std::time::Duration::from_secs(5))
+            .await
+        {
+            warn!("live offers: {e}");
+        }
     }
     let loops = loops::spawn_all(&d);
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
@@ -99,17 +112,43 @@ async fn serve(
     Ok(())
 }
 
-fn backends_from(config: &DaemonConfig) -> backends::Backends {
-    let list: Vec<Arc<dyn backends::Backend>> = config
-        .backends
-        .iter()
-        .map(|b| match b {
-            config::BackendConfig::Pool(p) => {
-                Arc::new(backends::pool::PoolBackend::new(p.clone())) as Arc<dyn backends::Backend>
+/// The configured backends; the clear API keys of cloud backends are sealed in `config.yml`
+/// first, and the daemon's SSH key for cloud machines is made when one is configured.
+fn backends_from(
+    config: &DaemonConfig,
+    catalog: &catalog::CatalogService,
+    sealing: &SealingKey,
+) -> Result<backends::Backends, String> {
+    let any_cloud = config.backends.iter().any(|b| b.cloud().is_some());
+    let cloud_key = if any_cloud {
+        for w in backends::cloud::setup::seal_keys_in_file(
+            &config.config_file,
+            &config.backends,
+            sealing,
+        )? {
+            warn!("{w}");
+        }
+        Some(backends::cloud::key::CloudKey::load_or_create(
+            &config.data_dir.join("cloud_key"),
+        )?)
+    } else {
+        None
+    };
+    let mut list: Vec<Arc<dyn backends::Backend>> = Vec::new();
+    for b in &config.backends {
+        match (b, &cloud_key) {
+            (config::BackendConfig::Pool(p), _) => {
+                list.push(Arc::new(backends::pool::PoolBackend::new(p.clone())));
             }
-        })
-        .collect();
-    backends::Backends::new(list)
+            (_, Some(key)) => {
+                if let Some(c) = backends::cloud::setup::build(b, catalog, sealing, key)? {
+                    list.push(Arc::new(c));
+                }
+            }
+            (_, None) => {}
+        }
+    }
+    Ok(backends::Backends::new(list))
 }
 
 fn catalog_service(config: &DaemonConfig) -> catalog::CatalogService {

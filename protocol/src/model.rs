@@ -292,6 +292,18 @@ pub struct PublishedPort {
 }
 
 impl JobSubmission {
+    /// What this submission has cost at `now`: its share's price per hour times the time it
+    /// ran (from its start to its end, or to `now` while it runs). Dollars.
+    pub fn cost(&self, now: Timestamp) -> f64 {
+        match (self.price, self.started_at) {
+            (Some(price), Some(start)) => {
+                let end = self.finished_at.unwrap_or(now);
+                price * start.secs_until(end) as f64 / 3600.0
+            }
+            _ => 0.0,
+        }
+    }
+
     /// A fresh submission of a job, waiting to be placed.
     pub fn submitted(id: u64, submission_num: u32, now: Timestamp) -> Self {
         JobSubmission {
@@ -376,6 +388,24 @@ pub struct Run {
 }
 
 impl Run {
+    /// What the run has cost at `now`: every submission of every job (dollars).
+    pub fn cost(&self, now: Timestamp) -> f64 {
+        self.jobs
+            .iter()
+            .flat_map(|j| std::iter::once(&j.current).chain(j.previous_submissions.iter()))
+            .map(|s| s.cost(now))
+            .sum()
+    }
+
+    /// What the run is spending now: the price per hour of its unfinished jobs' shares.
+    pub fn price_per_hour(&self) -> f64 {
+        self.jobs
+            .iter()
+            .filter(|j| !j.current.status.is_finished())
+            .filter_map(|j| j.current.price)
+            .sum()
+    }
+
     /// Job `job` of replica `replica` (the one place a job is looked up by its numbers).
     pub fn job(&self, replica: u32, job: u32) -> Option<&Job> {
         self.jobs

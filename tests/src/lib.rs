@@ -2,6 +2,7 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod cloud;
 pub mod docker;
 pub mod raw;
 pub mod sshd;

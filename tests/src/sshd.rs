@@ -33,6 +33,30 @@ pub fn ssh_keygen(path: &Path) -> ClientKey {
     }
 }
 
+/// Creates `user` when missing and lets it log in to the host in `dir` and own its home.
+fn give_home_to(dir: &Path, user: &str) {
+    let exists = Command::new("id")
+        .arg(user)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let _ = Command::new("useradd")
+            // `*`: no password, yet not locked (sshd refuses keys of a locked account).
+            .args(["-M", "-s", "/bin/sh", "-p", "*", user])
+            .status();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod host dir");
+    let status = Command::new("chown")
+        .args(["-R", user])
+        .arg(dir.join("home"))
+        .status()
+        .expect("chown");
+    assert!(status.success(), "cannot give the host's home to {user}");
+}
+
 fn sshd_binary() -> PathBuf {
     for p in ["/usr/sbin/sshd", "/usr/bin/sshd"] {
         if Path::new(p).exists() {
@@ -53,15 +77,30 @@ impl TestHost {
     /// Starts sshd on 127.0.0.`octet`, accepting `client` keys; `gpus` is what its nvidia-smi prints
     /// (`None`: no nvidia-smi at all).
     pub fn start(octet: u8, client: &ClientKey, gpus: Option<&str>) -> TestHost {
+        TestHost::start_on(octet, None, client, gpus, None)
+    }
+
+    /// Like [`TestHost::start`], on `port` (None: a free one), for logins as `user` too (None:
+    /// root only; the user is created when missing and given the host's home), as a cloud
+    /// machine is reached.
+    pub fn start_on(
+        octet: u8,
+        port: Option<u16>,
+        client: &ClientKey,
+        gpus: Option<&str>,
+        user: Option<&str>,
+    ) -> TestHost {
         let dir = tempfile::Builder::new()
             .prefix("host")
             .tempdir_in("/tmp")
             .expect("host dir");
         let ip = format!("127.0.0.{octet}");
-        let port = TcpListener::bind((ip.as_str(), 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = port.unwrap_or_else(|| {
+            TcpListener::bind((ip.as_str(), 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        });
         let d = dir.path();
         std::fs::create_dir_all(d.join("home/.ssh")).expect("home");
         std::fs::create_dir_all(d.join("bin")).expect("bin");
@@ -74,6 +113,9 @@ impl TestHost {
             std::fs::write(&p, script).expect("nvidia-smi");
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        if let Some(user) = user {
+            give_home_to(d, user);
         }
         let mut host = TestHost {
             dir,

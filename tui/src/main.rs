@@ -48,6 +48,9 @@ enum Command {
     /// Fleets and their instances
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
+    /// The daemon's backends: credentials, instances, orphans
+    #[command(subcommand)]
+    Backend(commands::backend::BackendCommand),
     /// GPU utilisation and memory of a run's GPUs (last hour)
     Metrics(commands::metrics::Args),
     /// Offers: instances in fleets and backend catalogs matching a requirement
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Command::Stop(a) => commands::runs::stop(&target, a).await,
             Command::Delete(a) => commands::runs::delete(&target, a).await,
             Command::Fleet(c) => commands::fleet::run(&target, c).await,
+            Command::Backend(c) => commands::backend::run(&target, c).await,
             Command::Ssh(a) => commands::ssh::run(&target, a).await,
             Command::Attach(a) => commands::attach::run(&target, a).await,
             Command::Tunnel(a) => commands::ssh::tunnel(&target, a).await,

@@ -43,6 +43,7 @@ async fn route(
     match method {
         m::RunPlan::NAME => {
             let p = decode_params::<m::RunPlan>(raw)?;
+            ops::offers::refresh_live(d).await;
             // Parsing and matching offers are CPU work: on the blocking pool, not a worker.
             let (d, caller) = (d.clone(), caller.clone());
             let planned = tokio::task::spawn_blocking(move || ops::runs::plan(&d, &caller, &p))
@@ -98,7 +99,16 @@ async fn route(
         }
         m::OfferList::NAME => {
             let q = decode_params::<m::OfferList>(raw)?;
-            answer::<m::OfferList>(ops::offers::list(d, &q))
+            // Online offers (Vast.ai's search) and live availability are fetched first.
+            let warnings = ops::offers::refresh_live(d).await;
+            answer::<m::OfferList>(ops::offers::list(d, &q).map(|mut l| {
+                l.warnings.extend(warnings);
+                l
+            }))
+        }
+        m::BackendList::NAME => {
+            let p = decode_params::<m::BackendList>(raw)?;
+            answer::<m::BackendList>(ops::backends::list(d, &p).await)
         }
         m::FleetApply::NAME => {
             let p = decode_params::<m::FleetApply>(raw)?;

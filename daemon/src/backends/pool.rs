@@ -106,7 +106,11 @@ impl Backend for PoolBackend {
             .collect()
     }
 
-    fn create<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<Created, BackendError>> {
+    fn create<'a>(
+        &'a self,
+        offer: &'a Offer,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Created, BackendError>> {
         Box::pin(async move {
             let mut taken = self.taken();
             let host = self
@@ -126,7 +130,7 @@ impl Backend for PoolBackend {
                 .unwrap_or_else(|| "root".into());
             Ok(Created {
                 backend_id: Self::id(host),
-                endpoint: SshEndpoint {
+                endpoint: Some(SshEndpoint {
                     hostname: host.hostname.clone(),
                     port: host.port,
                     user,
@@ -136,7 +140,7 @@ impl Backend for PoolBackend {
                         .or_else(|| self.config.identity_file.clone()),
                     proxy_jump: None,
                     internal_ip: None,
-                },
+                }),
                 instance_type: host.instance_type.clone(),
                 region: host.region.clone().unwrap_or_else(|| "pool".into()),
                 price: host.price,

@@ -7,7 +7,7 @@ use super::{Loop, WakeSource};
 use crate::handle::{Daemon, InstanceWish};
 use crate::ops::instances::{create_instance, terminate};
 use crate::ops::occupancy::fleet_views;
-use crate::scheduler::{plan_fleet, FleetAction};
+use crate::scheduler::{plan_fleet, FleetAction, InstanceTerminationReason};
 use flotilla_protocol::model::InstanceStatus;
 use flotilla_protocol::Timestamp;
 use std::collections::HashMap;
@@ -122,6 +122,15 @@ impl FleetUpkeep {
                         ..
                     } => {
                         if let Some(inst) = instances.iter().find(|i| i.id == instance_id) {
+                            // A cloud backend's own provisioning_timeout rules its machines
+                            // (the cloud loop).
+                            if reason == InstanceTerminationReason::ProvisioningTimeout
+                                && d.backends()
+                                    .get(&inst.backend)
+                                    .is_some_and(|b| b.cloud().is_some())
+                            {
+                                continue;
+                            }
                             terminate(d, inst, reason.as_str()).await;
                             self.idle_since.remove(&instance_id);
                         }

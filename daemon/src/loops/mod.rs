@@ -12,6 +12,7 @@
 //! - `store_watch`: shuts the daemon down once the state store has failed.
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
+pub mod cloud;
 mod container_jobs;
 pub mod fleet_upkeep;
 pub mod instances;
@@ -96,5 +97,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, fleet_upkeep::FleetUpkeep::default()),
         spawn(d, store_watch::StoreWatch),
         spawn(d, job_retention::JobRetention),
+        spawn(d, cloud::CloudLoop::default()),
     ]
 }

@@ -82,6 +82,13 @@ impl Snapshot {
     }
 
     /// Whether an instance is still on its way up (pending or provisioning).
+    fn exists(&self, instance_id: u64) -> bool {
+        self.fleets
+            .iter()
+            .flat_map(|f| f.instances.iter())
+            .any(|i| i.id == instance_id)
+    }
+
     fn coming_up(&self, instance_id: u64) -> bool {
         self.fleets
             .iter()
@@ -104,14 +111,30 @@ pub async fn schedule_once(
     let snapshot = Snapshot::take(d)?;
     let runs = &snapshot.runs;
     // Forget creations whose instance is up (or gone): their jobs are placed normally now.
+    // A job whose instance went before it came up (provisioning_timeout, lost by the provider)
+    // fails for want of capacity, as a failed creation does (its retry policy may resubmit it).
+    let mut lost: Vec<(JobKey, u64)> = Vec::new();
     let waiting_for_instance: HashSet<JobKey> = {
         let mut map = inflight.locked();
-        map.retain(|_, inst| match inst {
+        map.retain(|key, inst| match inst {
             None => true,
-            Some(id) => snapshot.coming_up(*id),
+            Some(id) => {
+                if !snapshot.exists(*id) {
+                    lost.push((*key, *id));
+                }
+                snapshot.coming_up(*id)
+            }
         });
         map.keys().copied().collect()
     };
+    for (key, id) in lost {
+        fail_for_no_capacity(
+            d,
+            key,
+            format!("the instance created for it (id {id}) went before it came up (provisioning_timeout, or the provider lost it); `flotilla event` shows why"),
+        )
+        .await;
+    }
     let now = Timestamp::now();
     let mut next_due: Option<Timestamp> = None;
     let mut pending = Vec::new();
@@ -246,24 +269,29 @@ async fn create_for_job(d: Daemon, inflight: Inflight, p: Box<Provisioning>) {
         }
         Err(e) => {
             inflight.locked().remove(&p.key);
-            let now = Timestamp::now();
-            let r = d.update_run(p.key.run_id, |run| {
-                if let Some(job) = run.job_mut(p.key.replica_num, p.key.job_num) {
-                    if job.current.status == JobStatus::Submitted {
-                        finish(
-                            &mut job.current,
-                            JobStatus::Failed,
-                            Some(JobTerminationReason::FailedToStartDueToNoCapacity),
-                            Some(format!("no offers could be created: {e}")),
-                            now,
-                        );
-                    }
-                }
-            });
-            if let Err(e) = r {
-                warn!("cannot record the failed creation: {e}");
-            }
-            d.flush_or_warn("a failed creation").await;
+            fail_for_no_capacity(&d, p.key, format!("no offers could be created: {e}")).await;
         }
     }
+}
+
+/// Fails a job still waiting to be placed with `failed_to_start_due_to_no_capacity`.
+async fn fail_for_no_capacity(d: &Daemon, key: JobKey, message: String) {
+    let now = Timestamp::now();
+    let r = d.update_run(key.run_id, |run| {
+        if let Some(job) = run.job_mut(key.replica_num, key.job_num) {
+            if job.current.status == JobStatus::Submitted {
+                finish(
+                    &mut job.current,
+                    JobStatus::Failed,
+                    Some(JobTerminationReason::FailedToStartDueToNoCapacity),
+                    Some(message),
+                    now,
+                );
+            }
+        }
+    });
+    if let Err(e) = r {
+        warn!("cannot record the failed creation: {e}");
+    }
+    d.flush_or_warn("a failed creation").await;
 }

@@ -204,7 +204,7 @@ pub async fn apply(
             d.store().next_id()?,
             &name,
             next_num,
-            ep.clone(),
+            Some(ep.clone()),
             "ssh",
             "ssh",
             0.0,
@@ -310,7 +310,7 @@ pub fn pending_instance(
     id: u64,
     fleet: &str,
     num: u32,
-    endpoint: SshEndpoint,
+    endpoint: Option<SshEndpoint>,
     backend: &str,
     region: &str,
     price: f64,
@@ -326,7 +326,7 @@ pub fn pending_instance(
         termination_reason: None,
         backend: backend.to_string(),
         region: region.to_string(),
-        hostname: Some(endpoint.hostname.clone()),
+        hostname: endpoint.as_ref().map(|e| e.hostname.clone()),
         price,
         resources: InstanceResources {
             cpus: 0,
@@ -339,7 +339,7 @@ pub fn pending_instance(
         busy_blocks: 0,
         created_at: Timestamp::now(),
         error: None,
-        ssh: Some(endpoint),
+        ssh: endpoint,
         host_key: None,
         backend_id,
         host_root: None,
@@ -396,16 +396,9 @@ pub async fn delete(d: &Daemon, caller: &Caller, name: &str) -> Result<(), OpErr
         carry_out_stops(d, run.id).await;
     }
     for inst in &fleet.instances {
-        // Machines a backend made go back to it; SSH hosts are only released.
-        if let (Some(b), Some(id)) = (d.backends().get(&inst.backend), &inst.backend_id) {
-            if let Err(e) = b.terminate(id).await {
-                tracing::warn!("{}: cannot terminate {}: {e}", inst.backend, inst.name);
-            }
-        }
-        d.publish(d.store().delete_instance(inst, "terminated_by_user")?);
-        if let Some(h) = d.forget_host(inst.id) {
-            h.disconnect().await;
-        }
+        // Machines a backend made go back to it (retried until the provider confirms); SSH
+        // hosts are only released.
+        super::instances::terminate(d, inst, "terminated_by_user").await;
     }
     d.publish(d.store().delete_fleet(name)?);
     d.store().flush().await?;

@@ -2,6 +2,7 @@
 //! (`api/` for the socket, `loops/` for the background work) call these; these call the handle,
 //! the pure lifecycle rules and the bottom layer, never a driver.
 
+pub mod backends;
 pub mod config_fields;
 pub mod events;
 pub mod fleets;

@@ -65,21 +65,45 @@ pub fn assemble_counted(d: &Daemon, req: &OfferRequest) -> Result<(Vec<Offer>, u
     .into_iter()
     .filter(|o| terms.accepts_terms(o))
     .collect();
-    // Machines that configured backends can create now.
+    // Machines that configured backends can create, with their availability now.
     offers.extend(
         d.backends()
-            .offers(&terms.resources, req.backends.as_deref())
+            .all_offers(&terms.resources, req.backends.as_deref())
             .into_iter()
             .filter(|o| terms.accepts_terms(o)),
     );
     let mut total = offers.len();
     if req.with_catalog {
-        let (catalog_offers, catalog_total) = d.catalog().query(terms);
+        // A provider that a cloud backend buys from shows its offers once, as that backend's.
+        let own = d.backends().catalog_names();
+        let (catalog_offers, catalog_total) = if own.is_empty() {
+            d.catalog().query(terms)
+        } else {
+            let mut t = terms.clone();
+            t.limit = None;
+            let (all, _) = d.catalog().query(&t);
+            let mut kept: Vec<Offer> = all
+                .into_iter()
+                .filter(|o| !own.iter().any(|n| n.eq_ignore_ascii_case(&o.backend)))
+                .collect();
+            let n = kept.len();
+            kept.truncate(terms.limit.unwrap_or(usize::MAX));
+            (kept, n)
+        };
         total += catalog_total;
         offers.extend(catalog_offers);
     }
     sort_offers(&mut offers);
     Ok((offers, total))
+}
+
+/// How long `offer.list` and `run.plan` wait for the online offers (Vast.ai's search) and the
+/// live availability; past it they use what was fetched last, with a warning.
+pub const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fetches the cloud backends' online offers and live availability; the warnings.
+pub async fn refresh_live(d: &Daemon) -> Vec<String> {
+    d.backends().refresh(LIVE_TIMEOUT).await
 }
 
 /// The offers that answer `req`, cheapest first.

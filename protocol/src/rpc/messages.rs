@@ -403,3 +403,35 @@ pub struct SecretInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
+
+/// Params of `backend.list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BackendListParams {
+    /// Ask each provider again whether the credentials work (else the last check is shown).
+    #[serde(default)]
+    pub check: bool,
+}
+
+/// One configured backend as `backend.list` shows it. Credentials are never included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub name: String,
+    /// `pool`, `lambda`, `runpod`, `vastai`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The provider API in use (cloud backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// `valid`, `invalid`, or `unchecked` (not yet known: the check at start is still running).
+    pub credentials: String,
+    /// The provider's words when the credentials did not work (or could not be checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Instances of this backend in the store (any fleet, terminating ones included).
+    pub instances: u32,
+    /// What they cost now, in $/h.
+    pub price_per_hour: f64,
+    /// Machines carrying flotilla's name prefix that the daemon did not know at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<String>,
+}

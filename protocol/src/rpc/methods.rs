@@ -117,6 +117,8 @@ methods! {
     SecretGet = SECRET_GET("secret.get"): m::SecretNameParams => m::SecretInfo;
     /// Deletes a secret (admins).
     SecretDelete = SECRET_DELETE("secret.delete"): m::SecretNameParams => m::Deleted;
+    /// The configured backends: credentials (checked again with `check`), instances, orphans.
+    BackendList = BACKEND_LIST("backend.list"): m::BackendListParams => Vec<m::BackendInfo>;
 }
 
 /// Notification methods of streams.

@@ -143,13 +143,19 @@ fn print_fleets(fleets: &[Fleet]) {
     let now = Timestamp::now();
     let mut rows = Vec::new();
     for f in fleets {
+        // What the fleet's machines cost per hour now (its row), each instance below it.
+        let hourly: f64 = f.instances.iter().map(|i| i.price).sum();
         rows.push(vec![
             f.name.clone(),
             f.instances.len().to_string(),
             String::new(),
             String::new(),
             String::new(),
-            String::new(),
+            if hourly > 0.0 {
+                format!("{}/h", price(hourly))
+            } else {
+                String::new()
+            },
             f.status.to_string(),
             ago(f.created_at, now),
         ]);

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod attach;
+pub mod backend;
 pub mod daemon;
 pub mod event;
 pub mod fleet;

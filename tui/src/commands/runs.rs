@@ -62,11 +62,21 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<Run> = client
         .call::<methods::RunList>(&RunListParams { all: args.all })
         .await?;
+    let now = Timestamp::now();
     if args.json {
-        print_json(&runs)?;
+        // Each run with `cost`: dollars so far (price per hour of each job's share times the
+        // time it ran).
+        let mut out = Vec::with_capacity(runs.len());
+        for r in &runs {
+            let mut v = serde_json::to_value(r)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("cost".into(), serde_json::json!(round_cents(r.cost(now))));
+            }
+            out.push(v);
+        }
+        print_json(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let now = Timestamp::now();
     let mut rows = Vec::new();
     for r in &runs {
         let job = r.jobs.first();
@@ -74,12 +84,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
             .and_then(|j| j.current.instance.clone())
             .unwrap_or_else(|| "-".into());
         let gpus: usize = r.jobs.iter().map(|j| j.current.gpus.len()).sum();
-        let hourly: f64 = r
-            .jobs
-            .iter()
-            .filter(|j| !j.current.status.is_finished())
-            .filter_map(|j| j.current.price)
-            .sum();
+        let hourly = r.price_per_hour();
         let error = r
             .termination_reason
             .filter(|_| r.status != flotilla_protocol::model::RunStatus::Done)
@@ -95,6 +100,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
                 gpus.to_string()
             },
             price(hourly),
+            cost(r.cost(now)),
             r.status.to_string(),
             ago(r.submitted_at, now),
             error,
@@ -110,6 +116,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
                         j.current.gpus.len().to_string()
                     },
                     String::new(),
+                    cost(j.current.cost(now)),
                     j.current.status.to_string(),
                     ago(j.current.submitted_at, now),
                     j.current
@@ -126,6 +133,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
             "BACKEND",
             "GPU",
             "PRICE",
+            "COST",
             "STATUS",
             "SUBMITTED",
             "ERROR",
@@ -133,6 +141,22 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Dollars to the tenth of a cent (JSON).
+fn round_cents(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// What a run or job has cost so far: `$0.42`, `-` when nothing.
+fn cost(v: f64) -> String {
+    if v <= 0.0 {
+        "-".into()
+    } else if v < 0.01 {
+        "<$0.01".into()
+    } else {
+        format!("${v:.2}")
+    }
 }
 
 pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
