@@ -244,9 +244,20 @@ fn ssh(d: &TestDaemon, host: &str, command: &str) -> std::process::Output {
 fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
     let image = test_image();
     let d = TestDaemon::start();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox (install busybox-static)");
+    let web = free_port();
+    let www = d.dir.path().join("gw-www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("index.html"), "through ssh -L\n").expect("index");
     let host_job = d.apply_detached(
         "gwhost",
-        "type: task\nenv:\n  - WHERE=host-job\nresources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\ncommands:\n  - sleep 600\n",
+        &format!(
+            "type: task\nenv:\n  - WHERE=host-job\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - {busybox} httpd -f -p 127.0.0.1:{web} -h {}\n",
+            www.display()
+        ),
     );
     let boxed = d.apply_detached(
         "gwbox",
@@ -265,6 +276,21 @@ fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
         a.wait().expect("reap attach");
         assert!(ready, "attach did not set up ssh {name}");
     }
+    // `ssh -L` (direct-tcpip through the gateway) reaches the job's port.
+    let local = free_port();
+    let mut tunnel = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(d.dir.path().join(".flotilla/ssh/config"))
+        .args(["-o", "BatchMode=yes", "-N", "-L"])
+        .arg(format!("127.0.0.1:{local}:localhost:{web}"))
+        .arg(&host_job)
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ssh -L");
+    wait_body(local, "through ssh -L\n");
+    tunnel.kill().expect("kill ssh -L");
+    tunnel.wait().expect("reap ssh -L");
     // scp (SFTP) into the host job's working directory.
     let file = d.dir.path().join("upload.txt");
     std::fs::write(&file, "uploaded\n").expect("file");

@@ -75,7 +75,7 @@ pub fn open(
     d: &Daemon,
     caller: &Caller,
     req: &Request,
-) -> Result<(Value, GatewayTarget), RpcError> {
+) -> Result<(Value, TunnelParams, GatewayTarget), RpcError> {
     let p: TunnelParams = decode(
         methods::GATEWAY_OPEN,
         req.params.clone().unwrap_or(Value::Null),
@@ -85,11 +85,17 @@ pub fn open(
         d.gateway_key().public_key().to_openssh().map_err(|e| {
             RpcError::new(flotilla_protocol::rpc::codes::INTERNAL_ERROR, e.to_string())
         })?;
-    Ok((json(GatewayInfo { host_key })?, target))
+    Ok((json(GatewayInfo { host_key })?, p, target))
 }
 
 /// Runs the SSH session on the connection until the client leaves.
-pub async fn serve(d: &Daemon, stream: tokio::net::UnixStream, target: GatewayTarget) {
+pub async fn serve(
+    d: &Daemon,
+    caller: &Caller,
+    params: TunnelParams,
+    stream: tokio::net::UnixStream,
+    target: GatewayTarget,
+) {
     let config = Arc::new(russh::server::Config {
         keys: vec![d.gateway_key().clone()],
         auth_rejection_time: std::time::Duration::from_millis(100),
@@ -105,6 +111,9 @@ pub async fn serve(d: &Daemon, stream: tokio::net::UnixStream, target: GatewayTa
         }
     };
     let handler = Gateway {
+        d: d.clone(),
+        caller: caller.clone(),
+        params,
         target: Arc::new(target),
         allowed,
         channels: Default::default(),
@@ -120,6 +129,10 @@ pub async fn serve(d: &Daemon, stream: tokio::net::UnixStream, target: GatewayTa
 }
 
 struct Gateway {
+    d: Daemon,
+    caller: Caller,
+    /// The job the session is in (its `port` unset).
+    params: TunnelParams,
     target: Arc<GatewayTarget>,
     allowed: PublicKey,
     channels: std::collections::HashMap<ChannelId, Channel<Msg>>,
@@ -184,6 +197,48 @@ impl russh::server::Handler for Gateway {
     ) -> Result<(), Self::Error> {
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
+        Ok(())
+    }
+
+    /// `ssh -L` and IDEs: a port of the job, on `localhost` as the session sees it (the same
+    /// stream `tunnel.open` gives with the job's `port`).
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let port = u16::try_from(port_to_connect).ok();
+        let local = matches!(host_to_connect, "localhost" | "127.0.0.1" | "::1");
+        let Some(port) = port.filter(|_| local) else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let params = TunnelParams {
+            port: Some(port),
+            ..self.params.clone()
+        };
+        match ops::tunnels::open(&self.d, &self.caller, &params).await {
+            Ok((_, mut stream)) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut ch = channel.into_stream();
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut ch, &mut stream).await {
+                        debug!("gateway: a forwarded connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                debug!("gateway: cannot forward port {port}: {e}");
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
         Ok(())
     }
 

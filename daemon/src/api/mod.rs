@@ -218,7 +218,7 @@ async fn serve_connection(
         }
         if said_hello && req.method == methods::GATEWAY_OPEN {
             match gateway::open(&d, &caller, &req) {
-                Ok((info, target)) => {
+                Ok((info, params, target)) => {
                     reply(&tx, Response::ok(id, info)).await;
                     drop(tx);
                     let Ok(Ok(write)) =
@@ -234,7 +234,7 @@ async fn serve_connection(
                     let Ok(stream) = buffered.into_inner().reunite(write) else {
                         return;
                     };
-                    gateway::serve(&d, stream, target).await;
+                    gateway::serve(&d, &caller, params, stream, target).await;
                     return;
                 }
                 Err(e) => {
