@@ -52,6 +52,7 @@ struct FileConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     Pool(crate::backends::pool::PoolConfig),
+    Slurm(crate::backends::slurm::config::SlurmConfig),
 }
 
 /// Finished job directories stay on hosts a week unless `job_retention` says otherwise.
@@ -104,6 +105,24 @@ impl DaemonConfig {
                 )
             })?,
         };
+        for b in &file.backends {
+            if let BackendConfig::Slurm(s) = b {
+                s.validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
+            }
+        }
+        if file
+            .backends
+            .iter()
+            .filter(|b| matches!(b, BackendConfig::Slurm(_)))
+            .count()
+            > 1
+        {
+            anyhow::bail!(
+                "{}: backends: `type: slurm` appears twice; list every cluster under one `clusters:`",
+                file_path.display()
+            );
+        }
         Ok(DaemonConfig {
             socket: socket.unwrap_or_else(paths::default_socket_path),
             catalog_dir,

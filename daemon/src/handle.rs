@@ -11,6 +11,7 @@ use crate::hosts::ssh::SshHost;
 use crate::hosts::Host;
 use crate::lifecycle::{derive_run_status, resubmit_failed};
 use crate::logs::LogHub;
+use crate::sealing::SealingKey;
 use crate::store::{Store, StoreError};
 use crate::sync::LockExt;
 use flotilla_protocol::model::{Event, Run};
@@ -18,7 +19,6 @@ use flotilla_protocol::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, oneshot, Notify};
-use crate::sealing::SealingKey;
 use tokio_util::sync::CancellationToken;
 
 /// What the daemon is made of, built by its start-up.
@@ -301,9 +301,15 @@ impl Daemon {
         match self.0.store.get_instance(id) {
             Ok(Some(inst)) => match inst.ssh {
                 Some(ep) => {
+                    let slurm = self
+                        .0
+                        .backends
+                        .get(&inst.backend)
+                        .is_some_and(|b| b.slurm().is_some());
                     let host = Arc::new(
                         SshHost::new(ep, inst.host_key, inst.host_root)
-                            .with_jump_key(inst.jump_host_key),
+                            .with_jump_key(inst.jump_host_key)
+                            .with_slurm_verbs(slurm),
                     );
                     self.0
                         .ssh_hosts

@@ -30,7 +30,9 @@ pub enum SealError {
     },
     #[error("the daemon's key {path} is not {KEY_LEN} bytes of hex; restore it from a backup")]
     Malformed { path: PathBuf },
-    #[error("the daemon's key {path} can be read by others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "the daemon's key {path} can be read by others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Exposed { path: PathBuf, mode: u32 },
     #[error("no random bytes for a key or nonce: {0}")]
     Random(String),
@@ -165,11 +167,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("key");
         let key = SealingKey::load_or_create(&path).expect("a new key");
-        let mode = std::fs::metadata(&path).expect("key file").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&path)
+            .expect("key file")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let sealed = key.seal("hunter2-password").expect("sealed");
         assert!(is_sealed(&sealed) && !sealed.contains("hunter2"));
-        assert_ne!(sealed, key.seal("hunter2-password").expect("sealed"), "fresh nonces");
+        assert_ne!(
+            sealed,
+            key.seal("hunter2-password").expect("sealed"),
+            "fresh nonces"
+        );
         // The same file gives the same key back.
         let again = SealingKey::load_or_create(&path).expect("the same key");
         assert_eq!(again.open(&sealed).expect("opened"), "hunter2-password");
@@ -189,11 +199,15 @@ mod tests {
         let path = dir.path().join("key");
         SealingKey::load_or_create(&path).expect("a new key");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = SealingKey::load_or_create(&path).expect_err("refused").to_string();
+        let e = SealingKey::load_or_create(&path)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::write(&path, "zz\n").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let e = SealingKey::load_or_create(&path).expect_err("refused").to_string();
+        let e = SealingKey::load_or_create(&path)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("restore it from a backup"), "{e}");
     }
 }

@@ -62,7 +62,7 @@ async fn serve(
         )
     })?;
     let catalog = catalog_service(&config);
-    let backends = backends_from(&config);
+    let backends = backends_from(&config, &shutdown);
     let sealing = SealingKey::load_or_create(&config.data_dir.join("key"))?;
     let d = Daemon::new(Parts {
         config,
@@ -97,13 +97,19 @@ async fn serve(
     Ok(())
 }
 
-fn backends_from(config: &DaemonConfig) -> backends::Backends {
+fn backends_from(config: &DaemonConfig, shutdown: &CancellationToken) -> backends::Backends {
     let list: Vec<Arc<dyn backends::Backend>> = config
         .backends
         .iter()
         .map(|b| match b {
             config::BackendConfig::Pool(p) => {
                 Arc::new(backends::pool::PoolBackend::new(p.clone())) as Arc<dyn backends::Backend>
+            }
+            config::BackendConfig::Slurm(s) => {
+                let slurm = Arc::new(backends::slurm::SlurmBackend::new(s.clone()));
+                // Offers are read in the background from the start.
+                slurm.spawn_refresh(shutdown.clone());
+                slurm as Arc<dyn backends::Backend>
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
 pub mod raw;
+pub mod slurm;
 pub mod sshd;
 pub mod users;
 

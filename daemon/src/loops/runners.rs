@@ -126,22 +126,20 @@ async fn start(
         d.logs().complete(sub_id);
         return Ok(false);
     }
+    if super::slurm_jobs::is_slurm(host) {
+        // A Slurm cluster: one sbatch job, running once Slurm starts it.
+        return match super::slurm_jobs::start(d, host, run, job, job_dir).await? {
+            Some(_) => mark_started(d, run, job).await,
+            None => Ok(false),
+        };
+    }
     let common = run.configuration.common();
     if let Some(image) = &common.image {
         return Err(format!(
             "running in a Docker image ({image}) is not supported yet; remove `image` to run on the host"
         ));
     }
-    let fleet_env = match job.current.fleet.as_deref() {
-        Some(f) => d
-            .store()
-            .get_fleet(f)
-            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
-            .and_then(|f| f.configuration)
-            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
-            .unwrap_or_default(),
-        None => Default::default(),
-    };
+    let fleet_env = fleet_env(d, job)?;
     let node_ips = node_ips(d, run, job.replica_num)?;
     let script = job_script(run, job, &fleet_env, &node_ips)?;
     let workdir = match &common.working_dir {
@@ -154,6 +152,29 @@ async fn start(
         .await
         .map_err(|e| format!("cannot start the job: {e}"))?;
     info!(run = %run.name, job = job.job_num, pid, "job started");
+    mark_started(d, run, job).await
+}
+
+/// The env of the job's fleet (`env:` of its configuration).
+pub(super) fn fleet_env(
+    d: &Daemon,
+    job: &Job,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    Ok(match job.current.fleet.as_deref() {
+        Some(f) => d
+            .store()
+            .get_fleet(f)
+            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
+            .and_then(|f| f.configuration)
+            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
+            .unwrap_or_default(),
+        None => Default::default(),
+    })
+}
+
+/// Records that the job's process runs (or, stopped meanwhile, that it terminates).
+async fn mark_started(d: &Daemon, run: &Run, job: &Job) -> Result<bool, String> {
+    let sub_id = job.current.id;
     let now = Timestamp::now();
     let (_, stop_pending) = d
         .update_run(run.id, |run| {
@@ -164,6 +185,7 @@ async fn start(
                 return false;
             }
             j.current.started_at = Some(now);
+            j.current.waiting_reason = None;
             if j.current.stop.is_some() {
                 j.current.status = JobStatus::Terminating;
                 true
@@ -242,6 +264,13 @@ async fn follow_to_end(
             return Ok(());
         }
     };
+    // A Slurm job gone without one: how Slurm ended it (cancelled, preempted, ...).
+    let slurm_end = match exit {
+        None if super::slurm_jobs::is_slurm(host) => {
+            super::slurm_jobs::ended_without_exit_code(host, job_dir).await
+        }
+        _ => None,
+    };
     // Gone without an exit code: its directory may be unwritable (a full disk on the host).
     let storage_error = match exit {
         Some(_) => None,
@@ -262,6 +291,12 @@ async fn follow_to_end(
                 return false;
             }
             finish_from_exit(&mut job.current, exit, now);
+            if let Some((reason, message)) =
+                slurm_end.as_ref().filter(|_| job.current.stop.is_none())
+            {
+                job.current.termination_reason = Some(*reason);
+                job.current.termination_message = Some(message.clone());
+            }
             let mut note = None;
             if let Some(e) = storage_error
                 .as_ref()
@@ -434,7 +469,7 @@ async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
 }
 
 /// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
-async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
+pub(super) async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
     tokio::select! {
         _ = d.shutdown().cancelled() => true,
         _ = tokio::time::sleep(dur) => false,

@@ -51,6 +51,10 @@ pub async fn create_from_offers(
     offers: &[Offer],
 ) -> Result<Instance, String> {
     let mut last_err = format!("no offers in {}", d.backends().names().join(", "));
+    let why = d.backends().unavailable_reasons(None);
+    if !why.is_empty() {
+        last_err = format!("{last_err}: {}", why.join("; "));
+    }
     for offer in offers.iter().take(25) {
         let Some(backend) = d.backends().get(&offer.backend) else {
             continue;
