@@ -46,6 +46,11 @@ fn setup(octet: u8) -> Option<Setup> {
         stderr(&out),
         d.daemon_output()
     );
+    // The first read of the cluster runs in the background from the daemon's start.
+    wait("the cluster's offers", 30, || {
+        let v = d.cli_json(&["offer", "-b", "slurm", "--cpu", "1..", "--memory", "1GB.."]);
+        v["offers"].as_array().is_some_and(|o| o.len() == 2)
+    });
     Some(Setup {
         d,
         _login: login,
@@ -340,7 +345,7 @@ fn an_unreachable_login_node_is_a_clear_reason_not_a_hang() {
     d.spawn();
     let p = d.write_config(
         "f.yml",
-        "type: fleet\nname: f\nnodes: 1\nbackends: [slurm]\n",
+        "type: fleet\nname: far-away\nnodes: 1\nbackends: [slurm]\n",
     );
     let t0 = Instant::now();
     let out = d.cli(&["apply", "-f", p.to_str().expect("utf-8"), "-y"]);

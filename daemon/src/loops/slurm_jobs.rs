@@ -43,32 +43,32 @@ pub async fn start(
     let Host::Ssh(login) = host else {
         return Err("a Slurm job needs its cluster's login node".into());
     };
-    let common = run.configuration.common();
-    let (_, _, gpus) = requested(&common.resources);
-    let placement = placement(d, job, gpus > 0)?;
-    if let Some(image) = &common.image {
-        return Err(if placement.pyxis {
-            format!(
-                "slurm cluster {} has Pyxis, but flotilla does not run images ({image}) through it yet; remove `image` to run on the nodes directly",
-                placement.cluster
-            )
-        } else {
-            format!(
-                "slurm cluster {} cannot run images ({image}): it has no Pyxis (`srun --help` lists no --container-image); remove `image` to run on the nodes directly",
-                placement.cluster
-            )
-        });
-    }
     install(login).await?;
     let first = queue(host, job_dir).await?;
     if first.state == "absent" && job.job_num == 0 {
+        let common = run.configuration.common();
+        let (_, _, gpus) = requested(&common.resources);
+        let placement = placement(d, job, gpus > 0).await?;
+        if let Some(image) = &common.image {
+            return Err(if placement.pyxis {
+                format!(
+                    "slurm cluster {} has Pyxis, but flotilla does not run images ({image}) through it yet; remove `image` to run on the nodes directly",
+                    placement.cluster
+                )
+            } else {
+                format!(
+                    "slurm cluster {} cannot run images ({image}): it has no Pyxis (`srun --help` lists no --container-image); remove `image` to run on the nodes directly",
+                    placement.cluster
+                )
+            });
+        }
         submit(d, host, run, job, &placement).await?;
     }
     wait_until_running(d, host, run, job, job_dir).await
 }
 
 /// Which partitions the job goes to and whether the cluster has Pyxis.
-fn placement(d: &Daemon, job: &Job, gpu_job: bool) -> Result<JobPlacement, String> {
+async fn placement(d: &Daemon, job: &Job, gpu_job: bool) -> Result<JobPlacement, String> {
     let id = job.current.instance_id.ok_or("the job has no instance")?;
     let inst = d
         .store()
@@ -82,7 +82,7 @@ fn placement(d: &Daemon, job: &Job, gpu_job: bool) -> Result<JobPlacement, Strin
     let slurm = backend
         .slurm()
         .ok_or_else(|| format!("backend {} is not a Slurm backend", inst.backend))?;
-    slurm.placement(&inst, gpu_job)
+    slurm.placement_now(&inst, gpu_job).await
 }
 
 /// Installs this version of `slurm.sh` in the login user's `~/.flotilla` when it is missing.

@@ -218,6 +218,22 @@ impl SlurmBackend {
             .cloned()
     }
 
+    /// [`SlurmBackend::placement`], reading the cluster first when it was not read yet (a
+    /// job submitted right after the daemon's start).
+    pub async fn placement_now(
+        &self,
+        instance: &Instance,
+        gpu_job: bool,
+    ) -> Result<JobPlacement, String> {
+        let unread = self
+            .cluster(&instance.region)
+            .is_some_and(|c| c.snapshot.locked().view.is_none());
+        if unread {
+            self.refresh().await;
+        }
+        self.placement(instance, gpu_job)
+    }
+
     /// Where a job of `instance` goes: the partitions that match it (the GPU partitions of
     /// the instance's GPU for a GPU job, the CPU partitions otherwise) and whether the cluster
     /// runs containers (Pyxis).
