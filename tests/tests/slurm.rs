@@ -290,6 +290,58 @@ fn a_job_queues_behind_one_that_holds_the_node_and_stop_and_abort_cancel() {
     wait("the cluster's queue to empty", 30, || {
         s.cluster.squeue().trim().is_empty()
     });
+
+    // Slurm itself cancels a job: Slurm's state on the job, and `retry` on interruption resubmits
+    let victim = d.apply_detached(
+        "victim",
+        &format!(
+            "{}retry: {{on_events: [interruption], duration: 1h}}\n",
+            task(
+                "victim",
+                "{cpu: 1.., memory: 1GB..}",
+                &["echo ready", "while true; do sleep 0.1; done"],
+            )
+        ),
+    );
+    wait_log(d, &victim, "ready");
+    let slurm_id = s
+        .cluster
+        .squeue()
+        .split_whitespace()
+        .next()
+        .expect("the victim's Slurm job")
+        .to_string();
+    let out = s
+        .cluster
+        .client("scancel")
+        .arg(&slurm_id)
+        .output()
+        .expect("scancel");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("the victim's resubmission", 60, || {
+        d.run_json(&victim)["jobs"][0]["previous_submissions"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    });
+    let first = d.run_json(&victim)["jobs"][0]["previous_submissions"][0].clone();
+    assert_eq!(
+        first["termination_reason"], "interrupted_by_no_capacity",
+        "{first}"
+    );
+    let message = first["termination_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Slurm ended the job: CANCELLED"),
+        "{message}"
+    );
+    assert!(d.cli(&["stop", &victim, "-x", "-y"]).status.success());
+    d.wait_status(&victim, &["terminated"], Duration::from_secs(60));
+    wait("the cluster's queue to empty", 30, || {
+        s.cluster.squeue().trim().is_empty()
+    });
 }
 
 #[test]

@@ -264,12 +264,11 @@ async fn follow_to_end(
             return Ok(());
         }
     };
-    // A Slurm job gone without one: how Slurm ended it (cancelled, preempted, ...).
-    let slurm_end = match exit {
-        None if super::slurm_jobs::is_slurm(host) => {
-            super::slurm_jobs::ended_without_exit_code(host, job_dir).await
-        }
-        _ => None,
+    // A Slurm job: whether Slurm ended it (cancelled, preempted, its time limit...).
+    let slurm_end = if super::slurm_jobs::is_slurm(host) {
+        super::slurm_jobs::how_slurm_ended(host, job_dir, exit).await
+    } else {
+        None
     };
     // Gone without an exit code: its directory may be unwritable (a full disk on the host).
     let storage_error = match exit {

@@ -338,11 +338,13 @@ async fn end(
     Ok(())
 }
 
-/// How a Slurm job that ended without an exit code ended, in job terms: Slurm's state and
-/// reason (cancelled or preempted by Slurm itself is an interruption, which `retry` covers).
-pub async fn ended_without_exit_code(
+/// How Slurm ended a job, in job terms, when Slurm rather than the job decided: cancelled or
+/// preempted by Slurm itself (or its node failed) is an interruption, which `retry` covers;
+/// Slurm's time limit is `max_duration`. `None` when the job's own exit code tells it all.
+pub async fn how_slurm_ended(
     host: &Host,
     job_dir: &str,
+    exit: Option<i32>,
 ) -> Option<(JobTerminationReason, String)> {
     let q = match queue(host, job_dir).await {
         Ok(q) => q,
@@ -351,17 +353,26 @@ pub async fn ended_without_exit_code(
             return None;
         }
     };
-    let message = if q.state == "gone" {
-        format!("Slurm no longer knows the job (and has no accounting); no exit code in {job_dir}")
-    } else {
-        format!(
-            "Slurm ended the job: {} ({}){}; no exit code in {job_dir}",
-            q.state,
-            q.reason,
-            q.exit
-                .map(|e| format!(", exit code {e}"))
-                .unwrap_or_default()
-        )
+    let reason = match q.state.as_str() {
+        "CANCELLED" | "PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE" => {
+            JobTerminationReason::InterruptedByNoCapacity
+        }
+        "TIMEOUT" => JobTerminationReason::MaxDurationExceeded,
+        "OUT_OF_MEMORY" => JobTerminationReason::ContainerExitedWithError,
+        _ if exit.is_some() => return None,
+        _ => JobTerminationReason::InterruptedByNoCapacity,
     };
-    Some((JobTerminationReason::InterruptedByNoCapacity, message))
+    let why = if q.reason.is_empty() || q.reason == "None" {
+        String::new()
+    } else {
+        format!(" ({})", q.reason)
+    };
+    let message = match (q.state.as_str(), exit) {
+        ("gone", _) => format!(
+            "Slurm no longer knows the job (and has no accounting); no exit code in {job_dir}"
+        ),
+        (state, Some(code)) => format!("Slurm ended the job: {state}{why}; exit code {code}"),
+        (state, None) => format!("Slurm ended the job: {state}{why}; no exit code in {job_dir}"),
+    };
+    Some((reason, message))
 }
