@@ -343,13 +343,11 @@ impl Backend for SlurmBackend {
             {
                 self.refresh().await;
             }
-            if let Some(p) = c
-                .snapshot
-                .locked()
-                .problem
-                .clone()
-                .filter(|_| c.snapshot.locked().view.is_none())
-            {
+            let unreadable = {
+                let snap = c.snapshot.locked();
+                snap.problem.clone().filter(|_| snap.view.is_none())
+            };
+            if let Some(p) = unreadable {
                 return Err(failed(p));
             }
             let shape = self
