@@ -19,8 +19,11 @@ use flotilla_protocol::Timestamp;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// How often a queued job's state is read (one `scontrol` call on the login node).
+/// How often a queued job's state is read (one `scontrol` call on the login node): often in
+/// its first seconds (an idle node starts it at once), then once a second.
+const POLL_FAST: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_secs(1);
+const FAST_FOR: Duration = Duration::from_secs(3);
 /// Running this long in Slurm without its pid file on the login node: the job directory is not
 /// on a file system that the login and compute nodes share.
 const NOT_SHARED_AFTER: Duration = Duration::from_secs(60);
@@ -218,7 +221,13 @@ async fn wait_until_running(
 ) -> Result<Option<u32>, String> {
     let (run_id, replica, job_num, sub_id) = (run.id, job.replica_num, job.job_num, job.current.id);
     let mut running_since: Option<Instant> = None;
+    let waiting_since = Instant::now();
     loop {
+        let poll = if waiting_since.elapsed() < FAST_FOR {
+            POLL_FAST
+        } else {
+            POLL
+        };
         let current = d
             .store()
             .get_run(run_id)
@@ -297,17 +306,25 @@ async fn wait_until_running(
             }
             Err(e) => format!("cannot ask Slurm about the job: {e}"),
         };
-        let r = d.update_run(run_id, |run| {
-            if let Some(j) = run.job_mut(replica, job_num) {
-                if j.current.id == sub_id && j.current.waiting_reason.as_deref() != Some(&reason) {
-                    j.current.waiting_reason = Some(reason.clone());
+        let changed = current.waiting_reason.as_deref() != Some(reason.as_str());
+        let r = if !changed {
+            Ok(())
+        } else {
+            d.update_run(run_id, |run| {
+                if let Some(j) = run.job_mut(replica, job_num) {
+                    if j.current.id == sub_id
+                        && j.current.waiting_reason.as_deref() != Some(&reason)
+                    {
+                        j.current.waiting_reason = Some(reason.clone());
+                    }
                 }
-            }
-        });
+            })
+            .map(|_| ())
+        };
         if let Err(e) = r {
             warn!("job submission {sub_id}: cannot record its waiting reason: {e}");
         }
-        if sleep_or_shutdown(d, POLL).await {
+        if sleep_or_shutdown(d, poll).await {
             return Ok(None);
         }
     }
