@@ -3,15 +3,21 @@
 # in each job's directory, and reports the host's inventory. POSIX sh; run as
 #   sh supervisor.sh VERB ARGS...
 # Verbs:
-#   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker,
+#   inventory                       key=value lines: arch, cpus, memory_kib, disk_kib, docker, uv,
 #                                   then one `nvidia=NAME, MEMORY_MIB` / `amd=NAME, MEMORY_MB` line per GPU
+#   software                        `docker=0|1` and `uv=0|1` (a Docker engine that answers, uv)
 #   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
 #                                   under SHELL (`default`: bash when present, else sh);
 #                                   prints its pid; idempotent (an existing job is left alone)
 #   follow JOBDIR OFFSET            log bytes from OFFSET on stdout until the job has ended and
 #                                   all is read, then `exit_code=N` (or `lost`) on stderr
 #   status JOBDIR                   `running PID`, `exited CODE`, `lost` or `absent`
-#   signal JOBDIR SIGNAL            signal the job's process group (TERM, KILL, ...)
+#   signal JOBDIR SIGNAL            signal the job's process group (TERM, KILL, ...); for a job
+#                                   in a container, every process in it (`docker kill`)
+#   pull IMAGE                      pulls IMAGE unless present (`present` / `pulled`); optional
+#                                   `username` and `password` lines on stdin log in first
+#   ports JOBDIR                    a container job's published ports (`docker port` lines)
+#   container_error JOBDIR          why a container job's container could not be created or run
 #   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
 #   gc SECONDS                      remove the finished job directories of this host whose
 #                                   exit code is older than SECONDS (by the file's mtime)
@@ -43,6 +49,12 @@ alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
 job_pid() { [ -f "$1/pid" ] && cat "$1/pid" 2>/dev/null; }
 
+# What jobs may use beyond resources: a Docker engine that answers, and uv.
+software() {
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
+  if command -v uv >/dev/null 2>&1; then echo "uv=1"; else echo "uv=0"; fi
+}
+
 inventory() {
   echo "arch=$(uname -m)"
   c=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)
@@ -54,7 +66,7 @@ inventory() {
   private_root
   d=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $2}')
   echo "disk_kib=${d:-0}"
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo "docker=1"; else echo "docker=0"; fi
+  software
   if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
   fi
@@ -141,9 +153,64 @@ status() {
 
 signal() {
   dir=$1 sig=$2
+  if [ -f "$dir/container" ]; then
+    # A container job: TERM reaches every process of the container (as the process group of a
+    # host job), KILL ends the container; a container not created yet is never started.
+    : > "$dir/stop_requested"
+    c=$(cat "$dir/container")
+    if [ "$sig" = TERM ]; then
+      docker exec "$c" sh -c 'kill -TERM -1' >/dev/null 2>&1
+      docker kill -s TERM "$c" >/dev/null 2>&1
+    else
+      docker kill -s "$sig" "$c" >/dev/null 2>&1
+    fi
+    return 0
+  fi
   p=$(job_pid "$dir")
   [ -n "$p" ] || die "no job in $dir"
   kill -s "$sig" -- "-$p" 2>/dev/null || kill -s "$sig" "$p" 2>/dev/null || true
+}
+
+# The registry of an image reference: its first part when that names a host.
+registry_of() {
+  case $1 in
+    */*) first=${1%%/*} ;;
+    *) first= ;;
+  esac
+  case $first in
+    *.*|*:*|localhost) echo "$first" ;;
+    *) echo "" ;;
+  esac
+}
+
+# Pulls an image unless it is present; `username` and `password` lines on stdin (or nothing)
+# log in to its registry in a throw-away Docker config that is removed after the pull.
+pull() {
+  image=$1
+  if docker image inspect "$image" >/dev/null 2>&1; then cat >/dev/null; echo present; return 0; fi
+  IFS= read -r user || user=
+  IFS= read -r pass || pass=
+  if [ -z "$user" ]; then
+    err=$(docker pull "$image" 2>&1 >/dev/null) || { echo "cannot pull $image: $err" >&2; exit 1; }
+    echo pulled; return 0
+  fi
+  cfg=$(mktemp -d) || die "cannot make a temporary Docker config"
+  trap 'rm -rf "$cfg"' EXIT
+  printf '%s' "$pass" | docker --config "$cfg" login --username "$user" --password-stdin $(registry_of "$image") >/dev/null 2>"$cfg/err" ||
+    { echo "cannot log in to the registry of $image as $user: $(cat "$cfg/err")" >&2; exit 1; }
+  docker --config "$cfg" pull "$image" >/dev/null 2>"$cfg/err" ||
+    { echo "cannot pull $image: $(cat "$cfg/err")" >&2; exit 1; }
+  echo pulled
+}
+
+ports() {
+  [ -f "$1/ports" ] && cat "$1/ports"
+  return 0
+}
+
+container_error() {
+  [ -f "$1/container_error" ] && cat "$1/container_error"
+  return 0
 }
 
 metrics() {
@@ -191,12 +258,16 @@ verb=${1:-}
 shift
 case $verb in
   inventory) inventory ;;
+  software) software ;;
   start) [ $# -eq 3 ] || die "usage: start JOBDIR SHELL WORKDIR"; start "$@" ;;
   _wrap) _wrap "$@" ;;
   follow) [ $# -eq 2 ] || die "usage: follow JOBDIR OFFSET"; follow "$@" ;;
   status) [ $# -eq 1 ] || die "usage: status JOBDIR"; status "$@" ;;
   signal) [ $# -eq 2 ] || die "usage: signal JOBDIR SIGNAL"; signal "$@" ;;
   metrics) metrics ;;
+  pull) [ $# -eq 1 ] || die "usage: pull IMAGE"; pull "$@" ;;
+  ports) [ $# -eq 1 ] || die "usage: ports JOBDIR"; ports "$@" ;;
+  container_error) [ $# -eq 1 ] || die "usage: container_error JOBDIR"; container_error "$@" ;;
   revoke_keys) revoke_keys ;;
   gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;
   *) die "unknown verb $verb" ;;

@@ -28,6 +28,9 @@ pub struct DaemonConfig {
     pub socket_group: Option<String>,
     /// How long finished job directories stay on hosts (`job_retention`; default 7 days).
     pub job_retention_secs: u64,
+    /// The image of jobs with `python`/`nvcc` and no `image` (`base_image`; default dstack's
+    /// base image), for mirrors and offline sites.
+    pub base_image: Option<String>,
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -43,6 +46,7 @@ struct FileConfig {
     retry_delay_scale: Option<f64>,
     socket_group: Option<String>,
     job_retention: Option<serde_json::Value>,
+    base_image: Option<String>,
     #[serde(default)]
     backends: Vec<BackendConfig>,
 }
@@ -136,6 +140,7 @@ impl DaemonConfig {
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
             job_retention_secs,
             backends: file.backends,
+            base_image: file.base_image.filter(|i| !i.trim().is_empty()),
             socket_group: socket_group.or(file.socket_group).filter(|g| !g.is_empty()),
             data_dir,
         })
@@ -155,7 +160,7 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, socket_group, job_retention, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, socket_group, job_retention, base_image, backends)")
     })
 }
 

@@ -11,6 +11,7 @@ use crate::hosts::ssh::SshHost;
 use crate::hosts::Host;
 use crate::lifecycle::{derive_run_status, resubmit_failed};
 use crate::logs::LogHub;
+use crate::presence::Presence;
 use crate::sealing::SealingKey;
 use crate::store::{Store, StoreError};
 use crate::sync::LockExt;
@@ -68,6 +69,8 @@ struct Inner {
     /// Backends that create instances for fleets without `ssh_config`.
     backends: Backends,
     sealing: SealingKey,
+    /// Who is attached to each run (tunnels, `attach`).
+    presence: Presence,
     /// GPU samples of the last hour.
     gpu_samples: GpuSampleStore,
 }
@@ -76,6 +79,11 @@ struct Inner {
 pub struct Daemon(Arc<Inner>);
 
 impl Daemon {
+    /// Who is attached to each run.
+    pub fn presence(&self) -> &Presence {
+        &self.0.presence
+    }
+
     /// The daemon's key, for the credentials it keeps sealed.
     pub fn sealing(&self) -> &SealingKey {
         &self.0.sealing
@@ -101,6 +109,7 @@ impl Daemon {
             wanted_instances: Mutex::new(Vec::new()),
             backends: parts.backends,
             sealing: parts.sealing,
+            presence: Presence::default(),
             gpu_samples: GpuSampleStore::default(),
         }))
     }

@@ -22,6 +22,7 @@ pub mod logs;
 pub mod loops;
 pub mod notify;
 pub mod ops;
+pub mod presence;
 pub mod scheduler;
 pub mod sealing;
 mod startup;

@@ -86,6 +86,7 @@ string_enum!(
         InstanceUnreachable = "instance_unreachable",
         WaitingInstanceLimitExceeded = "waiting_instance_limit_exceeded",
         ContainerExitedWithError = "container_exited_with_error",
+        CreatingContainerError = "creating_container_error",
         DoneByRunner = "done_by_runner",
         TerminatedByUser = "terminated_by_user",
         AbortedByUser = "aborted_by_user",
@@ -277,6 +278,17 @@ pub struct JobSubmission {
     /// Set when a stop was asked: when, whether it is an abort, and when SIGKILL follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopRequest>,
+    /// Where a container job's ports are published on its host, once it runs: the daemon
+    /// reaches port `container` at `127.0.0.1:host` there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A container's port published on its host's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub container: u16,
+    pub host: u16,
 }
 
 impl JobSubmission {
@@ -302,6 +314,7 @@ impl JobSubmission {
             job_dir: None,
             retry_at: None,
             stop: None,
+            ports: Vec::new(),
         }
     }
 }
@@ -417,6 +430,17 @@ pub struct Instance {
     /// host is back; their blocks and GPUs stay busy until they are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<OrphanJob>,
+    /// What the host offers jobs beyond its resources (Docker, uv), from its inventory.
+    #[serde(default)]
+    pub software: HostSoftware,
+}
+
+/// What a host offers jobs beyond its resources: a running Docker engine (jobs with `image`,
+/// `python`, `nvcc` or `docker: true`) and `uv` (jobs with `python` on a host without Docker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSoftware {
+    pub docker: bool,
+    pub uv: bool,
 }
 
 /// A job submission that the daemon ended while its host was away, and that may still run there.

@@ -241,6 +241,7 @@ fn logs_follow_and_its_chunks() {
         rpc::LogsFollowParams {
             target: target(),
             offset: 5,
+            attach: true,
         },
         rpc::LogsFollowEnd {
             next_offset: 99,
@@ -389,6 +390,7 @@ fn users_and_tunnels() {
             run: "r".into(),
             replica: 0,
             job: 1,
+            port: Some(8000),
         },
         rpc::TunnelInfo {
             instance: "gpu/gpu-0".into(),

@@ -135,8 +135,11 @@ fn sbatch_to_running_ms(cluster: &SlurmCluster, job_dir: &str, i: usize) -> f64 
         .expect("batch.sh")
         .replace(job_dir, &dir);
     std::fs::write(Path::new(&dir).join("batch.sh"), batch).expect("batch.sh");
-    std::fs::copy(Path::new(job_dir).join("script"), Path::new(&dir).join("script"))
-        .expect("script");
+    std::fs::copy(
+        Path::new(job_dir).join("script"),
+        Path::new(&dir).join("script"),
+    )
+    .expect("script");
     let t = Instant::now();
     let out = cluster
         .client("sbatch")
@@ -144,7 +147,11 @@ fn sbatch_to_running_ms(cluster: &SlurmCluster, job_dir: &str, i: usize) -> f64 
         .arg(Path::new(&dir).join("batch.sh"))
         .output()
         .expect("sbatch");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let state = || {
         let out = cluster

@@ -125,6 +125,7 @@ fn main() {
                 LogsFollowParams {
                     target: LogTarget { run: "throughput".into(), replica: 0, job: 0, submission: None },
                     offset: 0,
+                    attach: false,
                 },
             )
             .await

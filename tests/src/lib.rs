@@ -2,6 +2,7 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod docker;
 pub mod raw;
 pub mod slurm;
 pub mod sshd;
@@ -43,6 +44,8 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
+    /// Extra environment of the daemon (a `PATH` without Docker, say).
+    pub daemon_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -59,6 +62,7 @@ impl TestDaemon {
             dir,
             socket,
             data_dir,
+            daemon_env: Vec::new(),
             child: None,
         }
     }
@@ -77,7 +81,8 @@ impl TestDaemon {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env_remove("NOTIFY_SOCKET")
-            .env("FLOTILLA_LOG", "info");
+            .env("FLOTILLA_LOG", "info")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -273,30 +278,35 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `run.apply` of `configuration` named `name` over `c`, the run as the daemon answers.
+pub async fn apply_raw(c: &Client, configuration: &str, name: &str) -> Value {
+    use flotilla_protocol::rpc::{methods, RunApplyParams};
+    c.call_raw(
+        methods::RUN_APPLY,
+        RunApplyParams {
+            configuration: configuration.into(),
+            file_name: None,
+            env: Default::default(),
+            name: Some(name.to_string()),
+        },
+    )
+    .await
+    .expect("run.apply")
+}
+
 /// Milliseconds from `run.apply` of `configuration` (named `name`) to its job's `running` event,
 /// on a connection of its own (its `events.watch` ends with it: a stream lasts as long as its
 /// connection, and a connection holds at most 16).
 pub async fn apply_to_running_ms(socket: &Path, configuration: &str, name: &str) -> f64 {
     let c = Client::connect(socket, "e2e-bench").await.expect("connect");
     use flotilla_protocol::client::RawStreamItem;
-    use flotilla_protocol::rpc::{methods, EventsParams, RunApplyParams};
+    use flotilla_protocol::rpc::{methods, EventsParams};
     let mut events = c
         .subscribe_raw(methods::EVENTS_WATCH, EventsParams::default())
         .await
         .expect("events.watch");
     let t = Instant::now();
-    let _: Value = c
-        .call_raw(
-            methods::RUN_APPLY,
-            RunApplyParams {
-                configuration: configuration.into(),
-                file_name: None,
-                env: Default::default(),
-                name: Some(name.to_string()),
-            },
-        )
-        .await
-        .expect("run.apply");
+    apply_raw(&c, configuration, name).await;
     let job = format!("{name}/0/0");
     loop {
         match events.next().await {

@@ -152,6 +152,7 @@ fn others_see_that_a_run_exists_but_not_its_contents_and_cannot_touch_it() {
 
     for args in [
         vec!["logs", "private"],
+        vec!["attach", "private", "-p", "*:9999"],
         vec!["stop", "private", "-y"],
         vec!["delete", "private", "-y"],
     ] {

@@ -114,6 +114,7 @@ async fn two_clients_follow_the_same_log() {
                         submission: None,
                     },
                     offset: 0,
+                    attach: false,
                 },
             )
             .await

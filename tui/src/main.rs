@@ -35,6 +35,8 @@ enum Command {
     Stop(commands::runs::StopArgs),
     /// Delete a finished run and its logs
     Delete(commands::runs::DeleteArgs),
+    /// Wait for a run's job, forward its ports (and -p LOCAL:REMOTE), follow its logs
+    Attach(commands::attach::Args),
     /// A shell (or `-- COMMAND`) in a run's job, in its working directory
     Ssh(commands::ssh::Args),
     /// The byte stream to a job's host (the ProxyCommand of `flotilla ssh`)
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => commands::runs::delete(&target, a).await,
             Command::Fleet(c) => commands::fleet::run(&target, c).await,
             Command::Ssh(a) => commands::ssh::run(&target, a).await,
+            Command::Attach(a) => commands::attach::run(&target, a).await,
             Command::Tunnel(a) => commands::ssh::tunnel(&target, a).await,
             Command::Offer(a) => commands::offer::run(&target, a).await,
             Command::Metrics(a) => commands::metrics::run(&target, a).await,

@@ -47,7 +47,8 @@ pub async fn logs_follow(
     id: &RequestId,
     out: &Outbox,
 ) -> Result<Value, RpcError> {
-    let (_, sub, _) = find_submission(d, caller, &p.target).map_err(op_error)?;
+    let (run, sub, _) = find_submission(d, caller, &p.target).map_err(op_error)?;
+    let _attached = p.attach.then(|| d.presence().enter(run.id));
     // Subscribe before looking at the job's status, so that an end in between is not missed.
     let mut rx = d.logs().subscribe(sub);
     let (_, _, finished) = find_submission(d, caller, &p.target).map_err(op_error)?;

@@ -1,7 +1,7 @@
 //! The supervisor's `inventory` output, turned into a machine's resources; GPU names normalised to catalog names.
 
 use flotilla_protocol::config::{CpuArch, GpuVendor};
-use flotilla_protocol::model::{Gpu, InstanceResources};
+use flotilla_protocol::model::{Gpu, HostSoftware, InstanceResources};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inventory {
@@ -10,6 +10,7 @@ pub struct Inventory {
     pub memory_gb: f64,
     pub disk_gb: Option<f64>,
     pub docker: bool,
+    pub uv: bool,
     pub gpus: Vec<Gpu>,
 }
 
@@ -23,6 +24,13 @@ impl Inventory {
             gpus: self.gpus.clone(),
         }
     }
+
+    pub fn software(&self) -> HostSoftware {
+        HostSoftware {
+            docker: self.docker,
+            uv: self.uv,
+        }
+    }
 }
 
 /// Parses `key=value` lines; unknown keys are ignored, missing ones default to nothing.
@@ -33,6 +41,7 @@ pub fn parse_inventory(text: &str) -> Inventory {
         memory_gb: 0.0,
         disk_gb: None,
         docker: false,
+        uv: false,
         gpus: Vec::new(),
     };
     for line in text.lines() {
@@ -58,6 +67,7 @@ pub fn parse_inventory(text: &str) -> Inventory {
                     .map(|d| d / 1024.0 / 1024.0)
             }
             "docker" => inv.docker = value == "1",
+            "uv" => inv.uv = value == "1",
             "nvidia" => {
                 if let Some(g) = parse_smi_line(value, GpuVendor::Nvidia) {
                     inv.gpus.push(g);

@@ -1,6 +1,7 @@
 //! Bottom layer. Reaching machines: the local machine through child processes, SSH hosts through one russh
 //! connection each; every host action is a supervisor verb run through [`Host::exec`].
 
+pub mod container;
 pub mod inventory;
 pub mod local;
 pub mod ssh;

@@ -380,6 +380,23 @@ impl SshHost {
         Ok(Box::new(tcp))
     }
 
+    /// A TCP stream to `127.0.0.1:port` on this host, over the daemon's own connection to it
+    /// (`direct-tcpip`): a port a job listens on there.
+    pub async fn open_local_port(
+        &self,
+        port: u16,
+    ) -> Result<Box<dyn super::ByteStream>, HostError> {
+        let handle = self.handle().await?;
+        let ch = handle
+            .channel_open_direct_tcpip("127.0.0.1", u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| HostError::Unreachable {
+                host: self.label(),
+                message: format!("cannot reach port {port} there: {e}"),
+            })?;
+        Ok(Box::new(ch.into_stream()))
+    }
+
     /// A round trip on the open connection (connecting first if needed).
     pub async fn ping(&self) -> Result<(), HostError> {
         let (_, _, code) = self.exec_raw("true", None).await?.collect().await;

@@ -2,6 +2,7 @@
 
 use super::inventory::{parse_inventory, Inventory};
 use super::{Host, HostError};
+use flotilla_protocol::model::HostSoftware;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// What the supervisor knows of a job's process.
@@ -29,6 +30,12 @@ pub async fn inventory(host: &Host) -> Result<Inventory, HostError> {
     Ok(parse_inventory(&out))
 }
 
+/// What the host runs for jobs beyond its resources (Docker, uv), read again.
+pub async fn software(host: &Host) -> Result<HostSoftware, HostError> {
+    let out = host.run(&["software"], None).await?;
+    Ok(parse_inventory(&out).software())
+}
+
 /// Starts a job of the user `owner` (a uid; on the local machine a root daemon starts it as
 /// that user) (idempotent) and returns its pid.
 pub async fn start(
@@ -51,6 +58,15 @@ pub async fn start(
         verb: "start".into(),
         message: format!("unexpected pid {:?}", out.trim()),
     })
+}
+
+/// A verb's output that is none of the answers it may give.
+pub(super) fn unexpected(host: &Host, verb: &str, out: &str) -> HostError {
+    HostError::Verb {
+        host: host.label(),
+        verb: verb.into(),
+        message: format!("unexpected answer {out:?}"),
+    }
 }
 
 pub async fn status(host: &Host, job_dir: &str) -> Result<ProcessStatus, HostError> {

@@ -5,7 +5,7 @@ use super::orphans::{orphan_of, record_orphans, stop_orphans};
 use super::{Loop, WakeSource};
 use crate::handle::Daemon;
 use crate::hosts::ssh::SshHost;
-use crate::hosts::{Host, HostError};
+use crate::hosts::{supervisor, Host, HostError};
 use crate::lifecycle::finish;
 use crate::ops::fleets::{block_count, host_blocks};
 use crate::ops::users::{public_keys, revoke_retired_keys};
@@ -26,6 +26,8 @@ struct LoopState {
     last_check: HashMap<u64, Instant>,
     /// How many user keys each host was given.
     keys_sent: HashMap<u64, usize>,
+    /// When each host's software (Docker, uv) was last looked at.
+    software_check: HashMap<u64, Instant>,
 }
 
 type Shared = Arc<Mutex<LoopState>>;
@@ -78,6 +80,7 @@ fn tick(d: &Daemon, st: &Shared) {
             return;
         }
     };
+    software_checks(d, st, &instances, now, interval * SOFTWARE_EVERY);
     for inst in instances.into_iter().filter(|i| i.ssh.is_some()) {
         let mut s = st.locked();
         if s.busy.contains(&inst.id) {
@@ -113,6 +116,62 @@ fn tick(d: &Daemon, st: &Shared) {
                 Task::Provision => provision(&d, &st, inst).await,
                 Task::Health => health(&d, &st, inst).await,
             }
+        });
+    }
+}
+
+/// A host's software is looked at again every this many health intervals (30 s by default).
+const SOFTWARE_EVERY: u32 = 6;
+
+/// Looks again at what each usable host runs for jobs (Docker may have stopped or started):
+/// a change is recorded and wakes the scheduler, so image jobs go to hosts whose Docker answers.
+fn software_checks(d: &Daemon, st: &Shared, instances: &[Instance], now: Instant, every: Duration) {
+    for inst in instances {
+        if !matches!(inst.status, InstanceStatus::Idle | InstanceStatus::Busy) || inst.unreachable {
+            continue;
+        }
+        {
+            let mut s = st.locked();
+            match s.software_check.get(&inst.id) {
+                Some(t) if now.duration_since(*t) < every => continue,
+                None => {
+                    // Just provisioned (or the daemon just started): inventory is fresh.
+                    s.software_check.insert(inst.id, now);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            s.software_check.insert(inst.id, now);
+        }
+        let (d, id, label) = (d.clone(), inst.id, inst.name.clone());
+        tokio::spawn(async move {
+            let host = d.host_for(Some(id));
+            let software = match supervisor::software(&host).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("cannot look at the software of {label}: {e}");
+                    return;
+                }
+            };
+            let Ok(Some(mut current)) = d.store().get_instance(id) else {
+                return;
+            };
+            if current.software == software {
+                return;
+            }
+            info!(instance = %label, docker = software.docker, uv = software.uv, "the host's software changed");
+            current.software = software;
+            if software.docker
+                && current
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("Docker is not running"))
+            {
+                current.error = None;
+            }
+            record(&d, &current);
+            d.flush_or_warn("an instance's software").await;
+            d.wake_scheduler();
         });
     }
 }
@@ -154,6 +213,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
                 .get(&inst.backend)
                 .and_then(|b| b.instance_resources(&inst))
                 .unwrap_or_else(|| p.inventory.resources());
+            let software = p.inventory.software();
             let fleet_cfg = match d.store().get_fleet(&inst.fleet) {
                 Ok(f) => f.and_then(|f| f.configuration),
                 Err(e) => {
@@ -179,6 +239,7 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
                 }
             }
             inst.resources = res;
+            inst.software = software;
             inst.host_key = p.host_key;
             inst.jump_host_key = p.jump_host_key;
             inst.host_root = Some(p.root);

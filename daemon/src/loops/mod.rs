@@ -12,9 +12,11 @@
 //! - `store_watch`: shuts the daemon down once the state store has failed.
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
+mod container_jobs;
 pub mod fleet_upkeep;
 pub mod instances;
 pub mod job_retention;
+pub mod launch;
 pub mod metrics;
 pub mod orphans;
 pub mod runners;

@@ -4,11 +4,15 @@
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
 //! repeats a byte.
 
+use super::container_jobs::{pull_image, record_ports};
 use crate::handle::Daemon;
+use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
+use crate::loops::launch::{self, Launch, LaunchContext};
 use crate::ops::stops::carry_out_stops;
+use crate::sealing::is_sealed;
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
 use std::time::Duration;
@@ -35,7 +39,7 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
             job_num,
             sub_id,
         };
-        if let Err(message) = drive(&d, target).await {
+        if let Err(Failure { reason, message }) = drive(&d, target).await {
             warn!("job submission {sub_id}: {message}");
             let now = Timestamp::now();
             let recorded = d.update_run(run_id, |run| {
@@ -44,7 +48,7 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
                         finish(
                             &mut job.current,
                             JobStatus::Failed,
-                            Some(JobTerminationReason::ExecutorError),
+                            Some(reason),
                             Some(message.clone()),
                             now,
                         );
@@ -61,7 +65,28 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
     });
 }
 
-async fn drive(d: &Daemon, target: Target) -> Result<(), String> {
+/// Why a runner gave up on its job: `executor_error` unless said otherwise.
+pub(super) struct Failure {
+    pub(super) reason: JobTerminationReason,
+    pub(super) message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            reason: JobTerminationReason::ExecutorError,
+            message,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::from(message.to_string())
+    }
+}
+
+async fn drive(d: &Daemon, target: Target) -> Result<(), Failure> {
     let Target {
         run_id,
         replica,
@@ -84,12 +109,14 @@ async fn drive(d: &Daemon, target: Target) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| host.job_dir(sub_id));
 
-    if job.current.status == JobStatus::Provisioning
-        && !start(d, &host, &run, job, &job_dir).await?
+    if matches!(
+        job.current.status,
+        JobStatus::Provisioning | JobStatus::Pulling
+    ) && !start(d, &host, &run, job, &job_dir).await?
     {
         return Ok(());
     }
-    follow_to_end(d, &host, target, &job_dir).await
+    Ok(follow_to_end(d, &host, target, &job_dir).await?)
 }
 
 /// Starts the job on its host; false when it was stopped before it started.
@@ -99,31 +126,9 @@ async fn start(
     run: &Run,
     job: &Job,
     job_dir: &str,
-) -> Result<bool, String> {
-    let sub_id = job.current.id;
+) -> Result<bool, Failure> {
     if job.current.stop.is_some() {
-        // Stopped before it started: nothing runs on the host.
-        d.update_run(run.id, |run| {
-            if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-                if let Some(stop) = j.current.stop.clone() {
-                    let status = if stop.abort {
-                        JobStatus::Aborted
-                    } else {
-                        JobStatus::Terminated
-                    };
-                    finish(
-                        &mut j.current,
-                        status,
-                        Some(stop.reason),
-                        None,
-                        Timestamp::now(),
-                    );
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-        d.store().flush().await.map_err(|e| e.to_string())?;
-        d.logs().complete(sub_id);
+        end_stopped_before_start(d, run.id, job).await?;
         return Ok(false);
     }
     if super::slurm_jobs::is_slurm(host) {
@@ -133,47 +138,50 @@ async fn start(
             None => Ok(false),
         };
     }
-    let common = run.configuration.common();
-    if let Some(image) = &common.image {
-        return Err(format!(
-            "running in a Docker image ({image}) is not supported yet; remove `image` to run on the host"
-        ));
-    }
-    let fleet_env = fleet_env(d, job)?;
-    let node_ips = node_ips(d, run, job.replica_num)?;
-    let script = job_script(run, job, &fleet_env, &node_ips)?;
-    let workdir = match &common.working_dir {
-        Some(w) if w.starts_with('/') => w.clone(),
-        Some(w) => format!("{job_dir}/work/{w}"),
-        None => format!("{job_dir}/work"),
+    let launch = plan_launch(d, run, job, job_dir)?;
+    let pid = match launch {
+        Launch::Host {
+            script,
+            shell,
+            workdir,
+        } => supervisor::start(host, run.uid, job_dir, &shell, &workdir, &script)
+            .await
+            .map_err(|e| format!("cannot start the job: {e}"))?,
+        Launch::Container {
+            spec,
+            registry_auth,
+        } => {
+            pull_image(d, host, run, job, &spec.image, registry_auth).await?;
+            // A stop that came while the image was pulled.
+            let stopped = d
+                .store()
+                .get_run(run.id)
+                .map_err(|e| e.to_string())?
+                .and_then(|r| {
+                    r.job(job.replica_num, job.job_num)
+                        .map(|j| j.current.stop.is_some())
+                })
+                .unwrap_or(true);
+            if stopped {
+                end_stopped_before_start(d, run.id, job).await?;
+                return Ok(false);
+            }
+            let launcher = spec.launcher(job_dir);
+            let pid = supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
+                .await
+                .map_err(|e| format!("cannot start the job's container: {e}"))?;
+            if matches!(&spec.network, Network::Bridge { ports } if !ports.is_empty()) {
+                record_ports(d, host, run.id, job, job_dir);
+            }
+            pid
+        }
     };
-    let shell = common.shell.clone().unwrap_or_else(|| "default".into());
-    let pid = supervisor::start(host, run.uid, job_dir, &shell, &workdir, &script)
-        .await
-        .map_err(|e| format!("cannot start the job: {e}"))?;
     info!(run = %run.name, job = job.job_num, pid, "job started");
     mark_started(d, run, job).await
 }
 
-/// The env of the job's fleet (`env:` of its configuration).
-pub(super) fn fleet_env(
-    d: &Daemon,
-    job: &Job,
-) -> Result<std::collections::BTreeMap<String, String>, String> {
-    Ok(match job.current.fleet.as_deref() {
-        Some(f) => d
-            .store()
-            .get_fleet(f)
-            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
-            .and_then(|f| f.configuration)
-            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
-            .unwrap_or_default(),
-        None => Default::default(),
-    })
-}
-
 /// Records that the job's process runs (or, stopped meanwhile, that it terminates).
-async fn mark_started(d: &Daemon, run: &Run, job: &Job) -> Result<bool, String> {
+async fn mark_started(d: &Daemon, run: &Run, job: &Job) -> Result<bool, Failure> {
     let sub_id = job.current.id;
     let now = Timestamp::now();
     let (_, stop_pending) = d
@@ -200,6 +208,89 @@ async fn mark_started(d: &Daemon, run: &Run, job: &Job) -> Result<bool, String> 
         carry_out_stops(d, run.id).await;
     }
     Ok(true)
+}
+
+/// A job stopped before anything ran on its host ends `terminated` (or `aborted`) at once.
+async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<(), Failure> {
+    let sub_id = job.current.id;
+    d.update_run(run_id, |run| {
+        if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
+            if j.current.id != sub_id {
+                return;
+            }
+            if let Some(stop) = j.current.stop.clone() {
+                let status = if stop.abort {
+                    JobStatus::Aborted
+                } else {
+                    JobStatus::Terminated
+                };
+                finish(
+                    &mut j.current,
+                    status,
+                    Some(stop.reason),
+                    None,
+                    Timestamp::now(),
+                );
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    d.store().flush().await.map_err(|e| e.to_string())?;
+    d.logs().complete(sub_id);
+    Ok(())
+}
+
+/// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
+/// addresses, the daemon's `base_image` and the registry password (opened from its seal).
+pub(super) fn plan_launch(
+    d: &Daemon,
+    run: &Run,
+    job: &Job,
+    job_dir: &str,
+) -> Result<Launch, Failure> {
+    let fleet_env = match job.current.fleet.as_deref() {
+        Some(f) => d
+            .store()
+            .get_fleet(f)
+            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
+            .and_then(|f| f.configuration)
+            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let node_ips = node_ips(d, run, job.replica_num)?;
+    let instance = match job.current.instance_id {
+        Some(id) => d
+            .store()
+            .get_instance(id)
+            .map_err(|e| format!("cannot read instance {id}: {e}"))?,
+        None => None,
+    };
+    let registry_password = match &run.configuration.common().registry_auth {
+        Some(auth) if is_sealed(&auth.password) => Some(
+            d.sealing()
+                .open(&auth.password)
+                .map_err(|e| format!("registry_auth: cannot open the stored password: {e}"))?,
+        ),
+        Some(auth) => Some(auth.password.clone()),
+        None => None,
+    };
+    let ctx = LaunchContext {
+        fleet_env: &fleet_env,
+        node_ips: &node_ips,
+        job_dir,
+        software: instance.as_ref().map(|i| i.software).unwrap_or_default(),
+        gpu_vendor: instance
+            .as_ref()
+            .and_then(|i| i.resources.gpus.first())
+            .map(|g| g.vendor),
+        base_image: d.config().base_image.as_deref(),
+        registry_password,
+    };
+    launch::plan(run, job, ctx).map_err(|message| Failure {
+        reason: JobTerminationReason::CreatingContainerError,
+        message,
+    })
 }
 
 async fn follow_to_end(
@@ -264,16 +355,27 @@ async fn follow_to_end(
             return Ok(());
         }
     };
+    // Gone without an exit code: its directory may be unwritable (a full disk on the host).
+    let storage_error = match exit {
+        Some(_) => None,
+        None => unwritable(host, job_dir).await,
+    };
     // A Slurm job: whether Slurm ended it (cancelled, preempted, its time limit...).
     let slurm_end = if super::slurm_jobs::is_slurm(host) {
         super::slurm_jobs::how_slurm_ended(host, job_dir, exit).await
     } else {
         None
     };
-    // Gone without an exit code: its directory may be unwritable (a full disk on the host).
-    let storage_error = match exit {
-        Some(_) => None,
-        None => unwritable(host, job_dir).await,
+    // A container that could not be created or run says why in its directory.
+    let container_error = match exit {
+        Some(code) if code != 0 => match container::container_error(host, job_dir).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("job submission {sub_id}: cannot read why its container failed: {e}");
+                None
+            }
+        },
+        _ => None,
     };
     let now = Timestamp::now();
     let stop_duration = d
@@ -290,6 +392,15 @@ async fn follow_to_end(
                 return false;
             }
             finish_from_exit(&mut job.current, exit, now);
+            if let Some(e) = container_error
+                .as_ref()
+                .filter(|_| job.current.stop.is_none())
+            {
+                // The container never ran: the launcher's 125 is not the job's exit code.
+                job.current.exit_code = None;
+                job.current.termination_reason = Some(JobTerminationReason::CreatingContainerError);
+                job.current.termination_message = Some(e.clone());
+            }
             if let Some((reason, message)) =
                 slurm_end.as_ref().filter(|_| job.current.stop.is_none())
             {
@@ -502,138 +613,9 @@ fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Result<Vec<String>, String> 
         .collect()
 }
 
-/// The script the supervisor runs: the job's environment, then its commands, stopping at the first failure.
-pub fn job_script(
-    run: &Run,
-    job: &Job,
-    fleet_env: &std::collections::BTreeMap<String, String>,
-    node_ips: &[String],
-) -> Result<String, String> {
-    let common = run.configuration.common();
-    let env = common
-        .env
-        .resolve(&run.caller_env)
-        .map_err(|e| format!("env: {e}"))?;
-    let nodes = run.configuration.nodes();
-    let gpus_per_node = job.current.gpus.len();
-    let mut s = String::from("# written by flotillad\n");
-    let mut export = |k: &str, v: &str| {
-        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
-    };
-    export("DSTACK_RUN_NAME", &run.name);
-    export("DSTACK_NODE_RANK", &job.job_num.to_string());
-    export("DSTACK_NODES_NUM", &nodes.to_string());
-    export("DSTACK_GPUS_PER_NODE", &gpus_per_node.to_string());
-    export(
-        "DSTACK_GPUS_NUM",
-        &(gpus_per_node * nodes as usize).to_string(),
-    );
-    let master = node_ips.first().map(String::as_str).unwrap_or("127.0.0.1");
-    export("DSTACK_MASTER_NODE_IP", master);
-    export("DSTACK_NODES_IPS", &node_ips.join("\n"));
-    let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();
-    export("CUDA_VISIBLE_DEVICES", &visible.join(","));
-    for (k, v) in fleet_env.iter().chain(env.iter()) {
-        if !is_env_name(k) {
-            return Err(format!("env: {k:?} is not a valid variable name"));
-        }
-        export(k, v);
-    }
-    s.push_str("set -e\n");
-    for c in run.configuration.commands() {
-        s.push_str(&c);
-        s.push('\n');
-    }
-    Ok(s)
-}
-
-fn is_env_name(k: &str) -> bool {
-    !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::new_submission;
-    use flotilla_protocol::config::parse_configuration;
-    use flotilla_protocol::model::RunStatus;
-    use flotilla_protocol::Timestamp;
-    use std::collections::BTreeMap;
-
-    fn run_of(yaml: &str) -> Run {
-        let configuration = parse_configuration("t.yml", yaml)
-            .expect("a valid task")
-            .as_run()
-            .expect("a run configuration");
-        let nodes = configuration.nodes().max(1);
-        Run {
-            id: 1,
-            name: "calm-owl-1".into(),
-            user: "alice".into(),
-            uid: 1000,
-            status: RunStatus::Running,
-            termination_reason: None,
-            status_message: None,
-            submitted_at: Timestamp(0),
-            finished_at: None,
-            configuration_type: "task".into(),
-            configuration_path: None,
-            configuration,
-            caller_env: Default::default(),
-            retry_window_started_at: None,
-            jobs: (0..nodes)
-                .map(|j| Job {
-                    replica_num: 0,
-                    job_num: j,
-                    job_name: format!("calm-owl-1-{j}-0"),
-                    current: new_submission(10 + u64::from(j), 0, Timestamp(0)),
-                    previous_submissions: Vec::new(),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn the_script_exports_the_job_environment_quoted_then_runs_the_commands() {
-        let mut run = run_of(
-            "type: task\nnodes: 2\nenv:\n  - GREETING=it's me\ncommands:\n  - echo \"$GREETING\"\n  - python train.py\n",
-        );
-        run.jobs[1].current.gpus = vec![2, 3];
-        let fleet_env = BTreeMap::from([("FLEET_WIDE".to_string(), "yes".to_string())]);
-        let ips = vec!["10.0.0.1".to_string(), "10.0.0.2".to_string()];
-        let script = job_script(&run, &run.jobs[1], &fleet_env, &ips).expect("a script");
-        let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines[0], "# written by flotillad");
-        for want in [
-            "export DSTACK_RUN_NAME='calm-owl-1'",
-            "export DSTACK_NODE_RANK='1'",
-            "export DSTACK_NODES_NUM='2'",
-            "export DSTACK_GPUS_PER_NODE='2'",
-            "export DSTACK_GPUS_NUM='4'",
-            "export DSTACK_MASTER_NODE_IP='10.0.0.1'",
-            "export CUDA_VISIBLE_DEVICES='2,3'",
-            "export FLEET_WIDE='yes'",
-            "export GREETING='it'\\''s me'",
-        ] {
-            assert!(lines.contains(&want), "{want} missing from\n{script}");
-        }
-        assert!(script.contains("export DSTACK_NODES_IPS='10.0.0.1\n10.0.0.2'\n"));
-        assert!(script.ends_with("set -e\necho \"$GREETING\"\npython train.py\n"));
-        // The run's own env comes after the fleet's, so it wins.
-        let fleet_at = script.find("FLEET_WIDE").expect("fleet env");
-        let run_at = script.find("GREETING=").expect("run env");
-        assert!(fleet_at < run_at);
-    }
-
-    #[test]
-    fn a_single_node_job_without_addresses_has_the_local_master() {
-        let run = run_of("type: task\ncommands: [\"true\"]\n");
-        let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");
-        assert!(script.contains("export DSTACK_MASTER_NODE_IP='127.0.0.1'\n"));
-        assert!(script.contains("export CUDA_VISIBLE_DEVICES=''\n"));
-    }
 
     #[test]
     fn a_job_directory_that_cannot_be_written_says_why() {
@@ -648,15 +630,5 @@ mod tests {
         let gone = dir.path().join("gone").display().to_string();
         let why = rt.block_on(unwritable(&host, &gone)).expect("an error");
         assert!(why.contains("No such file"), "{why}");
-    }
-
-    #[test]
-    fn a_bad_variable_name_is_an_error_that_names_it() {
-        let run = run_of("type: task\ncommands: [\"true\"]\n");
-        let fleet_env = BTreeMap::from([("1BAD".to_string(), "x".to_string())]);
-        let err = job_script(&run, &run.jobs[0], &fleet_env, &[]).expect_err("refused");
-        assert!(err.contains("\"1BAD\""), "{err}");
-        assert!(is_env_name("_OK_1"));
-        assert!(!is_env_name("") && !is_env_name("A-B"));
     }
 }

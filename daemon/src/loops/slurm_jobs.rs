@@ -4,7 +4,8 @@
 //! reason, until its process runs inside the allocation. From there the runner follows it as
 //! any job: the login node's `slurm.sh` answers the supervisor's verbs from Slurm's state.
 
-use super::runners::{fleet_env, job_script, sleep_or_shutdown};
+use super::launch::Launch;
+use super::runners::{plan_launch, sleep_or_shutdown};
 use crate::backends::slurm::sbatch::{
     batch_script, parse_queue, time_minutes, with_allocation_env, BatchSpec, QueueState, Rank,
 };
@@ -140,6 +141,7 @@ async fn submit(
     placement: &JobPlacement,
 ) -> Result<(), String> {
     let common = run.configuration.common();
+    let mut shell = None;
     let mut ranks: Vec<&Job> = run
         .jobs
         .iter()
@@ -153,15 +155,23 @@ async fn submit(
             .job_dir
             .clone()
             .ok_or_else(|| format!("rank {} has no job directory yet", r.job_num))?;
-        let env = fleet_env(d, r)?;
-        let base = job_script(run, r, &env, &[])?;
-        let script = with_allocation_env(&base, &run.configuration.commands())?;
-        write(host, &dir, "script", script.as_bytes()).await?;
-        let workdir = match &common.working_dir {
-            Some(w) if w.starts_with('/') => w.clone(),
-            Some(w) => format!("{dir}/work/{w}"),
-            None => format!("{dir}/work"),
+        let (script, rank_shell, workdir) = match plan_launch(d, run, r, &dir) {
+            Ok(Launch::Host {
+                script,
+                shell,
+                workdir,
+            }) => (script, shell, workdir),
+            Ok(Launch::Container { .. }) => {
+                return Err(format!(
+                    "slurm cluster {}: this job would run in a container, which flotilla does not run on Slurm yet",
+                    placement.cluster
+                ))
+            }
+            Err(f) => return Err(f.message),
         };
+        let script = with_allocation_env(&script)?;
+        write(host, &dir, "script", script.as_bytes()).await?;
+        shell.get_or_insert(rank_shell);
         rank_dirs.push(Rank {
             job_dir: dir,
             workdir,
@@ -175,7 +185,7 @@ async fn submit(
         memory_mb,
         gpus_per_node: gpus,
         time_minutes: time_minutes(common.policy.max_duration),
-        shell: common.shell.clone().unwrap_or_else(|| "default".into()),
+        shell: shell.unwrap_or_else(|| "default".into()),
         ranks: rank_dirs.clone(),
     };
     let dir0 = &rank_dirs[0].job_dir;

@@ -5,7 +5,9 @@ use super::{Loop, WakeSource};
 use crate::handle::Daemon;
 use crate::lifecycle::request_job_stop;
 use crate::ops::stops::carry_out_stops;
-use flotilla_protocol::model::{JobStatus, JobTerminationReason};
+use crate::presence::Attendance;
+use flotilla_protocol::config::RunConfiguration;
+use flotilla_protocol::model::{JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
 use std::time::Duration;
 use tracing::warn;
@@ -67,6 +69,31 @@ async fn tick(d: &Daemon) {
             }
             d.flush_or_warn("a stop past max_duration").await;
         }
+        let inactive = inactive_since(d, run, now);
+        if let Some(idle) = inactive {
+            let stop_duration = common.policy.stop_duration;
+            let r = d.update_run(run.id, |run| {
+                for j in run.jobs.iter_mut() {
+                    if j.current.stop.is_none() && j.current.status == JobStatus::Running {
+                        request_job_stop(
+                            j,
+                            JobTerminationReason::InactivityDurationExceeded,
+                            false,
+                            stop_duration,
+                            now,
+                        );
+                    }
+                }
+                run.status_message = Some(format!(
+                    "no attached client or SSH session for {idle}s (inactivity_duration)"
+                ));
+            });
+            if let Err(e) = r {
+                warn!("timers: cannot stop run {}: {e}", run.name);
+            }
+            d.flush_or_warn("a stop past inactivity_duration").await;
+        }
+        let needs_stop = needs_stop || inactive.is_some();
         let pending_signal = run.jobs.iter().any(|j| {
             j.current
                 .stop
@@ -77,4 +104,25 @@ async fn tick(d: &Daemon) {
             carry_out_stops(d, run.id).await;
         }
     }
+}
+
+/// A running dev environment with `inactivity_duration` that nobody has attached to for that
+/// long (counted from the last client leaving, or from the job's start or the daemon's,
+/// whichever is later): how many seconds it has been idle.
+fn inactive_since(d: &Daemon, run: &Run, now: Timestamp) -> Option<u64> {
+    let RunConfiguration::DevEnvironment(dev) = &run.configuration else {
+        return None;
+    };
+    let limit = dev.inactivity_duration?;
+    let job = run
+        .jobs
+        .iter()
+        .find(|j| j.current.status == JobStatus::Running && j.current.stop.is_none())?;
+    let idle_from = match d.presence().attendance(run.id) {
+        Attendance::Attached => return None,
+        Attendance::IdleSince(t) => t,
+        Attendance::Never => job.current.started_at?.max(d.started_at()),
+    };
+    let idle = idle_from.secs_until(now);
+    (idle >= limit).then_some(idle)
 }

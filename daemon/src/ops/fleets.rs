@@ -337,6 +337,7 @@ pub fn pending_instance(
         unreachable_since: None,
         jump_host_key: None,
         orphans: Vec::new(),
+        software: Default::default(),
     }
 }
 

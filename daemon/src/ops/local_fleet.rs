@@ -68,6 +68,7 @@ pub async fn ensure_local_fleet(d: &Daemon) -> anyhow::Result<()> {
         unreachable_since: None,
         jump_host_key: None,
         orphans: Vec::new(),
+        software: inv.software(),
     };
     let events = store.put_instance(&instance)?;
     store.flush().await?;

@@ -64,6 +64,7 @@ pub fn views_of(fleets: Vec<Fleet>, runs: &[Arc<Run>]) -> Vec<FleetView> {
                         region: i.region,
                         created_at: i.created_at,
                         unreachable_since: i.unreachable_since,
+                        software: i.software,
                         ..InstanceSlot::default()
                     }
                 })

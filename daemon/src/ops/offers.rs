@@ -11,7 +11,7 @@ use crate::catalog::{
 };
 use crate::handle::Daemon;
 use crate::scheduler::pool_offers;
-use flotilla_protocol::config::RunCommon;
+use flotilla_protocol::config::{HostNeed, JobEnvironment, RunCommon};
 use flotilla_protocol::model::Offer;
 use flotilla_protocol::rpc::{OfferList, OfferQuery};
 
@@ -27,6 +27,9 @@ pub struct OfferRequest {
     pub backends: Option<Vec<String>>,
     /// Also the catalog's offers (what `offer.list` shows beyond what this daemon can create).
     pub with_catalog: bool,
+    /// What a host must run for the job's environment (Docker for a container); a pool
+    /// instance without it is offered as `not_available`.
+    pub host_need: HostNeed,
 }
 
 impl OfferRequest {
@@ -42,6 +45,7 @@ impl OfferRequest {
             fleets: common.policy.fleets.clone(),
             backends: common.profile.backends.clone(),
             with_catalog: false,
+            host_need: JobEnvironment::of(common).needs(),
         }
     }
 }
@@ -52,10 +56,15 @@ pub fn assemble_counted(d: &Daemon, req: &OfferRequest) -> Result<(Vec<Offer>, u
     let terms = &req.requirements;
     let runs = d.store().active_runs();
     let fleets = fleet_views(d, &runs)?;
-    let mut offers: Vec<Offer> = pool_offers(&fleets, &terms.resources, req.fleets.as_deref())
-        .into_iter()
-        .filter(|o| terms.accepts_terms(o))
-        .collect();
+    let mut offers: Vec<Offer> = pool_offers(
+        &fleets,
+        &terms.resources,
+        req.fleets.as_deref(),
+        req.host_need,
+    )
+    .into_iter()
+    .filter(|o| terms.accepts_terms(o))
+    .collect();
     // Machines that configured backends can create now.
     offers.extend(
         d.backends()
@@ -94,6 +103,7 @@ pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, OpError> {
         fleets: None,
         backends: None,
         with_catalog: true,
+        host_need: HostNeed::Nothing,
     };
     let (mut offers, total) = assemble_counted(d, &req)?;
     let groups = if group_by.is_empty() {

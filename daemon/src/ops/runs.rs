@@ -9,7 +9,7 @@ use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::lifecycle::{new_submission, request_job_stop};
 use crate::store::StoreError;
-use flotilla_protocol::config::{parse_configuration, RunConfiguration};
+use flotilla_protocol::config::{parse_configuration, RunConfiguration, VolumeMount};
 use flotilla_protocol::model::{Job, JobTerminationReason, Run, RunStatus, RunTerminationReason};
 use flotilla_protocol::rpc::{JobPlan, RunApplyParams, RunPlan};
 use flotilla_protocol::Timestamp;
@@ -46,6 +46,14 @@ pub fn parse_request(params: &RunApplyParams) -> Result<RunRequest, OpError> {
             "{file}: env: {} must be set in your environment (the configuration lists {} without a value)",
             missing.join(", "),
             if missing.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    if let Some(path) = configuration.common().volumes.iter().find_map(|v| match v {
+        VolumeMount::Network { path, .. } => Some(path),
+        VolumeMount::Instance { .. } => None,
+    }) {
+        return Err(OpError::Invalid(format!(
+            "{file}: volumes: the network volume at {path} is not supported yet; mount a directory of the host instead (`/host/path:{path}`)"
         )));
     }
     let explicit = params
@@ -238,6 +246,14 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
             });
         }
     }
+    let mut configuration = req.configuration;
+    // The registry password is kept sealed with the daemon's key, never in clear.
+    if let Some(auth) = configuration.common_mut().registry_auth.as_mut() {
+        auth.password = d
+            .sealing()
+            .seal(&auth.password)
+            .map_err(|e| OpError::Invalid(format!("registry_auth: {e}")))?;
+    }
     let run = Run {
         id,
         name,
@@ -248,9 +264,9 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         status_message: None,
         submitted_at: now,
         finished_at: None,
-        configuration_type: req.configuration.type_name().to_string(),
+        configuration_type: configuration.type_name().to_string(),
         configuration_path: None,
-        configuration: req.configuration,
+        configuration,
         caller_env: req.caller_env,
         retry_window_started_at: None,
         jobs,

@@ -1,12 +1,18 @@
 //! Operations layer: `tunnel.open`. Finds a job's host and opens a byte stream to its SSH port,
-//! so a user's own SSH client reaches hosts that only the daemon can reach.
+//! so a user's own SSH client reaches hosts that only the daemon can reach, or to a port the
+//! job listens on (what `attach` forwards).
 
 use super::logs::find_target_job;
 use super::OpError;
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::hosts::{ByteStream, Host};
+use crate::presence::PresenceGuard;
+use flotilla_protocol::model::JobSubmission;
 use flotilla_protocol::rpc::{TunnelInfo, TunnelParams};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Where the tunnel leads, and the stream to it.
 pub async fn open(
@@ -28,6 +34,18 @@ pub async fn open(
             p.replica, p.job, run.name, sub.status
         )));
     }
+    // Every tunnel into a job is an attached client of its run while it lasts.
+    let attached = d.presence().enter(run.id);
+    if let Some(port) = p.port {
+        let (info, stream) = open_job_port(d, &run.name, sub, port).await?;
+        return Ok((
+            info,
+            Box::new(Attached {
+                stream,
+                _guard: attached,
+            }),
+        ));
+    }
     let Host::Ssh(host) = d.host_for(sub.instance_id) else {
         return Err(OpError::Conflict(format!(
             "run {} runs on the daemon's own machine: open a shell there (flotilla ssh does so when it runs on that machine)",
@@ -46,6 +64,90 @@ pub async fn open(
         user: ep.user.clone(),
         host_key: host.host_key(),
         workdir: sub.job_dir.as_ref().map(|j| format!("{j}/work")),
+    };
+    Ok((
+        info,
+        Box::new(Attached {
+            stream,
+            _guard: attached,
+        }),
+    ))
+}
+
+/// A tunnel's stream that counts as an attached client of its run until it closes.
+struct Attached {
+    stream: Box<dyn ByteStream>,
+    _guard: PresenceGuard,
+}
+
+impl AsyncRead for Attached {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Attached {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A stream to a port the job listens on: on its host's loopback, at the port its container
+/// published for it (a container on Docker's bridge), or the port itself (a host job, a
+/// container on the host's network).
+async fn open_job_port(
+    d: &Daemon,
+    run: &str,
+    sub: &JobSubmission,
+    port: u16,
+) -> Result<(TunnelInfo, Box<dyn ByteStream>), OpError> {
+    let on_host = sub
+        .ports
+        .iter()
+        .find(|p| p.container == port)
+        .map(|p| p.host)
+        .unwrap_or(port);
+    let host = d.host_for(sub.instance_id);
+    let unreachable = |e: String| {
+        OpError::Conflict(format!(
+            "cannot reach port {port} of {run} on {}: {e}; is the job listening on it?",
+            host.label()
+        ))
+    };
+    let stream: Box<dyn ByteStream> = match &host {
+        Host::Local(_) => Box::new(
+            tokio::net::TcpStream::connect(("127.0.0.1", on_host))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?,
+        ),
+        Host::Ssh(h) => h
+            .open_local_port(on_host)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?,
+    };
+    let info = TunnelInfo {
+        instance: sub.instance.clone().unwrap_or_default(),
+        hostname: "127.0.0.1".into(),
+        port: on_host,
+        user: String::new(),
+        host_key: None,
+        workdir: None,
     };
     Ok((info, stream))
 }

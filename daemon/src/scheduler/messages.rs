@@ -101,6 +101,21 @@ pub(super) fn no_candidate_fleets(job: &PendingJob, fleets: &[FleetView], multi:
     format!("no fleets: {detail}")
 }
 
+/// Why a job waits when the hosts that would fit lack what its environment needs:
+/// `waiting for a host with a running Docker engine (the job runs in a container): local/local-0 has none`.
+pub(super) fn lacking_software(job: &PendingJob, hosts: &[String]) -> String {
+    let what = job.terms.host_need.describe();
+    let (shown, more) = hosts.split_at(hosts.len().min(NAMED_BUSY));
+    let mut list = shown.join(", ");
+    if !more.is_empty() {
+        list.push_str(&format!(" and {} more", more.len()));
+    }
+    let verb = if hosts.len() == 1 { "has" } else { "have" };
+    format!(
+        "waiting for a host with {what} (the job runs in a container or a Python environment): {list} {verb} none; start Docker there (or install uv for `python`): the daemon looks again every 6 health intervals (30 s by default)"
+    )
+}
+
 /// The message when every candidate fleet is full for sure: `no fleets: no room in ...`.
 pub(super) fn no_room(full: &[String]) -> String {
     format!("no fleets: no room in {}", fleet_list(full))

@@ -38,7 +38,9 @@ pub use shares::{new_instance_gpus, total_blocks};
 pub use terms::{backend_requirements, JobTerms};
 
 use flotilla_protocol::config::{FleetConfig, ResourcesSpec};
-use flotilla_protocol::model::{InstanceResources, InstanceStatus, JobTerminationReason, Offer};
+use flotilla_protocol::model::{
+    HostSoftware, InstanceResources, InstanceStatus, JobTerminationReason, Offer,
+};
 use flotilla_protocol::Timestamp;
 use std::sync::Arc;
 
@@ -101,6 +103,8 @@ pub struct InstanceSlot {
     /// The idle limit of the run that created it (seconds); the fleet's `idle_duration` applies
     /// when it is lower or when this is `None`.
     pub idle_duration: Option<u64>,
+    /// What the host runs beyond its resources (Docker, uv).
+    pub software: HostSoftware,
 }
 
 impl Default for InstanceSlot {
@@ -130,6 +134,7 @@ impl Default for InstanceSlot {
             idle_since: None,
             unreachable_since: None,
             idle_duration: None,
+            software: HostSoftware::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::backends::Backends;
 use crate::catalog::matching::{exact_spec, resources_match};
 use crate::catalog::query::Requirements;
 use crate::catalog::{Catalog, CatalogService};
-use flotilla_protocol::config::ResourcesSpec;
+use flotilla_protocol::config::{HostNeed, ResourcesSpec};
 use flotilla_protocol::model::{Availability, InstanceResources, Offer};
 use std::collections::HashMap;
 
@@ -162,10 +162,13 @@ impl OfferSource for PerFleetOffers {
 
 /// Offers from instances already in fleets: each usable instance whose share fits `req`,
 /// `idle` when that many blocks are free now, `busy` otherwise (SPEC section 3).
+/// Pool offers of the fleets' usable instances for `req` (only the fleets `only` names); an
+/// instance that lacks what the job's environment needs (`need`: Docker, uv) is `not_available`.
 pub fn pool_offers(
     fleets: &[FleetView],
     req: &ResourcesSpec,
     only: Option<&[String]>,
+    need: HostNeed,
 ) -> Vec<Offer> {
     let mut out = Vec::new();
     for f in fleets {
@@ -185,7 +188,9 @@ pub fn pool_offers(
                 resources: exact_spec(&inst.resources.share(n, total)),
                 price: inst.price * f64::from(n) / f64::from(total),
                 spot: inst.spot,
-                availability: if n <= free {
+                availability: if !need.met(inst.software.docker, inst.software.uv) {
+                    Availability::NotAvailable
+                } else if n <= free {
                     Availability::Idle
                 } else {
                     Availability::Busy

@@ -7,7 +7,7 @@ use super::fingerprint::FxBuild;
 use super::messages::{self, BusyList, NoNewInstance};
 use super::offer_sources::OfferSource;
 use super::shares::{new_instance_gpus, GpuMask, ShapeTable};
-use super::terms::{new_instance_idle_duration, pool_instance_allowed};
+use super::terms::{host_software_fits, new_instance_idle_duration, pool_instance_allowed};
 use super::{
     Decision, FleetView, InstanceSlot, JobKey, JobTerms, PendingJob, Placement, Provisioning,
 };
@@ -100,6 +100,8 @@ pub(super) struct Group {
     req: usize,
     pub(super) fleets: Vec<GroupFleet>,
     pub(super) outcome: Option<Outcome>,
+    /// Instances that would fit but lack what the jobs' environment needs (Docker, uv).
+    lacking: Vec<String>,
 }
 
 /// Jobs that place alike: same requirements, fleets, price limit and terms.
@@ -211,6 +213,7 @@ impl<'a> Pass<'a> {
 
     fn build_group(&mut self, job: &PendingJob, req: usize, multi: bool) -> Group {
         let mut fleets = Vec::new();
+        let mut lacking = Vec::new();
         for (f, fleet) in self.fleets.iter().enumerate() {
             if fleet.terminating
                 || job
@@ -237,6 +240,10 @@ impl<'a> Pass<'a> {
                 let Some(needed) = self.table.needed(req, shape) else {
                     continue;
                 };
+                if !host_software_fits(job, inst.slot) {
+                    lacking.push(messages::instance_label(&fleet.name, &inst.slot.name));
+                    continue;
+                }
                 let (blocks, price) = if multi {
                     (inst.total, inst.slot.price)
                 } else {
@@ -269,6 +276,7 @@ impl<'a> Pass<'a> {
             req,
             fleets,
             outcome: None,
+            lacking,
         }
     }
 
@@ -420,6 +428,9 @@ impl<'a> Pass<'a> {
         let busy = self.busy_instances(g);
         if !busy.is_empty() {
             return Outcome::Wait(busy.reason(&job.requirements, nodes));
+        }
+        if !group.lacking.is_empty() {
+            return Outcome::Wait(messages::lacking_software(job, &group.lacking));
         }
         let full: Vec<String> = group
             .fleets

@@ -26,7 +26,9 @@ pub fn retry_event(reason: JobTerminationReason) -> Option<RetryEvent> {
     match reason {
         R::FailedToStartDueToNoCapacity => Some(RetryEvent::NoCapacity),
         R::InterruptedByNoCapacity | R::InstanceUnreachable => Some(RetryEvent::Interruption),
-        R::ContainerExitedWithError | R::ExecutorError => Some(RetryEvent::Error),
+        R::ContainerExitedWithError | R::CreatingContainerError | R::ExecutorError => {
+            Some(RetryEvent::Error)
+        }
         R::WaitingInstanceLimitExceeded
         | R::VolumeError
         | R::DoneByRunner

@@ -7,7 +7,8 @@ use super::{FleetView, InstanceSlot, PendingJob};
 use crate::catalog::matching::spot_allowed;
 use crate::catalog::query::Requirements;
 use flotilla_protocol::config::{
-    Blocks, CpuSpec, CreationPolicy, GpuSpec, Range, ResourcesSpec, RunCommon, SpotPolicy,
+    Blocks, CpuSpec, CreationPolicy, GpuSpec, HostNeed, JobEnvironment, Range, ResourcesSpec,
+    RunCommon, SpotPolicy,
 };
 
 /// The run's profile fields that steer placement, besides `fleets` and `max_price` (which
@@ -23,6 +24,8 @@ pub struct JobTerms {
     pub instance_types: Option<Vec<String>>,
     /// Seconds an instance the run creates may stay idle; `None` = forever.
     pub idle_duration: Option<u64>,
+    /// What the host must run for the job's environment (Docker for a container).
+    pub host_need: HostNeed,
 }
 
 impl JobTerms {
@@ -35,6 +38,7 @@ impl JobTerms {
             regions: common.profile.regions.clone(),
             instance_types: common.profile.instance_types.clone(),
             idle_duration: common.profile.idle_duration,
+            host_need: JobEnvironment::of(common).needs(),
         }
     }
 }
@@ -80,6 +84,13 @@ pub(crate) fn new_instance_idle_duration(job: &PendingJob, fleet: &FleetView) ->
 }
 
 /// Whether the run's terms admit an existing instance: spot policy, backends, regions.
+/// Whether the host runs what the job's environment needs (Docker, uv).
+pub(crate) fn host_software_fits(job: &PendingJob, inst: &InstanceSlot) -> bool {
+    job.terms
+        .host_need
+        .met(inst.software.docker, inst.software.uv)
+}
+
 pub(crate) fn pool_instance_allowed(job: &PendingJob, inst: &InstanceSlot) -> bool {
     spot_allowed(job.terms.spot_policy, inst.spot)
         && listed(&job.terms.backends, &inst.backend)

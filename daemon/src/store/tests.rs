@@ -248,6 +248,7 @@ fn an_instance_event_comes_with_a_change_of_status_or_reachability_only() {
         unreachable_since: None,
         jump_host_key: None,
         orphans: Vec::new(),
+        software: Default::default(),
     };
     assert_eq!(store.put_instance(&inst).expect("put").len(), 1);
     inst.price = 1.0;

@@ -109,6 +109,10 @@ pub struct LogsFollowParams {
     /// Start here (default 0: the whole log, then live).
     #[serde(default)]
     pub offset: u64,
+    /// The follower is an attached client (`flotilla attach`): while the stream lasts, a dev
+    /// environment is not inactive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach: bool,
 }
 
 /// Bytes of a log. `text` when the bytes are UTF-8, otherwise `b64` (standard base64).
@@ -316,7 +320,8 @@ pub struct RefreshKeyParams {
 
 /// Params of `tunnel.open`: the host of a run's job. After the response, the connection carries
 /// the raw bytes of a TCP stream to that host's SSH port (the daemon's route to it, `proxy_jump`
-/// included). It must be the only call on its connection after `hello`.
+/// included), or with `port`, to that port of the job (what `attach` forwards). It must be the
+/// only call on its connection after `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TunnelParams {
     pub run: String,
@@ -324,6 +329,9 @@ pub struct TunnelParams {
     pub replica: u32,
     #[serde(default)]
     pub job: u32,
+    /// A port the job listens on (in its container, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Where the tunnel leads, and what to check and where to go there.

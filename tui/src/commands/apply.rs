@@ -1,4 +1,5 @@
-//! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, follow the logs to the end.
+//! `flotilla apply -f FILE [-y] [-d]`: validate locally, show the plan, submit, then attach
+//! (forward the run's ports, follow the logs to the end) unless `-d`.
 
 use super::confirm;
 use crate::config_file::{self, run_params};
@@ -6,6 +7,7 @@ use crate::connect::{connect_or_start, Target};
 use crate::table::{price, print_offers, resources};
 use anyhow::anyhow;
 use flotilla_protocol::client::{Client, StreamItem};
+use flotilla_protocol::config::RunConfiguration;
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
     methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunNameParams, RunPlan,
@@ -76,6 +78,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", run.name);
         return Ok(ExitCode::SUCCESS);
     }
+    // dstack's behaviour: `apply` attaches (ports forwarded) unless `-d`.
+    if !super::attach::run_ports(&run.configuration).is_empty()
+        || matches!(run.configuration, RunConfiguration::DevEnvironment(_))
+    {
+        return super::attach::attach(target, &client, &run.name, 0, 0, &[]).await;
+    }
     follow_run(&client, &run.name).await
 }
 
@@ -112,7 +120,7 @@ pub async fn follow_run(client: &Client, name: &str) -> anyhow::Result<ExitCode>
         job: 0,
         submission: None,
     };
-    let (run, end) = follow_until_run_ends(client, target).await?;
+    let (run, end) = follow_until_run_ends(client, target, false).await?;
     report_end(&run, end.as_ref())
 }
 
@@ -122,9 +130,12 @@ const RUN_POLL: Duration = Duration::from_millis(250);
 /// Writes a job's latest log to stdout until the run itself has ended: a job that ends while other
 /// nodes run is not the end, and neither is a failed submission the run retries (the retry's
 /// log follows). Returns the finished run and how the last followed submission ended.
+/// `attach`: the follower counts as an attached client of the run (a dev environment is not
+/// inactive while it follows).
 pub async fn follow_until_run_ends(
     client: &Client,
     target: LogTarget,
+    attach: bool,
 ) -> anyhow::Result<(Run, Option<LogsFollowEnd>)> {
     let mut followed: Option<u64> = None;
     let mut end = None;
@@ -139,7 +150,7 @@ pub async fn follow_until_run_ends(
             // A submission not followed yet (the first, or a retry): its log, from the start.
             // (A job that does not exist gets the daemon's "no job" error here.)
             followed = current;
-            end = follow_log(client, target.clone(), 0).await?;
+            end = follow_log(client, target.clone(), 0, attach).await?;
             continue;
         }
         if run.status.is_finished() {
@@ -154,9 +165,14 @@ pub async fn follow_log(
     client: &Client,
     target: LogTarget,
     offset: u64,
+    attach: bool,
 ) -> anyhow::Result<Option<LogsFollowEnd>> {
     let mut sub = client
-        .subscribe::<methods::LogsFollow>(&LogsFollowParams { target, offset })
+        .subscribe::<methods::LogsFollow>(&LogsFollowParams {
+            target,
+            offset,
+            attach,
+        })
         .await?;
     let stdout = std::io::stdout();
     while let Some(item) = sub.next().await {
@@ -174,7 +190,7 @@ pub async fn follow_log(
     Ok(None)
 }
 
-fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode> {
+pub fn report_end(run: &Run, end: Option<&LogsFollowEnd>) -> anyhow::Result<ExitCode> {
     let reason = run
         .termination_reason
         .map(|r| r.to_string())

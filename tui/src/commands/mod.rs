@@ -1,9 +1,11 @@
 //! The command line's subcommands, one module each.
 
 pub mod apply;
+pub mod attach;
 pub mod daemon;
 pub mod event;
 pub mod fleet;
+pub mod forward;
 pub mod metrics;
 pub mod offer;
 pub mod runs;

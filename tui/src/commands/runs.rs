@@ -146,9 +146,9 @@ pub async fn logs(target: &Target, args: LogsArgs) -> anyhow::Result<ExitCode> {
     if args.follow {
         if log.submission.is_some() {
             // One earlier attempt: its log to its end.
-            follow_log(&client, log, 0).await?;
+            follow_log(&client, log, 0, false).await?;
         } else {
-            let (run, _) = follow_until_run_ends(&client, log.clone()).await?;
+            let (run, _) = follow_until_run_ends(&client, log.clone(), false).await?;
             // A log the daemon could not store stops short: say why instead of ending quietly.
             let lost = run
                 .job(log.replica, log.job)

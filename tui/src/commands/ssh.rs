@@ -156,6 +156,7 @@ async fn probe_tunnel(
             run: run.to_string(),
             replica,
             job,
+            port: None,
         })
         .await?;
     Ok(info)
@@ -163,46 +164,20 @@ async fn probe_tunnel(
 
 /// The ProxyCommand: stdin/stdout <-> the daemon's tunnel to the job's host.
 pub async fn tunnel(target: &Target, a: TunnelArgs) -> anyhow::Result<ExitCode> {
-    use flotilla_protocol::framing::{write_line, LineReader};
-    use flotilla_protocol::rpc::{Request, Response};
-    use tokio::io::{AsyncWriteExt, BufReader};
-    let stream = tokio::net::UnixStream::connect(&target.socket)
-        .await
-        .with_context(|| format!("cannot connect to {}", target.socket.display()))?;
-    let (read, mut write) = stream.into_split();
-    let mut reader = LineReader::new(BufReader::new(read), 1 << 20);
-    let hello = Request::new(
-        1,
-        methods::HELLO,
-        serde_json::json!({"protocol": flotilla_protocol::rpc::PROTOCOL_VERSION}),
-    );
-    write_line(&mut write, &hello).await?;
-    let open = Request::new(
-        2,
-        methods::TUNNEL_OPEN,
-        serde_json::to_value(TunnelParams {
+    use tokio::io::AsyncWriteExt;
+    let t = super::forward::open_tunnel(
+        target,
+        TunnelParams {
             run: a.run,
             replica: a.replica,
             job: a.job,
-        })?,
-    );
-    write_line(&mut write, &open).await?;
-    for _ in 0..2 {
-        let line = reader
-            .next_line()
-            .await?
-            .ok_or_else(|| anyhow!("the daemon closed the connection"))?;
-        let resp: Response = serde_json::from_slice(&line)?;
-        if let Some(e) = resp.error {
-            bail!("{}", e.message);
-        }
-    }
-    // Now raw bytes: whatever the reader buffered first, then both ways.
-    let buffered = reader.into_inner();
-    let pending = buffered.buffer().to_vec();
-    let mut read = buffered.into_inner();
+            port: None,
+        },
+    )
+    .await?;
+    let (mut read, mut write) = (t.read, t.write);
     let mut stdout = tokio::io::stdout();
-    stdout.write_all(&pending).await?;
+    stdout.write_all(&t.pending).await?;
     stdout.flush().await?;
     let mut stdin = tokio::io::stdin();
     let up = async {

@@ -372,6 +372,7 @@ pub async fn follow_log(target: Target, session: u64, log: LogTarget, msgs: Unbo
             .subscribe::<methods::LogsFollow>(&LogsFollowParams {
                 target: log.clone(),
                 offset,
+                attach: false,
             })
             .await
         {

@@ -138,18 +138,25 @@ export DSTACK_GPUS_NUM="$((DSTACK_GPUS_PER_NODE * DSTACK_NODES_NUM))"
 if [ -n "${FLOTILLA_SLURM_CUDA+x}" ]; then export CUDA_VISIBLE_DEVICES="$FLOTILLA_SLURM_CUDA"; else unset CUDA_VISIBLE_DEVICES; fi
 "#;
 
-/// The job script for a Slurm rank: `base` (flotilla's exports, `set -e`, the commands) with
-/// [`ALLOCATION_ENV`] put before `set -e`, so the allocation's values win.
-pub fn with_allocation_env(base: &str, commands: &[String]) -> Result<String, String> {
-    let mut tail = String::from("set -e\n");
-    for c in commands {
-        tail.push_str(c);
-        tail.push('\n');
+/// The job script for a Slurm rank: flotilla's script (its `export` lines, `set -e`, the
+/// commands) with [`ALLOCATION_ENV`] put before the `set -e` line that ends the exports (the
+/// first one outside a quoted value), so the allocation's values win.
+pub fn with_allocation_env(script: &str) -> Result<String, String> {
+    let (mut in_quote, mut escaped, mut line_start) = (false, false, true);
+    for (i, c) in script.char_indices() {
+        if !in_quote && !escaped && line_start && script[i..].starts_with("set -e\n") {
+            return Ok(format!("{}{ALLOCATION_ENV}{}", &script[..i], &script[i..]));
+        }
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && !in_quote {
+            escaped = true;
+        } else if c == '\'' {
+            in_quote = !in_quote;
+        }
+        line_start = c == '\n';
     }
-    let head = base
-        .strip_suffix(tail.as_str())
-        .ok_or("the job script does not end with its commands")?;
-    Ok(format!("{head}{ALLOCATION_ENV}{tail}"))
+    Err("the job script has no `set -e` line after its environment".into())
 }
 
 /// Where a Slurm job stands, from the `queue` verb.
@@ -243,13 +250,12 @@ mod tests {
     }
 
     #[test]
-    fn the_allocation_env_goes_before_the_commands() {
-        let cmds = vec!["echo hi".to_string()];
-        let base = "# written by flotillad\nexport DSTACK_NODE_RANK='0'\nset -e\necho hi\n";
-        let s = with_allocation_env(base, &cmds).expect("fits");
-        assert!(s.starts_with("# written by flotillad\nexport DSTACK_NODE_RANK='0'\nexport DSTACK_NODE_RANK=\"${FLOTILLA_RANK:-0}\"\n"));
-        assert!(s.ends_with("set -e\necho hi\n"));
-        assert!(with_allocation_env("echo other\n", &cmds).is_err());
+    fn the_allocation_env_goes_after_the_exports_before_the_commands() {
+        let base = "# written by flotillad\nexport DSTACK_NODE_RANK='0'\nexport TRICK='it'\\''s\nset -e\nb'\nset -e\necho hi\nset -e\n";
+        let s = with_allocation_env(base).expect("fits");
+        assert!(s.starts_with("# written by flotillad\nexport DSTACK_NODE_RANK='0'\nexport TRICK='it'\\''s\nset -e\nb'\nexport DSTACK_NODE_RANK=\"${FLOTILLA_RANK:-0}\"\n"));
+        assert!(s.ends_with("fi\nset -e\necho hi\nset -e\n"));
+        assert!(with_allocation_env("echo other\n").is_err());
     }
 
     #[test]
