@@ -115,7 +115,9 @@ fn split_gres(s: &str) -> Vec<&str> {
     out
 }
 
-/// How a node's state counts for its offer.
+/// How a node's state counts for its offer: `idle`, or `available` while its CPUs are taken
+/// (a job submitted then waits in Slurm's queue, so the shape can still take jobs); a node that
+/// is down, drained, powered off or not responding is not available.
 pub fn availability(state: &str) -> Availability {
     // `idle*` (not responding), `idle~` (powered down), `drained`, `down`: flags after the name.
     let base = state.trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-']);
@@ -124,8 +126,7 @@ pub fn availability(state: &str) -> Availability {
     }
     match base {
         "idle" => Availability::Idle,
-        "mixed" | "mix" => Availability::Available,
-        "allocated" | "alloc" | "completing" | "comp" => Availability::Busy,
+        "mixed" | "mix" | "allocated" | "alloc" | "completing" | "comp" => Availability::Available,
         _ => Availability::NotAvailable,
     }
 }
@@ -340,7 +341,8 @@ debug|n4|2|2000|(null)|down*|down\npyxis=0\n";
         assert_eq!(gpu_name("nvidia_a100-sxm4-80gb"), "A100");
         assert_eq!(availability("idle*"), Availability::NotAvailable);
         assert_eq!(availability("drained"), Availability::NotAvailable);
-        assert_eq!(availability("allocated"), Availability::Busy);
+        // Slurm queues what a busy node cannot take now: still offered.
+        assert_eq!(availability("allocated"), Availability::Available);
         assert!(parse_cluster("gpu|n1|x|1|(null)|idle|up\n")
             .expect_err("bad")
             .contains("CPUs"));

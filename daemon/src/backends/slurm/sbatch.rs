@@ -57,7 +57,11 @@ pub fn batch_script(spec: &BatchSpec) -> String {
     opt("--output=/dev/null".into());
     opt("--no-requeue".into());
     s.push_str("# written by flotillad: each rank runs under the supervisor's contract\n");
-    s.push_str("set -u\njob_mask=$(umask)\numask 077\n");
+    // The submitter's umask, for the job; every rank (srun starts them with this script's 077)
+    // takes it from the environment.
+    s.push_str(
+        "set -u\njob_mask=${FLOTILLA_JOB_MASK:-$(umask)}\nexport FLOTILLA_JOB_MASK=\"$job_mask\"\numask 077\n",
+    );
     s.push_str(&format!("shell={}\n", sh_quote(&spec.shell)));
     let case = |pick: &dyn Fn(&Rank) -> &str| {
         let mut c = String::from("  case $1 in\n");
