@@ -18,10 +18,13 @@ struct Setup {
 
 fn daemon_config(key: &std::path::Path, login: &TestHost) -> String {
     format!(
-        "health_interval_secs: 1\nbackends:\n  - type: slurm\n    clusters:\n      - name: hpc\n        hostname: {}\n        port: {}\n        user: root\n        private_key: {{path: {}}}\n        gpu_partitions: [{{gpu: H100, partitions: [gpu]}}]\n",
+        "health_interval_secs: 1\nbackends:\n  - type: slurm\n    clusters:\n      - name: hpc\n        hostname: {}\n        port: {}\n        user: root\n        private_key: {{path: {}}}\n        gpu_partitions: [{{gpu: H100, partitions: [gpu]}}]\n      - {{name: typo, hostname: {ip}, port: {port}, user: root, private_key: {{path: {key}}}, gpu_partitions: [{{gpu: H100, partitions: [gpux]}}], cpu_partitions: [cpux]}}\n",
         login.ip,
         login.port,
-        key.display()
+        key.display(),
+        ip = login.ip,
+        port = login.port,
+        key = key.display()
     )
 }
 
@@ -125,6 +128,12 @@ fn offers_come_from_sinfo_and_tasks_run_as_slurm_jobs() {
     assert_eq!(cpu["resources"]["gpu"]["count"]["min"], 0);
     assert_eq!(gpu["resources"]["gpu"]["count"]["min"], 2);
     assert_eq!(gpu["resources"]["gpu"]["name"][0], "H100");
+    // a cluster configured with partitions it lacks offers nothing, and `offer` says why
+    wait("the typo cluster's warning", 30, || {
+        d.cli_json(&["offer", "-b", "slurm"])["warnings"]
+            .to_string()
+            .contains("slurm cluster typo: no partition gpux, cpux (its partitions: cpu, gpu)")
+    });
 
     // a task: one Slurm job (squeue shows it while it runs), its log byte-exact, its exit code
     let name = d.apply_detached(
@@ -409,4 +418,11 @@ fn an_unreachable_login_node_is_a_clear_reason_not_a_hang() {
         d.daemon_output()
     );
     assert!(t0.elapsed() < Duration::from_secs(60));
+    // `offer` says why the cluster offers nothing
+    let v = d.cli_json(&["offer", "-b", "slurm"]);
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("slurm cluster gone") && warnings.contains("cannot reach"),
+        "{v}"
+    );
 }
