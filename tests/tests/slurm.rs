@@ -264,6 +264,30 @@ fn a_job_queues_behind_one_that_holds_the_node_and_stop_and_abort_cancel() {
         s.cluster.squeue()
     );
 
+    // a job stopped while Slurm queues it: its Slurm job is cancelled, nothing ran
+    let never = d.apply_detached(
+        "never",
+        &task("never", "{cpu: 4, memory: 1GB..}", &["echo never ran"]),
+    );
+    wait("the third job queued in Slurm", 60, || {
+        job(d, &never)["waiting_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("PENDING"))
+    });
+    assert_eq!(
+        s.cluster.squeue().matches("PENDING").count(),
+        2,
+        "{}",
+        s.cluster.squeue()
+    );
+    assert!(d.cli(&["stop", &never, "-y"]).status.success());
+    let run = d.wait_status(&never, &["terminated"], Duration::from_secs(30));
+    assert_eq!(run["jobs"][0]["status"], "terminated", "{run}");
+    wait("the stopped job's Slurm job to go", 30, || {
+        s.cluster.squeue().matches("PENDING").count() == 1
+    });
+    assert!(d.logs(&never).is_empty());
+
     // stop: SIGTERM through scancel --signal; the job ends by itself
     let out = d.cli(&["stop", &holder, "-y"]);
     assert!(out.status.success(), "{}", stderr(&out));
