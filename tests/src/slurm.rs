@@ -46,10 +46,15 @@ impl SlurmCluster {
     /// the binaries are missing.
     pub fn start() -> Option<SlurmCluster> {
         if !Self::available() {
-            eprintln!(
-                "\n\n*** SKIPPED: Slurm is not installed (need {}); `apt-get install slurm-wlm munge` (.ci/run does) ***\n\n",
+            // Straight to stderr, past the test harness's capture of `eprintln!`: loud even
+            // when the test passes.
+            use std::io::Write;
+            writeln!(
+                std::io::stderr(),
+                "\n\n*** SKIPPED: Slurm is not installed (need {}); `apt-get install slurm-wlm munge` (.ci/run does) ***\n",
                 BINARIES.join(", ")
-            );
+            )
+            .expect("stderr");
             return None;
         }
         let dir = tempfile::Builder::new()
