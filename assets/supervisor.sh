@@ -17,6 +17,7 @@
 #   pull IMAGE                      pulls IMAGE unless present (`present` / `pulled`); optional
 #                                   `username` and `password` lines on stdin log in first
 #   ports JOBDIR                    a container job's published ports (`docker port` lines)
+#   container_started JOBDIR        `yes` once a container job's container runs (or has ended)
 #   container_error JOBDIR          why a container job's container could not be created or run
 #   metrics                         one `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB` line per GPU
 #   gc SECONDS                      remove the finished job directories of this host whose
@@ -208,6 +209,10 @@ ports() {
   return 0
 }
 
+container_started() {
+  if [ -f "$1/started" ] || [ -f "$1/exit_code" ]; then echo yes; else echo no; fi
+}
+
 container_error() {
   [ -f "$1/container_error" ] && cat "$1/container_error"
   return 0
@@ -267,6 +272,7 @@ case $verb in
   metrics) metrics ;;
   pull) [ $# -eq 1 ] || die "usage: pull IMAGE"; pull "$@" ;;
   ports) [ $# -eq 1 ] || die "usage: ports JOBDIR"; ports "$@" ;;
+  container_started) [ $# -eq 1 ] || die "usage: container_started JOBDIR"; container_started "$@" ;;
   container_error) [ $# -eq 1 ] || die "usage: container_error JOBDIR"; container_error "$@" ;;
   revoke_keys) revoke_keys ;;
   gc) [ $# -eq 1 ] || die "usage: gc SECONDS | gc JOBDIR"; gc "$@" ;;

@@ -10,6 +10,7 @@ pub mod framing;
 pub mod model;
 pub mod paths;
 pub mod rpc;
+pub mod shell;
 pub mod time;
 
 pub use time::Timestamp;

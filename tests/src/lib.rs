@@ -207,6 +207,25 @@ impl TestDaemon {
             .to_string()
     }
 
+    /// Applies an SSH fleet `name` of one test host (logging in as root with `key`) and waits
+    /// until its host is provisioned.
+    pub fn apply_ssh_fleet(&self, name: &str, key: &sshd::ClientKey, host: &sshd::TestHost) {
+        let fleet = format!(
+            "type: fleet\nname: {name}\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
+            key.path.display(),
+            host.ip,
+            host.port
+        );
+        let p = self.write_config(&format!("{name}.fleet.yml"), &fleet);
+        let out = self.cli(&["apply", "-f", p.to_str().expect("utf-8 path"), "-y"]);
+        assert!(
+            out.status.success(),
+            "fleet apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The run as `ps -a --json` shows it.
     pub fn run_json(&self, name: &str) -> Value {
         let runs = self.cli_json(&["ps", "-a"]);

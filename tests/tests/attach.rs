@@ -196,15 +196,7 @@ fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(61, &key, None);
-    let fleet = format!(
-        "type: fleet\nname: remote\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
-        key.path.display(),
-        host.ip,
-        host.port
-    );
-    let p = d.write_config("fleet.yml", &fleet);
-    let out = d.cli(&["apply", "-f", p.to_str().expect("path"), "-y"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    d.apply_ssh_fleet("remote", &key, &host);
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())

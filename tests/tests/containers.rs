@@ -404,15 +404,7 @@ fn an_image_job_runs_in_a_container_on_an_ssh_host() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(60, &key, None);
-    let fleet = format!(
-        "type: fleet\nname: boxes\nssh_config:\n  user: root\n  identity_file: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
-        key.path.display(),
-        host.ip,
-        host.port
-    );
-    let p = d.write_config("fleet.yml", &fleet);
-    let out = d.cli(&["apply", "-f", p.to_str().expect("path"), "-y"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    d.apply_ssh_fleet("boxes", &key, &host);
     let name = d.apply_detached(
         "remote",
         &format!("type: task\nimage: {image}\nfleets: [boxes]\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - cat /flotilla-marker\n  - echo \"rank $DSTACK_NODE_RANK\"\n"),
@@ -421,4 +413,31 @@ fn an_image_job_runs_in_a_container_on_an_ssh_host() {
     assert_eq!(run["status"], "done", "{run}\n{}", d.daemon_output());
     assert_eq!(job(&run)["fleet"], "boxes");
     assert_eq!(d.logs(&name), b"inside the image\nrank 0\n");
+    // `flotilla ssh` into a running container job on the SSH host lands inside the container.
+    let long = d.apply_detached(
+        "remote-long",
+        &format!("type: task\nimage: {image}\nfleets: [boxes]\nenv:\n  - WHERE=in-the-job\nresources: {{cpu: 1.., memory: 1GB.., disk: 1GB..}}\ncommands:\n  - sleep 600\n"),
+    );
+    d.wait_status(&long, &["running"], WAIT);
+    let out = d.cli(&["ssh", &long, "--", "cat /flotilla-marker; echo $WHERE"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "inside the image\nin-the-job\n");
+    let out = d.cli(&["stop", &long, "-y", "-x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn flotilla_ssh_into_a_local_container_job_lands_inside_it() {
+    let image = test_image();
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "shell",
+        &format!("type: task\nimage: {image}\nenv:\n  - WHERE=in-the-job\nworking_dir: /tmp\ncommands:\n  - sleep 600\n"),
+    );
+    d.wait_status(&name, &["running"], WAIT);
+    let out = d.cli(&["ssh", &name, "--", "cat /flotilla-marker; echo $WHERE; pwd"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "inside the image\nin-the-job\n/tmp\n");
+    let out = d.cli(&["stop", &name, "-y", "-x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

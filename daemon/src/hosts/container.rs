@@ -210,7 +210,12 @@ impl ContainerSpec {
         ));
         s.push_str(
             "docker start -a \"$name\" &\n\
-             attached=$!\n",
+             attached=$!\n\
+             until [ \"$(docker inspect -f '{{.State.Running}}' \"$name\" 2>/dev/null)\" = true ]; do\n\
+             \x20 kill -0 $attached 2>/dev/null || break\n\
+             \x20 sleep 0.05\n\
+             done\n\
+             : > \"$dir/started\"\n",
         );
         if matches!(&self.network, Network::Bridge { ports } if !ports.is_empty()) {
             s.push_str(
@@ -279,6 +284,12 @@ pub async fn pull(
         "pulled" => Ok(Pulled::Pulled),
         other => Err(unexpected(host, "pull", other)),
     }
+}
+
+/// Whether the job's container has started (or already ended): the launcher marks it.
+pub async fn started(host: &Host, job_dir: &str) -> Result<bool, HostError> {
+    let out = host.run(&["container_started", job_dir], None).await?;
+    Ok(out.trim() == "yes")
 }
 
 /// Why the container of a job could not be created or started (`container_error` in its

@@ -227,7 +227,4 @@ impl Host {
     }
 }
 
-/// Single-quotes a value for POSIX sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use flotilla_protocol::shell::sh_quote;

@@ -113,3 +113,21 @@ pub(super) fn record_ports(d: &Daemon, host: &Host, run_id: u64, job: &Job, job_
         warn!("job submission {sub_id}: its container published no port within 10 s");
     });
 }
+
+/// Waits until the launcher says the container runs (or has ended already); a host that does
+/// not answer is followed on regardless (the log follow finds how the job went).
+pub(super) async fn wait_started(d: &Daemon, host: &Host, sub_id: u64, job_dir: &str) {
+    loop {
+        match container::started(host, job_dir).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                warn!("job submission {sub_id}: cannot ask whether its container started: {e}");
+                return;
+            }
+        }
+        if sleep_or_shutdown(d, Duration::from_millis(50)).await {
+            return;
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
 //! repeats a byte.
 
-use super::container_jobs::{pull_image, record_ports};
+use super::container_jobs::{pull_image, record_ports, wait_started};
 use crate::handle::Daemon;
 use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
@@ -170,6 +170,8 @@ async fn start(
             let pid = supervisor::start(host, run.uid, job_dir, "sh", job_dir, &launcher)
                 .await
                 .map_err(|e| format!("cannot start the job's container: {e}"))?;
+            // The job runs once its container does (creating it takes a moment).
+            wait_started(d, host, job.current.id, job_dir).await;
             if matches!(&spec.network, Network::Bridge { ports } if !ports.is_empty()) {
                 record_ports(d, host, run.id, job, job_dir);
             }

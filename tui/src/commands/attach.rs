@@ -16,11 +16,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    pub run: String,
-    #[arg(long, default_value_t = 0)]
-    pub replica: u32,
-    #[arg(long, default_value_t = 0)]
-    pub job: u32,
+    #[command(flatten)]
+    pub target: super::ssh::JobArgs,
     /// Also forward local port LOCAL to the job's port REMOTE (`8080`, `18080:8080`, `*:8080`)
     #[arg(short = 'p', long = "port")]
     pub ports: Vec<String>,
@@ -32,7 +29,8 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         extra.push(PortMapping::parse(p).map_err(|e| anyhow!("-p: {e}"))?);
     }
     let client = connect_or_start(target).await?;
-    attach(target, &client, &a.run, a.replica, a.job, &extra).await
+    let t = &a.target;
+    attach(target, &client, &t.run, t.replica, t.job, &extra).await
 }
 
 /// Waits for the job, forwards its ports and `extra`, then follows the logs to the run's end.

@@ -6,6 +6,7 @@ use crate::connect::{connect, connect_or_start, Target};
 use anyhow::{anyhow, bail, Context};
 use flotilla_protocol::model::{Run, User};
 use flotilla_protocol::rpc::{methods, NoParams, RunNameParams, TunnelInfo, TunnelParams};
+use flotilla_protocol::shell::sh_quote;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
 
@@ -21,14 +22,17 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// A run's job: `RUN [--replica N] [--job N]`.
 #[derive(clap::Args)]
-pub struct TunnelArgs {
+pub struct JobArgs {
     pub run: String,
     #[arg(long, default_value_t = 0)]
     pub replica: u32,
     #[arg(long, default_value_t = 0)]
     pub job: u32,
 }
+
+pub type TunnelArgs = JobArgs;
 
 fn state_dir(t: &Target) -> std::path::PathBuf {
     t.data_dir
@@ -73,6 +77,15 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|d| format!("{d}/work"))
             .ok_or_else(|| anyhow!("the job has no directory yet"))?;
+        let job_dir = job.current.job_dir.as_deref().unwrap_or_default();
+        if let Some(container) = local_container(job_dir) {
+            // A job in a container: the session is in it, in its working directory and env.
+            let status = Command::new("docker")
+                .args(docker_exec_args(&container, shell_cmd.as_deref()))
+                .status()
+                .context("cannot run docker exec (is Docker installed here?)")?;
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
         let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
         let mut cmd = Command::new(&shell);
         if let Some(c) = &shell_cmd {
@@ -114,9 +127,29 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         a.job
     );
     let workdir = info.workdir.unwrap_or_else(|| "~".into());
-    let remote = match &shell_cmd {
+    let on_host = match &shell_cmd {
         Some(c) => format!("cd '{workdir}' && {c}"),
         None => format!("cd '{workdir}' && exec \"${{SHELL:-/bin/sh}}\" -l"),
+    };
+    // A job in a container: the session is in it (the launcher names it in the job's dir).
+    let remote = match workdir.strip_suffix("/work") {
+        Some(job_dir) => {
+            let exec: Vec<String> = docker_exec_args("$c", shell_cmd.as_deref())
+                .iter()
+                .map(|a| {
+                    if a == "$c" {
+                        "\"$c\"".to_string()
+                    } else {
+                        sh_quote(a)
+                    }
+                })
+                .collect();
+            format!(
+                "if [ -f '{job_dir}/container' ]; then c=$(cat '{job_dir}/container') && exec docker {}; fi; {on_host}",
+                exec.join(" ")
+            )
+        }
+        None => on_host,
     };
     let mut cmd = Command::new("ssh");
     cmd.arg("-o")
@@ -142,6 +175,36 @@ pub async fn run(target: &Target, a: Args) -> anyhow::Result<ExitCode> {
         .status()
         .context("cannot run ssh (install openssh-client)")?;
     Ok(ExitCode::from(status.code().unwrap_or(255) as u8))
+}
+
+/// The container of a job on this machine, when it has one (its launcher wrote the name).
+fn local_container(job_dir: &str) -> Option<String> {
+    if job_dir.is_empty() {
+        return None;
+    }
+    std::fs::read_to_string(std::path::Path::new(job_dir).join("container"))
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+}
+
+/// `docker exec` into a job's container: a login shell (bash when the image has it) with a
+/// terminal, or `command` without one.
+fn docker_exec_args(container: &str, command: Option<&str>) -> Vec<String> {
+    let mut args = vec!["exec".to_string(), "-i".to_string()];
+    match command {
+        Some(c) => args.extend([container.into(), "sh".into(), "-c".into(), c.into()]),
+        None => {
+            args.push("-t".into());
+            args.extend([
+                container.into(),
+                "sh".into(),
+                "-c".into(),
+                "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi".into(),
+            ]);
+        }
+    }
+    args
 }
 
 async fn probe_tunnel(
