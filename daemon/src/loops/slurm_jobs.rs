@@ -25,6 +25,9 @@ use tracing::{info, warn};
 const POLL_FAST: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_secs(1);
 const FAST_FOR: Duration = Duration::from_secs(3);
+/// How long a job that ended waits for Slurm's final state: 50 looks, 200 ms apart.
+const SETTLE_TRIES: u32 = 50;
+const SETTLE_POLL: Duration = Duration::from_millis(200);
 /// Running this long in Slurm without its pid file on the login node: the job directory is not
 /// on a file system that the login and compute nodes share.
 const NOT_SHARED_AFTER: Duration = Duration::from_secs(60);
@@ -373,12 +376,22 @@ pub async fn how_slurm_ended(
     job_dir: &str,
     exit: Option<i32>,
 ) -> Option<(JobTerminationReason, String)> {
-    let q = match queue(host, job_dir).await {
-        Ok(q) => q,
-        Err(e) => {
-            warn!("cannot ask Slurm how the job in {job_dir} ended: {e}");
-            return None;
+    // The job's process has ended; Slurm may still be tearing the job down (`COMPLETING`):
+    // its final state follows within moments.
+    let mut tries = 0;
+    let q = loop {
+        let q = match queue(host, job_dir).await {
+            Ok(q) => q,
+            Err(e) => {
+                warn!("cannot ask Slurm how the job in {job_dir} ended: {e}");
+                return None;
+            }
+        };
+        tries += 1;
+        if !(q.is_running() || q.is_waiting()) || tries >= SETTLE_TRIES {
+            break q;
         }
+        tokio::time::sleep(SETTLE_POLL).await;
     };
     let reason = match q.state.as_str() {
         "CANCELLED" | "PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE" => {
