@@ -58,6 +58,7 @@ struct FileConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     Pool(crate::backends::pool::PoolConfig),
+    Slurm(crate::backends::slurm::config::SlurmConfig),
     Lambda(crate::backends::cloud::CloudConfig),
     Runpod(crate::backends::cloud::CloudConfig),
     Vastai(crate::backends::cloud::CloudConfig),
@@ -71,12 +72,13 @@ impl BackendConfig {
             BackendConfig::Lambda(c) => c.name.clone().unwrap_or_else(|| "lambda".into()),
             BackendConfig::Runpod(c) => c.name.clone().unwrap_or_else(|| "runpod".into()),
             BackendConfig::Vastai(c) => c.name.clone().unwrap_or_else(|| "vastai".into()),
+            BackendConfig::Slurm(_) => "slurm".into(),
         }
     }
 
     pub fn cloud(&self) -> Option<&crate::backends::cloud::CloudConfig> {
         match self {
-            BackendConfig::Pool(_) => None,
+            BackendConfig::Pool(_) | BackendConfig::Slurm(_) => None,
             BackendConfig::Lambda(c) | BackendConfig::Runpod(c) | BackendConfig::Vastai(c) => {
                 Some(c)
             }
@@ -134,6 +136,24 @@ impl DaemonConfig {
                 )
             })?,
         };
+        for b in &file.backends {
+            if let BackendConfig::Slurm(s) = b {
+                s.validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
+            }
+        }
+        if file
+            .backends
+            .iter()
+            .filter(|b| matches!(b, BackendConfig::Slurm(_)))
+            .count()
+            > 1
+        {
+            anyhow::bail!(
+                "{}: backends: `type: slurm` appears twice; list every cluster under one `clusters:`",
+                file_path.display()
+            );
+        }
         Ok(DaemonConfig {
             socket: socket.unwrap_or_else(paths::default_socket_path),
             catalog_dir,

@@ -326,9 +326,15 @@ impl Daemon {
         match self.0.store.get_instance(id) {
             Ok(Some(inst)) => match inst.ssh {
                 Some(ep) => {
+                    let slurm = self
+                        .0
+                        .backends
+                        .get(&inst.backend)
+                        .is_some_and(|b| b.slurm().is_some());
                     let host = Arc::new(
                         SshHost::new(ep, inst.host_key, inst.host_root)
-                            .with_jump_key(inst.jump_host_key),
+                            .with_jump_key(inst.jump_host_key)
+                            .with_slurm_verbs(slurm),
                     );
                     self.0
                         .ssh_hosts

@@ -65,7 +65,8 @@ async fn serve(
     let catalog = catalog_service(&config);
     let sealing = crate::sealing::load_for_daemon(&config.data_dir.join("key"))?;
     let gateway_key = api::gateway::host_key(&config.data_dir)?;
-    let backends = backends_from(&config, &catalog, &sealing).map_err(|e| anyhow::anyhow!(e))?;
+    let backends =
+        backends_from(&config, &catalog, &sealing, &shutdown).map_err(|e| anyhow::anyhow!(e))?;
     let d = Daemon::new(Parts {
         config,
         store,
@@ -118,6 +119,7 @@ fn backends_from(
     config: &DaemonConfig,
     catalog: &catalog::CatalogService,
     sealing: &SealingKey,
+    shutdown: &CancellationToken,
 ) -> Result<backends::Backends, String> {
     let any_cloud = config.backends.iter().any(|b| b.cloud().is_some());
     let cloud_key = if any_cloud {
@@ -139,6 +141,12 @@ fn backends_from(
         match (b, &cloud_key) {
             (config::BackendConfig::Pool(p), _) => {
                 list.push(Arc::new(backends::pool::PoolBackend::new(p.clone())));
+            }
+            (config::BackendConfig::Slurm(s), _) => {
+                let slurm = Arc::new(backends::slurm::SlurmBackend::new(s.clone()));
+                // Offers are read in the background from the start.
+                slurm.spawn_refresh(shutdown.clone());
+                list.push(slurm);
             }
             (_, Some(key)) => {
                 if let Some(c) = backends::cloud::setup::build(b, catalog, sealing, key)? {

@@ -5,6 +5,7 @@
 pub mod cloud;
 pub mod docker;
 pub mod raw;
+pub mod slurm;
 pub mod sshd;
 pub mod users;
 

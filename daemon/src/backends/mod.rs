@@ -5,9 +5,10 @@
 
 pub mod cloud;
 pub mod pool;
+pub mod slurm;
 
 use flotilla_protocol::config::ResourcesSpec;
-use flotilla_protocol::model::{Instance, Offer, SshEndpoint};
+use flotilla_protocol::model::{Instance, InstanceResources, Offer, SshEndpoint};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -87,6 +88,19 @@ pub trait Backend: Send + Sync {
     fn terminate<'a>(&'a self, backend_id: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Marks machines as taken after a restart (from the instances in the store).
     fn reconcile(&self, instances: &[Instance]);
+    /// What an instance of this backend offers jobs, when that is not what its host's
+    /// inventory says (a Slurm slot: the shape of the cluster's nodes, not the login node).
+    fn instance_resources(&self, _instance: &Instance) -> Option<InstanceResources> {
+        None
+    }
+    /// Why this backend offers nothing (or less than configured) now, if it knows.
+    fn unavailable_reason(&self) -> Option<String> {
+        None
+    }
+    /// The Slurm backend, whose instances run jobs as Slurm batch jobs.
+    fn slurm(&self) -> Option<&slurm::SlurmBackend> {
+        None
+    }
 
     /// The backend's type as `config.yml` names it.
     fn kind(&self) -> &str {
@@ -255,6 +269,15 @@ impl Backends {
     /// now, cheapest first.
     pub fn offers(&self, req: &ResourcesSpec, only: Option<&[String]>) -> Vec<Offer> {
         self.collect(only, |b| b.offers(req))
+    }
+
+    /// Why the backends named in `only` (all when `None`) offer nothing now, where they know.
+    pub fn unavailable_reasons(&self, only: Option<&[String]>) -> Vec<String> {
+        self.list
+            .iter()
+            .filter(|b| only.is_none_or(|names| names.iter().any(|n| n == b.name())))
+            .filter_map(|b| b.unavailable_reason())
+            .collect()
     }
 
     pub fn reconcile(&self, instances: &[Instance]) {

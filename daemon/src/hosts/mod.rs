@@ -21,10 +21,22 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream 
 /// The supervisor script, embedded at build time.
 pub const SUPERVISOR_SCRIPT: &str = include_str!("../../../assets/supervisor.sh");
 
+/// The verbs of a Slurm login node (`slurm.sh`), embedded at build time.
+pub const SLURM_SCRIPT: &str = include_str!("../../../assets/slurm.sh");
+
 /// FNV-1a of the supervisor script: versions the copy installed on hosts.
 pub fn supervisor_hash() -> String {
+    script_hash(SUPERVISOR_SCRIPT)
+}
+
+/// FNV-1a of the Slurm verbs' script: versions the copy installed on login nodes.
+pub fn slurm_script_hash() -> String {
+    script_hash(SLURM_SCRIPT)
+}
+
+fn script_hash(script: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in SUPERVISOR_SCRIPT.bytes() {
+    for b in script.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -1,7 +1,7 @@
 //! SSH hosts: one russh connection per host shared by all channels, key authentication (identity
 //! file or SSH agent), `proxy_jump`, keepalive, reconnect on demand, and pinned host keys.
 
-use super::{sh_quote, supervisor_hash, Exec, HostError, SUPERVISOR_SCRIPT};
+use super::{sh_quote, slurm_script_hash, supervisor_hash, Exec, HostError, SUPERVISOR_SCRIPT};
 use crate::sync::LockExt;
 use flotilla_protocol::model::SshEndpoint;
 use russh::client::{self, Handle};
@@ -58,6 +58,8 @@ pub struct SshHost {
     /// Where the supervisor and jobs live on the host (`$HOME/.flotilla`).
     root: Mutex<Option<String>>,
     conn: tokio::sync::Mutex<Option<Conn>>,
+    /// A Slurm login node: the job verbs are `slurm.sh`'s (jobs run in Slurm allocations).
+    slurm: bool,
 }
 
 /// What `prepare` learns about a host.
@@ -77,7 +79,18 @@ impl SshHost {
             jump_key: Mutex::new(None),
             root: Mutex::new(root),
             conn: tokio::sync::Mutex::new(None),
+            slurm: false,
         }
+    }
+
+    /// Marks a Slurm cluster's login node: its job verbs ask Slurm (see `assets/slurm.sh`).
+    pub fn with_slurm_verbs(mut self, slurm: bool) -> SshHost {
+        self.slurm = slurm;
+        self
+    }
+
+    pub fn is_slurm(&self) -> bool {
+        self.slurm
     }
 
     pub fn label(&self) -> String {
@@ -262,6 +275,14 @@ impl SshHost {
             supervisor_hash(),
             r = quote_root(&root)
         );
+        if self.slurm {
+            cmd = format!(
+                "FLOTILLA_SUPERVISOR={r}/supervisor-{}.sh FLOTILLA_ROOT={r} sh {r}/slurm-{}.sh",
+                supervisor_hash(),
+                slurm_script_hash(),
+                r = quote_root(&root)
+            );
+        }
         for a in args {
             cmd.push(' ');
             cmd.push_str(&sh_quote(a));

@@ -207,7 +207,12 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
     let mut inst = current;
     match result {
         Ok(p) => {
-            let res = p.inventory.resources();
+            // A backend may know better than the host's inventory (a Slurm slot: its nodes).
+            let res = d
+                .backends()
+                .get(&inst.backend)
+                .and_then(|b| b.instance_resources(&inst))
+                .unwrap_or_else(|| p.inventory.resources());
             let software = p.inventory.software();
             let fleet_cfg = match d.store().get_fleet(&inst.fleet) {
                 Ok(f) => f.and_then(|f| f.configuration),

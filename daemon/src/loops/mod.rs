@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod orphans;
 pub mod runners;
 pub mod scheduling;
+pub mod slurm_jobs;
 pub mod store_watch;
 pub mod timers;
 

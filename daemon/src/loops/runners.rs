@@ -152,7 +152,13 @@ async fn start_resolved(
     job: &Job,
     job_dir: &str,
 ) -> Result<bool, Failure> {
-    let sub_id = job.current.id;
+    if super::slurm_jobs::is_slurm(host) {
+        // A Slurm cluster: one sbatch job, running once Slurm starts it.
+        return match super::slurm_jobs::start(d, host, run, job, job_dir).await? {
+            Some(_) => mark_started(d, run, job).await,
+            None => Ok(false),
+        };
+    }
     let launch = plan_launch(d, run, job, job_dir)?;
     let pid = match launch {
         Launch::Host {
@@ -194,6 +200,12 @@ async fn start_resolved(
         }
     };
     info!(run = %run.name, job = job.job_num, pid, "job started");
+    mark_started(d, run, job).await
+}
+
+/// Records that the job's process runs (or, stopped meanwhile, that it terminates).
+async fn mark_started(d: &Daemon, run: &Run, job: &Job) -> Result<bool, Failure> {
+    let sub_id = job.current.id;
     let now = Timestamp::now();
     let (_, stop_pending) = d
         .update_run(run.id, |run| {
@@ -253,7 +265,12 @@ async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<
 
 /// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
 /// addresses, the daemon's `base_image` and the registry password (opened from its seal).
-fn plan_launch(d: &Daemon, run: &Run, job: &Job, job_dir: &str) -> Result<Launch, Failure> {
+pub(super) fn plan_launch(
+    d: &Daemon,
+    run: &Run,
+    job: &Job,
+    job_dir: &str,
+) -> Result<Launch, Failure> {
     let fleet_env = match job.current.fleet.as_deref() {
         Some(f) => d
             .store()
@@ -366,6 +383,12 @@ async fn follow_to_end(
         Some(_) => None,
         None => unwritable(host, job_dir).await,
     };
+    // A Slurm job: whether Slurm ended it (cancelled, preempted, its time limit...).
+    let slurm_end = if super::slurm_jobs::is_slurm(host) {
+        super::slurm_jobs::how_slurm_ended(host, job_dir, exit).await
+    } else {
+        None
+    };
     // A container that could not be created or run says why in its directory.
     let container_error = match exit {
         Some(code) if code != 0 => match container::container_error(host, job_dir).await {
@@ -400,6 +423,12 @@ async fn follow_to_end(
                 job.current.exit_code = None;
                 job.current.termination_reason = Some(JobTerminationReason::CreatingContainerError);
                 job.current.termination_message = Some(e.clone());
+            }
+            if let Some((reason, message)) =
+                slurm_end.as_ref().filter(|_| job.current.stop.is_none())
+            {
+                job.current.termination_reason = Some(*reason);
+                job.current.termination_message = Some(message.clone());
             }
             let mut note = None;
             if let Some(e) = storage_error

@@ -113,7 +113,12 @@ pub async fn create_from_offers(
         .take(MAX_OFFERS_TRIED)
         .collect();
     if candidates.is_empty() {
-        return Err(format!("no offers in {}", d.backends().names().join(", ")));
+        let mut err = format!("no offers in {}", d.backends().names().join(", "));
+        let why = d.backends().unavailable_reasons(None);
+        if !why.is_empty() {
+            err = format!("{err}: {}", why.join("; "));
+        }
+        return Err(err);
     }
     let total = candidates.len();
     let mut errors: Vec<String> = Vec::new();

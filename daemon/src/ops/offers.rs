@@ -136,10 +136,14 @@ pub fn list(d: &Daemon, q: &OfferQuery) -> Result<OfferList, OpError> {
         Some(group_offers(&offers, &group_by))
     };
     offers.truncate(limit);
+    let mut warnings = d.catalog().warnings();
+    // Why a configured backend offers less than it should (a Slurm login node unreachable, a
+    // partition the cluster lacks).
+    warnings.extend(d.backends().unavailable_reasons(None));
     Ok(OfferList {
         offers,
         total,
         groups,
-        warnings: d.catalog().warnings(),
+        warnings,
     })
 }

@@ -112,7 +112,7 @@ pub fn build(
             let u = url(vastai::DEFAULT_API_URL);
             (Box::new(vastai::VastAi::new(&name, &u, secret)?), u)
         }
-        BackendConfig::Pool(_) => return Ok(None),
+        BackendConfig::Pool(_) | BackendConfig::Slurm(_) => return Ok(None),
     };
     let settings = CloudSettings {
         provisioning_timeout_secs: cfg
