@@ -2,8 +2,8 @@
 //! the host and a job in a container), a local port in use, and dev environments that stay up.
 
 use flotilla_e2e::docker::test_image;
-use flotilla_e2e::{stderr, stdout, TestDaemon};
-use std::io::{BufRead, BufReader, Read, Write};
+use flotilla_e2e::{busybox, http_get, stderr, stdout, TestDaemon};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,17 +47,6 @@ fn attach(d: &TestDaemon, args: &[&str]) -> (Child, u16) {
     }
 }
 
-/// GET / on 127.0.0.1:port; the body.
-fn http_get(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
 fn wait_body(port: u16, want: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -83,10 +72,7 @@ fn free_port() -> u16 {
 fn attach_forwards_a_host_jobs_port_and_a_containers_port() {
     let image = test_image();
     let d = TestDaemon::start();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("busybox (install busybox-static)");
+    let busybox = busybox();
     let port = free_port();
     let www = d.dir.path().join("www");
     std::fs::create_dir_all(&www).expect("www");
@@ -197,10 +183,7 @@ fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(61, &key, None);
     d.apply_ssh_fleet("remote", &key, &host);
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("busybox (install busybox-static)");
+    let busybox = busybox();
     let port = free_port();
     let www = d.dir.path().join("remote-www");
     std::fs::create_dir_all(&www).expect("www");
@@ -244,10 +227,7 @@ fn ssh(d: &TestDaemon, host: &str, command: &str) -> std::process::Output {
 fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
     let image = test_image();
     let d = TestDaemon::start();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("busybox (install busybox-static)");
+    let busybox = busybox();
     let web = free_port();
     let www = d.dir.path().join("gw-www");
     std::fs::create_dir_all(&www).expect("www");

@@ -4,7 +4,7 @@
 //! daemon's `base_image`, and `registry_auth` against a real private registry.
 
 use flotilla_e2e::docker::{containers_named, test_image, Registry};
-use flotilla_e2e::{stderr, stdout, TestDaemon};
+use flotilla_e2e::{http_get, stderr, stdout, TestDaemon};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -347,18 +347,6 @@ fn docker_rmi(image: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-/// GET / from 127.0.0.1:port, the body.
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
 }
 
 #[test]
