@@ -200,14 +200,9 @@ async fn serve_connection(
         if said_hello && req.method == methods::TUNNEL_OPEN {
             match tunnel::open(&d, &caller, &req).await {
                 Ok((info, stream)) => {
-                    reply(&tx, Response::ok(id, info)).await;
-                    drop(tx);
-                    let Ok(Ok(write)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(5), writer).await
-                    else {
-                        return;
-                    };
-                    tunnel::pump(reader, write, stream).await;
+                    if let Some(write) = hand_over(tx, Response::ok(id, info), writer).await {
+                        tunnel::pump(reader, write, stream).await;
+                    }
                     return;
                 }
                 Err(e) => {
@@ -219,11 +214,7 @@ async fn serve_connection(
         if said_hello && req.method == methods::GATEWAY_OPEN {
             match gateway::open(&d, &caller, &req) {
                 Ok((info, params, target)) => {
-                    reply(&tx, Response::ok(id, info)).await;
-                    drop(tx);
-                    let Ok(Ok(write)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(5), writer).await
-                    else {
+                    let Some(write) = hand_over(tx, Response::ok(id, info), writer).await else {
                         return;
                     };
                     let buffered = reader.into_inner();
@@ -316,6 +307,29 @@ async fn serve_connection(
 
 fn is_stream(method: &str) -> bool {
     method == methods::LOGS_FOLLOW || method == methods::EVENTS_WATCH
+}
+
+/// The last answer of a connection that becomes a byte stream (`tunnel.open`,
+/// `gateway.open`): queued, then the socket's write half back from the writer once every
+/// answer is out (None when the writer did not finish within 5 s or failed).
+async fn hand_over(
+    tx: Outbox,
+    answer: Response,
+    writer: tokio::task::JoinHandle<tokio::net::unix::OwnedWriteHalf>,
+) -> Option<tokio::net::unix::OwnedWriteHalf> {
+    reply(&tx, answer).await;
+    drop(tx);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), writer).await {
+        Ok(Ok(write)) => Some(write),
+        Ok(Err(e)) => {
+            warn!("the connection's writer failed before a hand-over: {e}");
+            None
+        }
+        Err(_) => {
+            warn!("the connection's writer did not finish within 5 s; closing it");
+            None
+        }
+    }
 }
 
 /// Queues an answer; a client that is gone gets none, and needs none.

@@ -214,12 +214,16 @@ mod tests {
                 let i = seen.fetch_add(1, Ordering::SeqCst);
                 let (status, body) = answers[i.min(answers.len() - 1)];
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
+                if let Err(e) = s.read(&mut buf).await {
+                    eprintln!("test server: cannot read the request: {e}");
+                }
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = s.write_all(resp.as_bytes()).await;
+                if let Err(e) = s.write_all(resp.as_bytes()).await {
+                    eprintln!("test server: cannot answer: {e}");
+                }
             }
         });
         (url, n)
