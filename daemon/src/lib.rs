@@ -6,7 +6,7 @@
 //! 2. operations: `ops`, what a request or a tick does;
 //! 3. the handle (`handle`, `caller`, `gpu_samples`) and the pure rules (`lifecycle`);
 //! 4. the bottom: `store`, `hosts`, `logs`, `scheduler`, `catalog`, `backends`, `config`,
-//!    `sync`, `hashing`, `notify`.
+//!    `sync`, `hashing`, `notify`, `presence`, `services`, `sealing`.
 
 pub mod api;
 pub mod backends;
@@ -26,6 +26,7 @@ pub mod presence;
 pub mod rotate;
 pub mod scheduler;
 pub mod sealing;
+pub mod services;
 mod startup;
 pub mod store;
 pub mod sync;

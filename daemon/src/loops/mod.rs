@@ -10,6 +10,7 @@
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
 //! - `metrics`: samples the GPUs of busy instances;
 //! - `store_watch`: shuts the daemon down once the state store has failed.
+//! - `replicas`: the live table of every service's replicas and their readiness (for the proxy);
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod cloud;
@@ -20,6 +21,7 @@ pub mod job_retention;
 pub mod launch;
 pub mod metrics;
 pub mod orphans;
+pub mod replicas;
 pub mod runners;
 pub mod scheduling;
 pub mod slurm_jobs;
@@ -99,5 +101,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, store_watch::StoreWatch),
         spawn(d, job_retention::JobRetention),
         spawn(d, cloud::CloudLoop::default()),
+        spawn(d, replicas::Replicas::new()),
     ]
 }

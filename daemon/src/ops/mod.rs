@@ -19,6 +19,7 @@ pub mod runs_access;
 pub mod runs_interpolation;
 pub mod runs_retention;
 pub mod secrets;
+pub mod services;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
