@@ -335,6 +335,49 @@ fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
         .output()
         .expect("ssh");
     assert!(!out.status.success(), "another key got in");
+    // Without BatchMode the refusal says why, and whose runs the caller may reach.
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&other_config)
+        .args([
+            "-o",
+            "PreferredAuthentications=publickey,keyboard-interactive",
+            host_job.as_str(),
+            "true",
+        ])
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(!out.status.success(), "another key got in");
+    let refusal = stderr(&out);
+    assert!(
+        refusal.contains("The key offered is not the one the daemon made for")
+            && refusal.contains("which reaches"),
+        "{refusal}"
+    );
+    // A terminal when asked for: on the daemon's machine and inside a container.
+    for name in [&host_job, &boxed] {
+        let out = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(d.dir.path().join(".flotilla/ssh/config"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-tt",
+                name.as_str(),
+                "tty; echo TERM=$TERM",
+            ])
+            .env("HOME", d.dir.path())
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh -tt");
+        let text = stdout(&out);
+        assert!(out.status.success(), "{name}: {text}{}", stderr(&out));
+        assert!(text.contains("/dev/pts/"), "{name}: no terminal: {text}");
+        assert!(text.contains("TERM=xterm-256color"), "{name}: {text}");
+    }
     for name in [&host_job, &boxed] {
         let out = d.cli(&["stop", name, "-y", "-x"]);
         assert!(out.status.success(), "{}", stderr(&out));
