@@ -93,7 +93,7 @@ fn fleet_apply_inventory_job_and_delete() {
     let gpus = a["resources"]["gpus"].as_array().unwrap();
     assert_eq!(gpus.len(), 2);
     assert_eq!(gpus[0]["name"], "H100");
-    assert_eq!(gpus[0]["memory_gb"], 79.6);
+    assert_eq!(gpus[0]["memory_gb"], 80.0);
     let b = &f["instances"][1];
     assert_eq!(b["status"], "idle");
     assert_eq!(b["resources"]["gpus"].as_array().unwrap().len(), 0);
