@@ -189,9 +189,109 @@ pub fn request_job_stop(
 fn final_status(reason: JobTerminationReason, abort: bool) -> JobStatus {
     if abort || reason == JobTerminationReason::AbortedByUser {
         JobStatus::Aborted
+    } else if reason == JobTerminationReason::DoneByRunner {
+        // The workers of a `stop_criteria: master-done` run, stopped because the master is done.
+        JobStatus::Done
     } else {
         JobStatus::Terminated
     }
+}
+
+/// `stop_criteria: master-done`: once the master (job 0) of a replica is done, the run ends
+/// with `all_jobs_done` and its other jobs are stopped and end `done`, as dstack does. Returns
+/// true when a host must be signalled.
+pub fn stop_on_master_done(run: &mut Run, replica: u32, now: Timestamp) -> bool {
+    use flotilla_protocol::config::StopCriteria;
+    if run.configuration.common().policy.stop_criteria != Some(StopCriteria::MasterDone)
+        || run.termination_reason.is_some()
+    {
+        return false;
+    }
+    let master_done = run
+        .job(replica, 0)
+        .is_some_and(|j| j.current.status == JobStatus::Done);
+    if !master_done {
+        return false;
+    }
+    run.termination_reason = Some(RunTerminationReason::AllJobsDone);
+    let stop_duration = run.configuration.common().policy.stop_duration;
+    let mut signal = false;
+    for job in run.jobs.iter_mut() {
+        signal |= request_job_stop(
+            job,
+            JobTerminationReason::DoneByRunner,
+            false,
+            stop_duration,
+            now,
+        );
+    }
+    signal
+}
+
+/// dstack's `startup_order`: why job `job_num` of `replica` must wait before it starts, or
+/// `None`. With `master-first` a worker waits until the master (job 0) runs; with
+/// `workers-first` the master waits until every worker runs. A node that already ended has
+/// run: nobody waits for it (dstack would wait forever).
+pub fn startup_wait(run: &Run, replica: u32, job_num: u32) -> Option<&'static str> {
+    use flotilla_protocol::config::StartupOrder;
+    let started =
+        |j: &Job| j.current.status == JobStatus::Running || j.current.status.is_finished();
+    match run.configuration.common().policy.startup_order? {
+        StartupOrder::MasterFirst if job_num != 0 => {
+            let master = run.job(replica, 0)?;
+            (!started(master))
+                .then_some("waiting for the master node to run (startup_order: master-first)")
+        }
+        StartupOrder::WorkersFirst if job_num == 0 => run
+            .jobs
+            .iter()
+            .any(|j| j.replica_num == replica && j.job_num != 0 && !started(j))
+            .then_some("waiting for the worker nodes to run (startup_order: workers-first)"),
+        _ => None,
+    }
+}
+
+/// `utilization_policy`: job `job_num` of `replica` idled below the threshold for the window.
+/// It is stopped with `terminated_due_to_utilization_policy` and dstack's message, and the run
+/// ends `failed` (`job_failed`: dstack does not retry it) with the other jobs stopped by the
+/// server. Returns true when a host must be signalled.
+pub fn stop_for_utilization(
+    run: &mut Run,
+    replica: u32,
+    job_num: u32,
+    message: &str,
+    now: Timestamp,
+) -> bool {
+    if run.termination_reason.is_some() {
+        return false;
+    }
+    let stop_duration = run.configuration.common().policy.stop_duration;
+    let Some(job) = run.job_mut(replica, job_num) else {
+        return false;
+    };
+    if job.current.status != JobStatus::Running {
+        return false;
+    }
+    let mut signal = request_job_stop(
+        job,
+        JobTerminationReason::TerminatedDueToUtilizationPolicy,
+        false,
+        stop_duration,
+        now,
+    );
+    job.current.termination_message = Some(message.to_string());
+    run.termination_reason = Some(RunTerminationReason::JobFailed);
+    run.status_message = Some(format!("job {replica}/{job_num}: {message}"));
+    for other in run.jobs.iter_mut() {
+        signal |= request_job_stop(
+            other,
+            JobTerminationReason::TerminatedByServer,
+            false,
+            stop_duration,
+            now,
+        );
+    }
+    signal
 }
 
 pub fn finish(
@@ -212,11 +312,13 @@ pub fn finish(
 pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timestamp) {
     sub.exit_code = exit;
     if let Some(stop) = sub.stop.clone() {
+        // A message given with the stop (the utilization policy's) stays.
+        let message = sub.termination_message.clone();
         finish(
             sub,
             final_status(stop.reason, stop.abort),
             Some(stop.reason),
-            None,
+            message,
             now,
         );
         return;
@@ -322,6 +424,7 @@ mod tests {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            cluster_key: None,
             jobs: (0..jobs)
                 .map(|j| Job {
                     replica_num: 0,

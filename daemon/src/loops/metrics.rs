@@ -1,5 +1,6 @@
 //! Driver layer: the GPU sampler. Every few seconds, the supervisor's `metrics` verb on each
-//! instance with GPUs that runs jobs; the samples go to the handle's [`GpuSampleStore`].
+//! instance with GPUs that runs jobs; the samples go to the handle's [`GpuSampleStore`], then
+//! the runs' `utilization_policy` is enforced over them.
 //!
 //! [`GpuSampleStore`]: crate::gpu_samples::GpuSampleStore
 
@@ -27,6 +28,8 @@ impl Loop for GpuSampler {
 
     async fn tick(&mut self, d: &Daemon) -> Duration {
         sample_all(d).await;
+        // dstack's `utilization_policy`, over the samples just taken.
+        crate::ops::utilization::enforce(d, Timestamp::now()).await;
         INTERVAL
     }
 }

@@ -96,6 +96,42 @@ impl RunConfiguration {
         }
     }
 
+    /// The commands job `job_num` runs: its node group's `commands` when the task has `groups`,
+    /// else [`RunConfiguration::commands`].
+    pub fn job_commands(&self, job_num: u32) -> Vec<String> {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => slot.group.commands.clone(),
+                None if task.groups.is_some() => Vec::new(),
+                None => task.commands.clone(),
+            },
+            _ => self.commands(),
+        }
+    }
+
+    /// The resources job `job_num` asks for: its node group's `resources` (which replace the
+    /// task's, as dstack does) or the run's.
+    pub fn job_resources(&self, job_num: u32) -> &ResourcesSpec {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => &slot.group.resources,
+                None => &task.common.resources,
+            },
+            _ => &self.common().resources,
+        }
+    }
+
+    /// The ports job `job_num` publishes: its node group's `ports` with `groups`, else the run's.
+    pub fn job_ports(&self, job_num: u32) -> &[PortMapping] {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => &slot.group.ports,
+                None => &task.common.ports,
+            },
+            _ => &self.common().ports,
+        }
+    }
+
     /// A task's node count; 1 for the other kinds.
     pub fn nodes(&self) -> u32 {
         match self {
@@ -110,6 +146,46 @@ impl RunConfiguration {
             RunConfiguration::Service(service) => service.replicas,
             _ => Range::exact(1),
         }
+    }
+}
+
+/// Where one job of a multi-node task sits among its `groups`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSlot<'a> {
+    /// The group's index in `groups`.
+    pub index: usize,
+    pub group: &'a NodeGroup,
+    /// The job's index within its group.
+    pub node: u32,
+}
+
+impl TaskConfig {
+    /// The group of job `job_num` (groups take the job numbers in order: the first group's
+    /// nodes are jobs `0..n0`, the next group's follow); `None` without `groups`.
+    pub fn group_of(&self, job_num: u32) -> Option<GroupSlot<'_>> {
+        let mut first = 0u32;
+        for (index, group) in self.groups.as_ref()?.iter().enumerate() {
+            if job_num < first.saturating_add(group.nodes) {
+                return Some(GroupSlot {
+                    index,
+                    group,
+                    node: job_num - first,
+                });
+            }
+            first = first.saturating_add(group.nodes);
+        }
+        None
+    }
+
+    /// The job number of node `node` of group `index` (`None` out of range).
+    pub fn job_of(&self, index: usize, node: u32) -> Option<u32> {
+        let groups = self.groups.as_ref()?;
+        let group = groups.get(index)?;
+        if node >= group.nodes {
+            return None;
+        }
+        let first: u32 = groups[..index].iter().map(|g| g.nodes).sum();
+        Some(first + node)
     }
 }
 
