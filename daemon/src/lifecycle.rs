@@ -442,6 +442,80 @@ mod tests {
     }
 
     #[test]
+    fn master_done_ends_the_run_done_and_utilization_ends_it_failed_with_dstacks_reason() {
+        let multi = "type: task\nnodes: 2\nstop_criteria: master-done\ncommands: [\"true\"]\n";
+        let mut run = run_of(multi, 2);
+        for j in run.jobs.iter_mut() {
+            j.current.status = JobStatus::Running;
+        }
+        assert!(
+            !stop_on_master_done(&mut run, 0, NOW),
+            "the master still runs"
+        );
+        finish_from_exit(&mut run.jobs[0].current, Some(0), NOW);
+        assert!(
+            stop_on_master_done(&mut run, 0, NOW),
+            "the worker is signalled"
+        );
+        finish_from_exit(&mut run.jobs[1].current, Some(143), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Done);
+        assert_eq!(run.jobs[1].current.status, JobStatus::Done);
+        let reason = run.jobs[1].current.termination_reason;
+        assert_eq!(reason, Some(JobTerminationReason::DoneByRunner));
+        // all-done (the default): the master's end alone ends nothing.
+        let mut all = task(2);
+        all.jobs[0].current.status = JobStatus::Done;
+        assert!(!stop_on_master_done(&mut all, 0, NOW));
+        assert_eq!(all.termination_reason, None);
+
+        let mut idle = task(2);
+        for j in idle.jobs.iter_mut() {
+            j.current.status = JobStatus::Running;
+        }
+        let message = "The job GPU utilization below 10% for 600 seconds";
+        assert!(stop_for_utilization(&mut idle, 0, 1, message, NOW));
+        for j in idle.jobs.iter_mut() {
+            finish_from_exit(&mut j.current, Some(143), NOW);
+        }
+        derive_run_status(&mut idle, NOW);
+        assert_eq!(idle.status, RunStatus::Failed);
+        assert_eq!(
+            idle.termination_reason,
+            Some(RunTerminationReason::JobFailed)
+        );
+        let job = &idle.jobs[1].current;
+        assert_eq!(job.status, JobStatus::Terminated);
+        let reason = Some(JobTerminationReason::TerminatedDueToUtilizationPolicy);
+        assert_eq!(job.termination_reason, reason);
+        assert_eq!(job.termination_message.as_deref(), Some(message));
+        let other = idle.jobs[0].current.termination_reason;
+        assert_eq!(other, Some(JobTerminationReason::TerminatedByServer));
+    }
+
+    #[test]
+    fn startup_order_holds_back_the_master_or_the_workers_until_the_others_run() {
+        let order = |o: &str| {
+            run_of(
+                &format!("type: task\nnodes: 2\nstartup_order: {o}\ncommands: [\"true\"]\n"),
+                2,
+            )
+        };
+        let mut run = order("master-first");
+        assert!(startup_wait(&run, 0, 1).is_some_and(|w| w.contains("master node")));
+        assert_eq!(startup_wait(&run, 0, 0), None);
+        run.jobs[0].current.status = JobStatus::Running;
+        assert_eq!(startup_wait(&run, 0, 1), None);
+        let mut run = order("workers-first");
+        assert!(startup_wait(&run, 0, 0).is_some_and(|w| w.contains("worker nodes")));
+        assert_eq!(startup_wait(&run, 0, 1), None);
+        // A worker that already ended has run: the master does not wait for it forever.
+        run.jobs[1].current.status = JobStatus::Done;
+        assert_eq!(startup_wait(&run, 0, 0), None);
+        assert_eq!(startup_wait(&order("any"), 0, 1), None);
+    }
+
+    #[test]
     fn a_run_follows_its_jobs_and_ends_done_when_all_are_done() {
         let mut run = task(2);
         derive_run_status(&mut run, NOW);

@@ -460,6 +460,49 @@ mod tests {
     }
 
     #[test]
+    fn each_group_runs_its_commands_with_the_hostfile_and_the_nodes_addresses() {
+        let mut run = run_of(
+            "type: task\ngroups:\n  - nodes: 1\n    commands:\n      - mpirun --hostfile $DSTACK_MPI_HOSTFILE -n $DSTACK_GPUS_NUM x\n  - nodes: 2\n    commands:\n      - echo ${{ groups[0].nodes[0].IP_ADDRESS }} ${{ groups[1].nodes[1].IP_ADDRESS }}\n",
+        );
+        run.jobs[1].current.gpus = vec![0, 1];
+        let ips: Vec<String> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .map(String::from)
+            .to_vec();
+        let ctx = |gpus: &'static [usize]| LaunchContext {
+            fleet_env: Box::leak(Box::default()),
+            node_ips: Box::leak(ips.clone().into_boxed_slice()),
+            node_gpus: gpus,
+            ssh_bin: Some("/j/1/ssh/bin"),
+            job_dir: "/j/1",
+            software: HostSoftware::default(),
+            gpu_vendor: None,
+            base_image: None,
+            registry_password: None,
+        };
+        let Ok(Launch::Host { script, .. }) = plan(&run, &run.jobs[0], ctx(&[0, 2, 2])) else {
+            panic!("a host launch");
+        };
+        assert!(script.contains("export DSTACK_MPI_HOSTFILE='/j/1/mpi/hostfile'\n"));
+        assert!(script.contains("export DSTACK_GPUS_NUM='4'\n"), "{script}");
+        assert!(script.contains("printf '%s' '10.0.0.1\n10.0.0.2 slots=2\n10.0.0.3 slots=2\n' > '/j/1/mpi/hostfile'\n"), "{script}");
+        assert!(script.contains("PATH='/j/1/ssh/bin':\"$PATH\"; export PATH\n"));
+        assert!(script
+            .ends_with("set -e\nmpirun --hostfile $DSTACK_MPI_HOSTFILE -n $DSTACK_GPUS_NUM x\n"));
+        let Ok(Launch::Host { script, .. }) = plan(&run, &run.jobs[1], ctx(&[])) else {
+            panic!("a host launch");
+        };
+        assert!(
+            script.ends_with("set -e\necho 10.0.0.1 10.0.0.3\n"),
+            "{script}"
+        );
+        // Without the nodes' GPUs, each node counts as this one.
+        assert!(
+            script.contains("10.0.0.1 slots=2\n10.0.0.2 slots=2\n"),
+            "{script}"
+        );
+    }
+
+    #[test]
     fn a_single_node_job_without_addresses_has_the_local_master() {
         let run = run_of("type: task\ncommands: [\"true\"]\n");
         let script = job_script(&run, &run.jobs[0], &BTreeMap::new(), &[]).expect("a script");

@@ -300,6 +300,41 @@ mod tests {
     }
 
     #[test]
+    fn node_addresses_are_checked_in_commands_and_kept_for_the_jobs_start() {
+        let yaml = "type: task\ngroups:\n  - nodes: 1\n    commands:\n      - ray start --head ${{ run.args }}\n  - nodes: 2\n    commands:\n      - ray start --address=${{ groups[0].nodes[0].IP_ADDRESS }}:6379\n";
+        assert_eq!(errors(yaml, &[]), Vec::<String>::new());
+        let bad = yaml.replace("groups[0].nodes[0]", "groups[1].nodes[2]");
+        let e = errors(&bad, &[]);
+        assert!(e[0].starts_with("t.yml:8:9: groups[1].commands[0]: Invalid reference groups[1].nodes[2].IP_ADDRESS: out of range"), "{e:?}");
+        let typo = yaml.replace("IP_ADDRESS", "IP");
+        assert!(errors(&typo, &[])[0].contains("Illegal reference name: groups[0].nodes[0].IP"));
+        let single =
+            "type: task\nnodes: 2\ncommands:\n  - echo ${{ groups[0].nodes[1].IP_ADDRESS }}\n";
+        assert_eq!(errors(single, &[]), Vec::<String>::new());
+        let mut config = parse_configuration("t.yml", yaml)
+            .expect("parses")
+            .as_run()
+            .expect("a run");
+        apply_client_side(&mut config, &BTreeMap::new()).expect("interpolated");
+        assert_eq!(
+            config.job_commands(0),
+            vec!["ray start --head ".to_string()]
+        );
+        let kept = config.job_commands(2);
+        assert_eq!(
+            kept,
+            vec!["ray start --address=${{ groups[0].nodes[0].IP_ADDRESS }}:6379".to_string()]
+        );
+        let ips: Vec<String> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            group_addresses(&config, kept, &ips).expect("replaced"),
+            vec!["ray start --address=10.0.0.1:6379".to_string()]
+        );
+    }
+
+    #[test]
     fn env_in_registry_auth_and_run_args_are_replaced_at_apply() {
         let yaml = "type: task\nimage: a\nenv:\n  - USER_NAME=bob\nregistry_auth:\n  username: ${{ env.USER_NAME }}\n  password: ${{ secrets.pw }}\ncommands:\n  - python train.py ${{ run.args }}\n";
         let mut config = parse_configuration("t.yml", yaml)

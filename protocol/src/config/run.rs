@@ -380,3 +380,34 @@ pub(crate) fn decode_dev_environment(
         inactivity_duration,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_configuration, RunConfiguration};
+
+    #[test]
+    fn groups_take_the_job_numbers_in_order_with_their_own_commands_and_resources() {
+        let yaml = "type: task\ngroups:\n  - name: head\n    nodes: 1\n    commands: [head]\n    ports: [8265]\n  - nodes: 2\n    commands: [work]\n    resources:\n      gpu: H100:8\n";
+        let Some(RunConfiguration::Task(task)) =
+            parse_configuration("t.yml", yaml).expect("valid").as_run()
+        else {
+            panic!("a task");
+        };
+        let config = RunConfiguration::Task(task.clone());
+        assert_eq!(config.nodes(), 3);
+        let slot = task.group_of(2).expect("job 2");
+        assert_eq!(
+            (slot.index, slot.group.name.as_str(), slot.node),
+            (1, "1", 1)
+        );
+        assert!(task.group_of(3).is_none());
+        assert_eq!(task.job_of(1, 1), Some(2));
+        assert_eq!(task.job_of(1, 2), None);
+        assert_eq!(config.job_commands(0), vec!["head".to_string()]);
+        assert_eq!(config.job_commands(1), vec!["work".to_string()]);
+        assert_eq!(config.job_ports(0).len(), 1);
+        assert!(config.job_ports(1).is_empty());
+        assert_ne!(config.job_resources(0), config.job_resources(2));
+        assert_eq!(config.job_resources(1), config.job_resources(2));
+    }
+}
