@@ -108,9 +108,15 @@ mod tests {
             idle_below(10, &[busy.clone(), idle.clone()], after, 60_000),
             Some(true)
         );
-        assert_eq!(idle_below(10, &[busy.clone()], after, 60_000), Some(false));
+        assert_eq!(
+            idle_below(10, std::slice::from_ref(&busy), after, 60_000),
+            Some(false)
+        );
         // One sample at the threshold is not below it.
-        assert_eq!(idle_below(9, &[idle.clone()], after, 60_000), Some(false));
+        assert_eq!(
+            idle_below(9, std::slice::from_ref(&idle), after, 60_000),
+            Some(false)
+        );
         // The samples start more than the slack after the window's start: not enough yet.
         assert_eq!(idle_below(10, &[vec![at(170, 0.0)]], after, 60_000), None);
         assert_eq!(idle_below(10, &[], after, 60_000), None);

@@ -168,9 +168,14 @@ async fn start_resolved(
         }
         return Ok(false);
     }
-    let nodes = cluster::nodes(d, run, job.replica_num)?;
-    let ssh_bin = cluster::install_ssh(d, host, run, &nodes, job_dir).await?;
-    let launch = plan_launch(d, run, job, job_dir, ssh_bin.as_deref())?;
+    let mut launch = plan_launch(d, run, job, job_dir, None)?;
+    // A host job of a multi-node run reaches the other nodes by `ssh` (not set up in containers).
+    if matches!(launch, Launch::Host { .. }) {
+        let nodes = cluster::nodes(d, run, job.replica_num)?;
+        if let Some(bin) = cluster::install_ssh(d, host, run, &nodes, job_dir).await? {
+            launch = plan_launch(d, run, job, job_dir, Some(&bin))?;
+        }
+    }
     let pid = match launch {
         Launch::Host {
             script,
