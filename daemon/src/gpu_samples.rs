@@ -9,6 +9,9 @@ use std::sync::Mutex;
 /// How long samples are kept.
 pub const WINDOW_SECS: u64 = 3600;
 
+/// How often the GPUs of busy instances are sampled.
+pub const SAMPLE_INTERVAL_SECS: u64 = 5;
+
 /// Samples by (instance name as `fleet/instance`, GPU index).
 #[derive(Default)]
 pub struct GpuSampleStore {

@@ -5,7 +5,7 @@
 //! [`GpuSampleStore`]: crate::gpu_samples::GpuSampleStore
 
 use super::{Loop, WakeSource};
-use crate::gpu_samples::parse_metrics_line;
+use crate::gpu_samples::{parse_metrics_line, SAMPLE_INTERVAL_SECS};
 use crate::handle::Daemon;
 use crate::ops::occupancy;
 use flotilla_protocol::model::InstanceStatus;
@@ -13,7 +13,7 @@ use flotilla_protocol::Timestamp;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-const INTERVAL: Duration = Duration::from_secs(5);
+const INTERVAL: Duration = Duration::from_secs(SAMPLE_INTERVAL_SECS);
 
 pub struct GpuSampler;
 

@@ -4,7 +4,7 @@
 //! `terminated_due_to_utilization_policy` and dstack's message; the run ends `failed`.
 
 use super::stops::carry_out_stops;
-use crate::gpu_samples::idle_below;
+use crate::gpu_samples::{idle_below, SAMPLE_INTERVAL_SECS};
 use crate::handle::Daemon;
 use crate::lifecycle::stop_for_utilization;
 use flotilla_protocol::model::{Job, JobStatus, Run};
@@ -19,7 +19,9 @@ pub async fn enforce(d: &Daemon, now: Timestamp) {
             continue;
         };
         let window_ms = (policy.time_window as f64 * 1000.0 * scale) as u64;
-        let slack_ms = (60_000.0 * scale) as u64;
+        // dstack's minute of slack; never under two sampling intervals (a shortened window
+        // would otherwise never hold a sample close enough to its start).
+        let slack_ms = ((60_000.0 * scale) as u64).max(2 * SAMPLE_INTERVAL_SECS * 1000);
         for job in run.jobs.iter().filter(|j| is_watched(j)) {
             if !idle(d, job, policy.min_gpu_utilization, window_ms, slack_ms, now) {
                 continue;
