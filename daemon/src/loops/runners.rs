@@ -211,7 +211,8 @@ async fn start_resolved(
     mark_started(d, run, job).await
 }
 
-/// Whether a stop of the job came since `job` was read (or the job is gone).
+/// Whether the job must not start after all: a stop came since `job` was read, it ended, or
+/// it (or its run) is gone.
 fn stopped_meanwhile(d: &Daemon, run_id: u64, job: &Job) -> Result<bool, Failure> {
     Ok(d.store()
         .get_run(run_id)
@@ -219,9 +220,9 @@ fn stopped_meanwhile(d: &Daemon, run_id: u64, job: &Job) -> Result<bool, Failure
         .and_then(|r| {
             r.job(job.replica_num, job.job_num)
                 .filter(|j| j.current.id == job.current.id)
-                .map(|j| j.current.stop.is_some() && !j.current.status.is_finished())
+                .map(|j| j.current.stop.is_some() || j.current.status.is_finished())
         })
-        .unwrap_or(false))
+        .unwrap_or(true))
 }
 
 /// Records that the job's process runs (or, stopped meanwhile, that it terminates).
@@ -259,7 +260,7 @@ async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<
     let sub_id = job.current.id;
     d.update_run(run_id, |run| {
         if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-            if j.current.id != sub_id {
+            if j.current.id != sub_id || j.current.status.is_finished() {
                 return;
             }
             if let Some(stop) = j.current.stop.clone() {
