@@ -14,6 +14,7 @@
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod cloud;
+mod cluster;
 mod container_jobs;
 pub mod fleet_upkeep;
 pub mod instances;

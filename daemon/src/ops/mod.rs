@@ -24,6 +24,7 @@ pub mod status;
 pub mod stops;
 pub mod tunnels;
 pub mod users;
+pub mod utilization;
 
 use crate::store::StoreError;
 use flotilla_protocol::config::ConfigErrors;
