@@ -328,6 +328,27 @@ impl SshHost {
         })
     }
 
+    /// Adds public keys to the login user's `~/.ssh/authorized_keys` (once each): the per-run
+    /// key that lets the nodes of a multi-node run reach each other.
+    pub async fn authorize_keys(&self, keys: &[String]) -> Result<(), HostError> {
+        let script = "set -e; umask 077; mkdir -p \"$HOME/.ssh\"; a=\"$HOME/.ssh/authorized_keys\"; touch \"$a\"; \
+                      while IFS= read -r k; do [ -n \"$k\" ] || continue; grep -qxF \"$k\" \"$a\" || printf '%s\\n' \"$k\" >> \"$a\"; done";
+        let input = keys.join("\n") + "\n";
+        let (_, err, code) = self
+            .exec_raw(script, Some(input.as_bytes()))
+            .await?
+            .collect()
+            .await;
+        if code != Some(0) {
+            return Err(HostError::Verb {
+                host: self.label(),
+                verb: "authorized_keys".into(),
+                message: String::from_utf8_lossy(&err).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// A TCP stream to `hostname:port` as the daemon reaches this host: directly, or through
     /// the jump host's connection when the host sits behind `proxy_jump`.
     pub async fn open_tcp(
