@@ -47,7 +47,11 @@ pub struct LaunchContext<'a> {
 
 /// How the job starts on a host with `ctx.software`.
 pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, String> {
-    let common = run.configuration.common();
+    // A service's replica group runs its own commands, image and resources.
+    let configuration = run
+        .configuration
+        .for_replica_group(job.replica_group.as_deref());
+    let common = configuration.common();
     let dev = matches!(run.configuration, RunConfiguration::DevEnvironment(_));
     let environment = JobEnvironment::of(common);
     let in_container = match &environment {
@@ -82,7 +86,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             script.push_str(&host_venv(&py, ctx.job_dir));
         }
         script.push_str("set -e\n");
-        for c in run.configuration.commands() {
+        for c in configuration.commands() {
             script.push_str(&c);
             script.push('\n');
         }
@@ -104,7 +108,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
         .image(ctx.base_image)
         .ok_or("the job has no image")?;
     let env = job_env(run, job, ctx.fleet_env, ctx.node_ips, false)?;
-    let commands = run.configuration.commands();
+    let commands = configuration.commands();
     let custom_image = matches!(environment, JobEnvironment::Image(_));
     let command = if let Some(entrypoint) = &common.entrypoint {
         let entrypoint = shlex::split(entrypoint)
@@ -355,11 +359,16 @@ mod tests {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: (0..nodes)
                 .map(|j| Job {
                     replica_num: 0,
                     job_num: j,
                     job_name: format!("calm-owl-1-{j}-0"),
+                    replica_group: None,
+                    deployment_num: 0,
                     current: new_submission(10 + u64::from(j), 0, Timestamp(0)),
                     previous_submissions: Vec::new(),
                 })

@@ -110,6 +110,9 @@ mod tests {
             caller_env: [("TOKEN".to_string(), "s3cr3t".to_string())].into(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: Vec::new(),
         }
     }

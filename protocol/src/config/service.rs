@@ -122,6 +122,47 @@ pub struct ReplicaGroup {
     pub router: Option<serde_json::Value>,
 }
 
+/// dstack's name of the one replica group of a service whose `replicas` is not a list.
+pub const DEFAULT_REPLICA_GROUP: &str = "0";
+
+/// One replica group as its scaler sees it: its name, its count and its `scaling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupScale<'a> {
+    pub name: &'a str,
+    pub count: Range<u32>,
+    pub scaling: Option<&'a ScalingSpec>,
+}
+
+impl ServiceConfig {
+    /// The replica groups (dstack's `replica_groups`): the listed ones, or one group named `0`
+    /// with the service's `replicas` and `scaling`.
+    pub fn scale_groups(&self) -> Vec<GroupScale<'_>> {
+        match &self.replica_groups {
+            Some(groups) => groups
+                .iter()
+                .map(|g| GroupScale {
+                    name: &g.name,
+                    count: g.count,
+                    scaling: g.scaling.as_ref(),
+                })
+                .collect(),
+            None => vec![GroupScale {
+                name: DEFAULT_REPLICA_GROUP,
+                count: self.replicas,
+                scaling: self.scaling.as_ref(),
+            }],
+        }
+    }
+
+    /// The listed replica group named `name`.
+    pub fn replica_group(&self, name: &str) -> Option<&ReplicaGroup> {
+        self.replica_groups
+            .as_ref()?
+            .iter()
+            .find(|g| g.name == name)
+    }
+}
+
 const SERVICE_FIELDS: &[&str] = &[
     "commands",
     "port",
