@@ -625,4 +625,68 @@ mod tests {
         reschedule(&mut plain, NOW, || ids.next());
         assert_eq!(plain.status, RunStatus::Failed);
     }
+
+    fn service(yaml: &str, replicas: u32) -> Run {
+        let mut run = run_of(yaml, replicas);
+        for (i, job) in run.jobs.iter_mut().enumerate() {
+            job.replica_num = i as u32;
+            job.job_num = 0;
+            job.replica_group = Some("0".into());
+        }
+        run
+    }
+
+    #[test]
+    fn a_failed_replica_leaves_its_service_running_while_another_serves() {
+        let mut run = service(
+            "type: service\nport: 8000\ncommands: [serve]\nreplicas: 2\n",
+            2,
+        );
+        run.jobs[0].current.status = JobStatus::Running;
+        run.jobs[1].current.status = JobStatus::Running;
+        finish_from_exit(&mut run.jobs[1].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.termination_reason, None);
+        // The last one fails too: nothing serves, the run fails.
+        finish_from_exit(&mut run.jobs[0].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(
+            run.termination_reason,
+            Some(RunTerminationReason::JobFailed)
+        );
+    }
+
+    #[test]
+    fn a_service_scaled_to_zero_is_pending_not_finished() {
+        let yaml = "type: service\nport: 8000\ncommands: [serve]\nreplicas: 0..2\nscaling:\n  metric: rps\n  target: 1\n";
+        let mut run = service(yaml, 1);
+        run.jobs[0].current.status = JobStatus::Running;
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Running);
+        request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::ScaledDown,
+            false,
+            None,
+            NOW,
+        );
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending, "stopping for a scale-down");
+        finish_from_exit(&mut run.jobs[0].current, Some(143), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+        assert_eq!(run.termination_reason, None);
+        // A 0..N service whose only replica fails waits for the next request.
+        let mut run = service(yaml, 1);
+        run.jobs[0].current.status = JobStatus::Running;
+        finish_from_exit(&mut run.jobs[0].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+        // With no replica at all (created with 0), too.
+        let mut run = service(yaml, 0);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+    }
 }
