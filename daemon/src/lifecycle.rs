@@ -140,6 +140,12 @@ fn failure_ends_service(run: &Run, min: u32) -> bool {
     !serving && min > 0
 }
 
+/// Whether a failed job of `run` ends it (its other jobs are stopped): always for a task or a
+/// dev environment; for a service only when nothing else serves (see [`derive_run_status`]).
+pub fn failure_stops_run(run: &Run) -> bool {
+    service_min(run).is_none_or(|min| failure_ends_service(run, min))
+}
+
 /// Jobs that failed in this change with a reason the run's `retry` covers get a new submission
 /// after the backoff; past the retry `duration`, the run ends with `retry_limit_exceeded`.
 /// `was_active` holds the submissions that were unfinished before the change.

@@ -191,7 +191,11 @@ fn texts(ctx: &DrawCtx<'_>, job: &Job, sub: &JobSubmission, previous: bool) -> [
     [
         name,
         sub.submission_num.to_string(),
-        sub.status.to_string(),
+        match sub.ready {
+            Some(true) => format!("{} (ready)", sub.status),
+            Some(false) => format!("{} (not ready)", sub.status),
+            None => sub.status.to_string(),
+        },
         sub.instance.clone().unwrap_or_else(|| "-".into()),
         gpus,
         blocks,
