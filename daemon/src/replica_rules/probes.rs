@@ -74,11 +74,11 @@ mod tests {
         let mut state = ProbeState::default();
         assert!(is_due(&s, &state, NOW));
         state = after_run(&s, state, true, NOW);
-        assert!(!is_ready(&[s.clone()], &[state]));
+        assert!(!is_ready(std::slice::from_ref(&s), &[state]));
         assert!(!is_due(&s, &state, NOW.plus_secs(14)));
         assert!(is_due(&s, &state, NOW.plus_secs(15)));
         state = after_run(&s, state, true, NOW.plus_secs(15));
-        assert!(is_ready(&[s.clone()], &[state]));
+        assert!(is_ready(std::slice::from_ref(&s), &[state]));
         // A failure resets the streak: not ready again.
         state = after_run(&s, state, false, NOW.plus_secs(30));
         assert!(!is_ready(&[s], &[state]));
