@@ -17,7 +17,8 @@ use crate::replica_rules::probes::{after_run, is_due, is_ready, ProbeState};
 use crate::replica_rules::scaling::Traffic;
 use crate::replica_rules::{plan, Live};
 use crate::sync::LockExt;
-use flotilla_protocol::model::Run;
+use flotilla_protocol::config::ProbeSpec;
+use flotilla_protocol::model::{Job, Run};
 use flotilla_protocol::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -48,12 +49,35 @@ impl Replicas {
         }
     }
 
-    /// Readiness of the serving replicas of `run`, by submission.
+    /// Readiness of the serving replicas of `run`, by submission. A replica of an earlier
+    /// deployment keeps the readiness it had (its port and probes may differ from the run's
+    /// configuration now) until a rolling update stops it.
     async fn readiness(&self, d: &Daemon, run: &Run, port: u16) -> HashMap<u64, bool> {
         let specs = service_of(run)
             .and_then(|s| s.probes.clone())
             .unwrap_or_default();
-        let serving = run.jobs.iter().filter(|j| is_serving(j));
+        let (current, old): (Vec<&Job>, Vec<&Job>) = run
+            .jobs
+            .iter()
+            .filter(|j| is_serving(j))
+            .partition(|j| j.deployment_num >= run.deployment_num);
+        let mut out: HashMap<u64, bool> = old
+            .iter()
+            .map(|j| (j.current.id, j.current.ready.unwrap_or(false)))
+            .collect();
+        out.extend(self.check(d, &current, port, &specs).await);
+        out
+    }
+
+    /// Readiness of these replicas now: by their probes, or by their port without probes.
+    async fn check(
+        &self,
+        d: &Daemon,
+        serving: &[&Job],
+        port: u16,
+        specs: &[ProbeSpec],
+    ) -> HashMap<u64, bool> {
+        let serving = serving.iter();
         if specs.is_empty() {
             let checks = serving
                 .map(|j| async move { (j.current.id, port_accepts(d, &j.current, port).await) });
@@ -87,7 +111,7 @@ impl Replicas {
                 });
             }
             let states: Vec<ProbeState> = slots.iter().map(|s| s.state).collect();
-            out.insert(sub, is_ready(&specs, &states));
+            out.insert(sub, is_ready(specs, &states));
         }
         out
     }

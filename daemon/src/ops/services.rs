@@ -55,10 +55,19 @@ pub fn targets(run: &Run, ready: &HashMap<u64, bool>) -> Vec<ReplicaTarget> {
             submission: j.current.id,
             replica_num: j.replica_num,
             instance_id: j.current.instance_id,
-            host_port: host_port(&j.current, port),
+            host_port: serving_port(&j.current, port),
             ready: ready.get(&j.current.id).copied().unwrap_or(false),
         })
         .collect()
+}
+
+/// Where a replica's service answers on its host: its published `port`; a container of an
+/// earlier deployment (a rolling update that changes `port`) publishes only its own port.
+fn serving_port(sub: &JobSubmission, port: u16) -> u16 {
+    match sub.ports.as_slice() {
+        [only] if only.container != port => only.host,
+        _ => host_port(sub, port),
+    }
 }
 
 /// Whether the job's `port` accepts a TCP connection now.
