@@ -319,3 +319,27 @@ fn a_rolling_update_starts_the_new_replica_before_stopping_the_old() {
     assert_eq!(jobs(&run)[1]["deployment_num"], 1);
     stop(&d, &name);
 }
+
+#[test]
+fn a_zero_to_n_service_waits_pending_with_no_replica() {
+    let d = TestDaemon::start();
+    let name = d.apply_detached(
+        "zero",
+        &service(&format!(
+            "replicas: 0..2\nscaling:\n  metric: rps\n  target: 1\ncommands:\n{}",
+            serving("zero")
+        )),
+    );
+    let run = d.run_json(&name);
+    assert_eq!(run["status"], "pending", "{run}");
+    assert!(jobs(&run).is_empty(), "{run}");
+    assert_eq!(run["desired_replicas"]["0"], 0, "{run}");
+    // No request comes: it stays so (the scaler is asked each second).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let run = d.run_json(&name);
+        assert!(run["status"] == "pending" && jobs(&run).is_empty(), "{run}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&d, &name);
+}

@@ -316,7 +316,8 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         name,
         user: caller.user.clone(),
         uid: caller.uid,
-        status: if next_triggered_at.is_some() {
+        // A `replicas: 0..N` service starts with no replica: pending until a request comes.
+        status: if next_triggered_at.is_some() || jobs.is_empty() {
             RunStatus::Pending
         } else {
             RunStatus::Submitted

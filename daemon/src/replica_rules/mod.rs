@@ -76,6 +76,27 @@ fn is_active(job: &Job) -> bool {
         && job.current.stop.is_none()
 }
 
+/// Whether a replica was stopped for a reason that ends its run (not a scale-down, not a
+/// failure the replica rules replace).
+fn ends_the_run(job: &Job) -> bool {
+    use flotilla_protocol::model::JobTerminationReason as R;
+    let reason = job
+        .current
+        .stop
+        .as_ref()
+        .map(|s| s.reason)
+        .or(job.current.termination_reason);
+    matches!(
+        reason,
+        Some(
+            R::MaxDurationExceeded
+                | R::InactivityDurationExceeded
+                | R::TerminatedByUser
+                | R::AbortedByUser
+        )
+    )
+}
+
 /// How much a replica matters (dstack's importance): submitted 0, provisioning or pulling 1,
 /// running but not ready 2, ready 3.
 fn importance(job: &Job, live: &HashMap<u64, Live>) -> u8 {
@@ -112,6 +133,14 @@ pub fn plan(
     now: Timestamp,
     delay_scale: f64,
 ) -> Plan {
+    // A run whose replicas were stopped for a reason of the whole run (`max_duration`, a
+    // user's stop) is ending: nothing is started or stopped any more.
+    if run.termination_reason.is_some() || run.jobs.iter().any(ends_the_run) {
+        return Plan {
+            desired: run.desired_replicas.clone(),
+            ..Plan::default()
+        };
+    }
     let mut out = Plan::default();
     let mut next_replica = run
         .jobs

@@ -277,3 +277,20 @@ fn replica_groups_keep_their_own_counts_and_removed_groups_stop() {
     );
     assert_eq!(p.stop, vec![2]);
 }
+
+#[test]
+fn a_service_past_its_max_duration_is_not_replaced() {
+    let mut run = service_run(TWO, &[("0", 2)]);
+    let ids = [running(&mut run, 0), running(&mut run, 1)];
+    for job in run.jobs.iter_mut() {
+        crate::lifecycle::request_job_stop(
+            job,
+            JobTerminationReason::MaxDurationExceeded,
+            false,
+            None,
+            NOW,
+        );
+    }
+    let p = decide(&run, &ready(&ids), idle);
+    assert!(p.start.is_empty() && p.stop.is_empty(), "{p:?}");
+}
