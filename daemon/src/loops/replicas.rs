@@ -157,7 +157,13 @@ impl Loop for Replicas {
             );
             let mut ready = match service.port.as_ref() {
                 Some(port) => self.readiness(d, run, port.container).await,
-                None => HashMap::new(),
+                // Nothing to check without a port: a running replica is ready.
+                None => run
+                    .jobs
+                    .iter()
+                    .filter(|j| is_serving(j))
+                    .map(|j| (j.current.id, true))
+                    .collect(),
             };
             let in_flight = d.services().in_flight(run.id);
             let state: HashMap<u64, Live> = ready

@@ -313,6 +313,9 @@ fn check_scaling(
     }
 }
 
+/// dstack's `SERVICE_SCALING_WINDOWS`: the windows (seconds) `rps` may be measured over.
+const SCALING_WINDOWS: [u64; 3] = [30, 60, 300];
+
 fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ScalingSpec> {
     let fields = d.fields(
         node,
@@ -347,10 +350,20 @@ fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Scalin
             return None;
         }
     };
+    let window = fields.with(d, "window", decode_duration);
+    if let (Some(w), Some(node)) = (window, fields.get("window")) {
+        if !SCALING_WINDOWS.contains(&w) {
+            d.error(
+                node,
+                &fields.path_of("window"),
+                "`window` must be one of `30s`, `60s`, `300s` (the windows requests are counted over)",
+            );
+        }
+    }
     Some(ScalingSpec {
         metric: metric.to_string(),
         target,
-        window: fields.with(d, "window", decode_duration),
+        window,
         scale_up_delay: fields
             .with(d, "scale_up_delay", decode_duration)
             .unwrap_or(300),
