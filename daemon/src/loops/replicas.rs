@@ -13,7 +13,7 @@
 use super::{Loop, WakeSource};
 use crate::handle::Daemon;
 use crate::ops::services::{apply_plan, is_serving, port_accepts, probe, service_of, targets};
-use crate::replica_rules::probes::{after_run, is_due, is_ready, ProbeState};
+use crate::replica_rules::probes::{after_run, is_due, is_ready, service_probes, ProbeState};
 use crate::replica_rules::scaling::Traffic;
 use crate::replica_rules::{plan, Live};
 use crate::sync::LockExt;
@@ -53,9 +53,7 @@ impl Replicas {
     /// deployment keeps the readiness it had (its port and probes may differ from the run's
     /// configuration now) until a rolling update stops it.
     async fn readiness(&self, d: &Daemon, run: &Run, port: u16) -> HashMap<u64, bool> {
-        let specs = service_of(run)
-            .and_then(|s| s.probes.clone())
-            .unwrap_or_default();
+        let specs = service_of(run).map(service_probes).unwrap_or_default();
         let (current, old): (Vec<&Job>, Vec<&Job>) = run
             .jobs
             .iter()

@@ -4,8 +4,46 @@
 //! ready while every probe's streak is at least its `ready_after`. A probe with `until_ready`
 //! stops running once it has reached `ready_after` (its streak then stays).
 
-use flotilla_protocol::config::ProbeSpec;
+use flotilla_protocol::config::{HttpHeader, ProbeSpec, ServiceConfig};
 use flotilla_protocol::Timestamp;
+
+/// dstack's `OPENAI_MODEL_PROBE_TIMEOUT`: the default probe of a model waits this long.
+const MODEL_PROBE_TIMEOUT_SECS: u64 = 30;
+
+/// The probes a service's replicas get, as dstack builds them: its `probes` when written (an
+/// empty list: none); else, for a `model` in the OpenAI format, one `POST {prefix}/chat/completions`
+/// asking the model for one token; else none (readiness is then the port accepting).
+pub fn service_probes(service: &ServiceConfig) -> Vec<ProbeSpec> {
+    if let Some(probes) = &service.probes {
+        return probes.clone();
+    }
+    let Some(model) = service.model.as_ref().filter(|m| m.format == "openai") else {
+        return Vec::new();
+    };
+    let prefix = model
+        .prefix
+        .as_deref()
+        .unwrap_or("/v1")
+        .trim_end_matches('/');
+    let body = serde_json::json!({
+        "model": model.name,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1,
+    });
+    vec![ProbeSpec {
+        url: format!("{prefix}/chat/completions"),
+        method: "post".into(),
+        headers: vec![HttpHeader {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+        }],
+        body: Some(body.to_string()),
+        timeout: MODEL_PROBE_TIMEOUT_SECS,
+        interval: 15,
+        ready_after: 1,
+        until_ready: false,
+    }]
+}
 
 /// One probe's state on one replica.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +128,39 @@ mod tests {
         let state = after_run(&s, ProbeState::default(), true, NOW);
         assert!(!is_due(&s, &state, NOW.plus_secs(100)));
         assert!(is_ready(&[s], &[state]));
+    }
+
+    #[test]
+    fn a_model_without_probes_gets_dstacks_chat_probe() {
+        let parse = |yaml: &str| match flotilla_protocol::config::parse_configuration("s.yml", yaml)
+            .expect("a service")
+            .as_run()
+        {
+            Some(flotilla_protocol::config::RunConfiguration::Service(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let probes = service_probes(&parse(
+            "type: service\nport: 8000\ncommands: [serve]\nmodel: llama\n",
+        ));
+        assert_eq!(probes.len(), 1);
+        assert_eq!(
+            (probes[0].method.as_str(), probes[0].url.as_str()),
+            ("post", "/v1/chat/completions")
+        );
+        assert_eq!(probes[0].timeout, 30);
+        assert!(probes[0]
+            .body
+            .as_deref()
+            .is_some_and(|b| b.contains("\"max_tokens\":1")));
+        // Written probes win, an empty list means none, and no model means none.
+        let written = parse("type: service\nport: 8000\ncommands: [serve]\nmodel: llama\nprobes:\n  - type: http\n    url: /health\n");
+        assert_eq!(service_probes(&written)[0].url, "/health");
+        let none =
+            parse("type: service\nport: 8000\ncommands: [serve]\nmodel: llama\nprobes: []\n");
+        assert!(service_probes(&none).is_empty());
+        assert!(
+            service_probes(&parse("type: service\nport: 8000\ncommands: [serve]\n")).is_empty()
+        );
     }
 
     #[test]
