@@ -228,3 +228,91 @@ pub async fn update(
     );
     Ok(run)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::config::parse_configuration;
+    use flotilla_protocol::model::RunStatus;
+
+    fn config(yaml: &str) -> RunConfiguration {
+        parse_configuration("s.yml", yaml)
+            .expect("parses")
+            .as_run()
+            .expect("a run")
+    }
+
+    fn run_of(yaml: &str) -> Run {
+        Run {
+            id: 1,
+            name: "web".into(),
+            user: "ana".into(),
+            uid: 1000,
+            status: RunStatus::Running,
+            termination_reason: None,
+            status_message: None,
+            submitted_at: flotilla_protocol::Timestamp(0),
+            finished_at: None,
+            configuration_type: "service".into(),
+            configuration_path: None,
+            configuration: config(yaml),
+            caller_env: Default::default(),
+            retry_window_started_at: None,
+            next_triggered_at: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
+            jobs: Vec::new(),
+        }
+    }
+
+    fn change(field: &str) -> FieldChange {
+        FieldChange {
+            field: field.into(),
+            old: Value::Null,
+            new: Value::Null,
+        }
+    }
+
+    #[test]
+    fn only_dstacks_fields_of_a_running_service_may_change() {
+        let service = run_of("type: service\nport: 80\ncommands: [serve]\n");
+        assert_eq!(
+            refusal(&service, &[change("env"), change("replicas")]),
+            None
+        );
+        let why = refusal(&service, &[change("env"), change("max_duration")]).expect("refused");
+        assert!(
+            why.starts_with("max_duration cannot be updated in a running service"),
+            "{why}"
+        );
+        let same = refusal(&service, &[]).expect("refused");
+        assert!(same.contains("nothing to update"), "{same}");
+        let task = run_of("type: task\ncommands: [train]\n");
+        let why = refusal(&task, &[change("commands")]).expect("refused");
+        assert!(
+            why.contains("only a service is updated while it runs"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn counts_and_scaling_change_in_place_commands_and_env_roll() {
+        let job = Job {
+            replica_num: 0,
+            job_num: 0,
+            job_name: "web-0-0".into(),
+            replica_group: Some("0".into()),
+            deployment_num: 0,
+            current: crate::lifecycle::new_submission(1, 0, flotilla_protocol::Timestamp(0)),
+            previous_submissions: Vec::new(),
+        };
+        let base = config("type: service\nport: 80\ncommands: [serve]\nreplicas: 1\n");
+        let more = config("type: service\nport: 80\ncommands: [serve]\nreplicas: 1..3\nscaling: {metric: rps, target: 5}\npriority: 7\n");
+        assert_eq!(job_spec(&base, &job), job_spec(&more, &job));
+        let env = config("type: service\nport: 80\ncommands: [serve]\nenv: [A=1]\n");
+        assert_ne!(job_spec(&base, &job), job_spec(&env, &job));
+        let cmd = config("type: service\nport: 80\ncommands: [serve --v2]\n");
+        assert_ne!(job_spec(&base, &job), job_spec(&cmd, &job));
+    }
+}
