@@ -14,7 +14,7 @@ use ratatui::style::Style;
 pub const COLUMNS: [Column; 9] = [
     col("JOB", 3, 24, 0),
     col("SUB", 3, 4, 5),
-    col("STATUS", 6, 12, 0),
+    col("STATUS", 6, 19, 0),
     col("INSTANCE", 8, 20, 2),
     col("GPUS", 4, 12, 4),
     col("BLOCKS", 6, 6, 6),
