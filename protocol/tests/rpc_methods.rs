@@ -188,6 +188,7 @@ fn run_plan() {
                 total_offers: 1,
                 max_price: Some(0.0),
             }],
+            update: None,
         },
     );
 }

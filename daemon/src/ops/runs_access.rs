@@ -115,6 +115,9 @@ mod tests {
             retry_window_started_at: None,
             next_triggered_at: None,
             cluster_key: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: Vec::new(),
         }
     }
