@@ -262,6 +262,7 @@ mod tests {
             deployment_num: 0,
             desired_replicas: Default::default(),
             last_scaled_at: None,
+            cluster_key: None,
             jobs: Vec::new(),
         }
     }
