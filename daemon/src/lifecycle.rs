@@ -322,6 +322,7 @@ mod tests {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            archives: Vec::new(),
             jobs: (0..jobs)
                 .map(|j| Job {
                     replica_num: 0,

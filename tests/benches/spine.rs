@@ -45,6 +45,7 @@ fn seed_runs(data: &Path, n: u64) {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            archives: Vec::new(),
             jobs: vec![Job {
                 replica_num: 0,
                 job_num: 0,

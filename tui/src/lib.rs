@@ -8,3 +8,4 @@ pub mod connect;
 pub mod ssh_config;
 pub mod table;
 pub mod ui;
+pub mod uploads;

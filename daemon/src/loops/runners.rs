@@ -160,6 +160,7 @@ async fn start_resolved(
         };
     }
     let launch = plan_launch(d, run, job, job_dir)?;
+    super::job_files::put_archives(d, host, run, job_dir).await?;
     let pid = match launch {
         Launch::Host {
             script,

@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
+pub mod uploads;
 pub mod users;
 
 use crate::store::StoreError;

@@ -54,6 +54,8 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut params = run_params(&run_config, &file_name, text);
     params.name = args.name.clone();
+    // `files` and local `repos`, packed before anything is sent (a missing path is an error now).
+    let packed = crate::uploads::pack_run(&run_config, &args.file)?;
     let client = connect_or_start(target).await?;
     let plan = client.call::<methods::RunPlan>(&params).await?;
     print_plan(
@@ -72,6 +74,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    params.archives = crate::uploads::upload_all(target, packed).await?;
     let run = client.call::<methods::RunApply>(&params).await?;
     eprintln!("Submitted run {}", run.name);
     if let Some(at) = run.next_triggered_at {
