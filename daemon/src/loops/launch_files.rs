@@ -244,7 +244,8 @@ mod tests {
         assert!(repo.is_some() && data.is_some() && token.is_some(), "{s}");
         assert!(repo < data, "the repo first:\n{s}");
         assert!(s.contains("export DSTACK_REPO_DIR='/work'\n"), "{s}");
-        let missing = prelude(&c, &archives[..1], "/u").expect_err("missing");
+        let without_token = [archives[0].clone(), archives[2].clone()];
+        let missing = prelude(&c, &without_token, "/u").expect_err("missing");
         assert!(missing.contains("files[1]"), "{missing}");
     }
 
