@@ -16,9 +16,9 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 const SMALL: &str = "resources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n";
-/// One H100: only the sshd test host (two fake H100s) has it.
+/// H100s: only the sshd test host (two fake ones) has them.
 const ON_THE_SSH_HOST: &str =
-    "resources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n  gpu: H100:1\n";
+    "resources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n  gpu: H100\n";
 
 /// What every job prints when its repo and files arrived as they should.
 const EXPECTED: &str = "changed, not committed\nuntracked\ndata a\ntoken\nnothing ignored arrived\n";
@@ -44,7 +44,8 @@ fn project(d: &TestDaemon) -> PathBuf {
     std::fs::create_dir_all(p.join("skipme")).expect("skipme");
     std::fs::write(p.join("tracked.txt"), "committed\n").expect("tracked");
     std::fs::write(p.join(".gitignore"), "*.log\n").expect("gitignore");
-    std::fs::write(p.join(".dstackignore"), "skipme/\n").expect("dstackignore");
+    // The run files written into the project later are ignored too: the repo stays the same.
+    std::fs::write(p.join(".dstackignore"), "skipme/\n*.dstack.yml\n").expect("dstackignore");
     git(&p, &["init", "-q"]);
     git(&p, &["add", "."]);
     git(&p, &["commit", "-q", "-m", "init"]);
@@ -105,10 +106,10 @@ fn files_and_a_repo_arrive_in_the_working_directory_on_the_local_fleet() {
     let again = apply_in(&d, &p, "local-files-again", SMALL);
     assert_eq!(finished_log(&d, &again), EXPECTED);
     assert_eq!(stored(&d), kept);
-    // A changed file is a new archive, next to the old ones.
-    std::fs::write(p.join("data/a.txt"), "data b\n").expect("change");
+    // A changed file (outside the repo) is one new archive, next to the old ones.
+    std::fs::write(d.dir.path().join("token"), "token 2\n").expect("change");
     let changed = apply_in(&d, &p, "local-files-changed", SMALL);
-    assert!(finished_log(&d, &changed).contains("data b\n"));
+    assert!(finished_log(&d, &changed).contains("\ntoken 2\n"));
     assert_eq!(stored(&d).len(), 4);
 }
 
