@@ -36,7 +36,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Whether `hash` is a SHA-256 in lowercase hex (what names a blob; nothing else may).
 pub fn is_hash(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Blobs {
@@ -189,7 +192,11 @@ mod tests {
             .receive(&data[..4], data.len() as u64, &hash)
             .await
             .expect_err("short");
-        assert!(err.to_string().contains("after 4 of the archive's 13 bytes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("after 4 of the archive's 13 bytes"),
+            "{err}"
+        );
         assert!(!is_hash("../etc/passwd") && !is_hash(&hash.to_uppercase()));
     }
 }

@@ -276,6 +276,16 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_upload_limit_takes_bytes_or_sizes() {
+        assert_eq!(parse_size_bytes(&json!(0)), Some(0));
+        assert_eq!(parse_size_bytes(&json!("2MB")), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size_bytes(&json!("64 KiB")), Some(64 * 1024));
+        assert_eq!(parse_size_bytes(&json!("1.5GB")), Some(1024 * 1024 * 1536));
+        assert_eq!(parse_size_bytes(&json!("lots")), None);
+        assert_eq!(parse_size_bytes(&json!("5PB")), None);
+    }
+
+    #[test]
     fn job_retention_takes_seconds_or_dstack_durations() {
         assert_eq!(parse_duration_secs(&json!(90)), Some(90));
         assert_eq!(parse_duration_secs(&json!("90")), Some(90));

@@ -119,7 +119,7 @@ fn apply_params() -> rpc::RunApplyParams {
     rpc::RunApplyParams {
         configuration: "type: task\ncommands: [echo]\n".into(),
         file_name: Some("task.yml".into()),
-             archives: Vec::new(),
+        archives: Vec::new(),
         env: [("HF_TOKEN".to_string(), "x".to_string())].into(),
         name: Some("r".into()),
     }
@@ -137,10 +137,11 @@ fn target() -> rpc::LogTarget {
 #[test]
 fn method_names_are_unique() {
     let mut seen = HashSet::new();
-    for name in methods::ALL
-        .iter()
-        .chain([&methods::LOGS_CHUNK, &methods::EVENT, &methods::FILE_UPLOAD_READY])
-    {
+    for name in methods::ALL.iter().chain([
+        &methods::LOGS_CHUNK,
+        &methods::EVENT,
+        &methods::FILE_UPLOAD_READY,
+    ]) {
         assert!(seen.insert(*name), "{name} is declared twice");
     }
     assert_eq!(methods::ALL.len(), 30);

@@ -21,7 +21,8 @@ const ON_THE_SSH_HOST: &str =
     "resources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n  gpu: H100\n";
 
 /// What every job prints when its repo and files arrived as they should.
-const EXPECTED: &str = "changed, not committed\nuntracked\ndata a\ntoken\nnothing ignored arrived\n";
+const EXPECTED: &str =
+    "changed, not committed\nuntracked\ndata a\ntoken\nnothing ignored arrived\n";
 
 const COMMANDS: &str = "  - cat tracked.txt untracked.txt\n  - cat inputs/a.txt\n  - cat token-copy\n  - \"if [ -e secret.log ] || [ -e skipme ] || [ -e .git ]; then echo LEAKED; ls -a; else echo nothing ignored arrived; fi\"\n";
 
@@ -100,7 +101,10 @@ fn files_and_a_repo_arrive_in_the_working_directory_on_the_local_fleet() {
     // Three archives (the repo, `data`, the token), each a file named by its hash.
     let kept = stored(&d);
     assert_eq!(kept.len(), 3, "{kept:?}");
-    assert!(kept.iter().all(|n| n.len() == 68 && n.ends_with(".tar")), "{kept:?}");
+    assert!(
+        kept.iter().all(|n| n.len() == 68 && n.ends_with(".tar")),
+        "{kept:?}"
+    );
 
     // The same content again is stored once: the second run reuses the three archives.
     let again = apply_in(&d, &p, "local-files-again", SMALL);
@@ -129,7 +133,11 @@ fn files_and_a_repo_arrive_on_an_ssh_host() {
     let uploads: Vec<_> = std::fs::read_dir(&jobs)
         .expect("job dirs")
         .filter_map(|e| e.ok())
-        .flat_map(|e| std::fs::read_dir(e.path().join("uploads")).into_iter().flatten())
+        .flat_map(|e| {
+            std::fs::read_dir(e.path().join("uploads"))
+                .into_iter()
+                .flatten()
+        })
         .collect();
     assert_eq!(uploads.len(), 3, "{}", d.daemon_output());
 }
@@ -162,7 +170,9 @@ fn a_too_large_archive_is_refused_with_the_limit_and_nothing_is_submitted() {
     let path = p.join("big.dstack.yml");
     std::fs::write(
         &path,
-        format!("type: task\nname: too-big\nfiles:\n  - big.bin\n{SMALL}commands:\n  - ls -l big.bin\n"),
+        format!(
+            "type: task\nname: too-big\nfiles:\n  - big.bin\n{SMALL}commands:\n  - ls -l big.bin\n"
+        ),
     )
     .expect("config");
     let out = d.cli(&["apply", "-f", path.to_str().expect("utf-8"), "-y", "-d"]);
@@ -206,10 +216,18 @@ fn another_user_cannot_use_your_upload() {
     let p = d.dir.path().join("mine");
     std::fs::create_dir_all(&p).expect("dir");
     std::fs::write(p.join("notes.txt"), "private notes\n").expect("file");
-    let config = format!("type: task\nfiles:\n  - notes.txt\n{SMALL}commands:\n  - cat notes.txt\n");
+    let config =
+        format!("type: task\nfiles:\n  - notes.txt\n{SMALL}commands:\n  - cat notes.txt\n");
     let path = p.join("mine.dstack.yml");
     std::fs::write(&path, &config).expect("config");
-    let out = d.cli(&["apply", "-f", path.to_str().expect("utf-8"), "-y", "--name", "mine"]);
+    let out = d.cli(&[
+        "apply",
+        "-f",
+        path.to_str().expect("utf-8"),
+        "-y",
+        "--name",
+        "mine",
+    ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("private notes"), "{}", stdout(&out));
     let run = d.run_json("mine");

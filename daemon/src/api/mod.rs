@@ -201,7 +201,9 @@ async fn serve_connection(
         if said_hello && req.method == methods::TUNNEL_OPEN {
             match tunnel::open(&d, &caller, &req).await {
                 Ok((info, stream)) => {
-                    if let Some(write) = hand_over(tx, encode_line(&Response::ok(id, info)), writer).await {
+                    if let Some(write) =
+                        hand_over(tx, encode_line(&Response::ok(id, info)), writer).await
+                    {
                         tunnel::pump(reader, write, stream).await;
                     }
                     return;
@@ -215,7 +217,9 @@ async fn serve_connection(
         if said_hello && req.method == methods::GATEWAY_OPEN {
             match gateway::open(&d, &caller, &req) {
                 Ok((info, params, target)) => {
-                    let Some(write) = hand_over(tx, encode_line(&Response::ok(id, info)), writer).await else {
+                    let Some(write) =
+                        hand_over(tx, encode_line(&Response::ok(id, info)), writer).await
+                    else {
                         return;
                     };
                     let buffered = reader.into_inner();

@@ -219,7 +219,9 @@ impl LocalHost {
         let account = self
             .account_for(args, owner)
             .map_err(|m| spawn_err(std::io::Error::other(m)))?;
-        let mut child = self.spawn(args, stdin.is_some(), account).map_err(spawn_err)?;
+        let mut child = self
+            .spawn(args, stdin.is_some(), account)
+            .map_err(spawn_err)?;
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
             w.write_all(data).await.map_err(spawn_err)?;
             drop(w);

@@ -135,10 +135,10 @@ pub fn prelude(
 /// dstack's `single_branch`: by default true for tasks and services, false for dev
 /// environments.
 fn single_branch(configuration: &RunConfiguration) -> bool {
-    configuration
-        .common()
-        .single_branch
-        .unwrap_or(!matches!(configuration, RunConfiguration::DevEnvironment(_)))
+    configuration.common().single_branch.unwrap_or(!matches!(
+        configuration,
+        RunConfiguration::DevEnvironment(_)
+    ))
 }
 
 /// A destination path as a shell word: `~` the home, relative the working directory.
@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(dest_expr("/root/x/../y").as_deref(), Ok("'/root/y'"));
         assert_eq!(dest_expr(".").as_deref(), Ok("\"$PWD\""));
         assert_eq!(dest_expr("./a//b/").as_deref(), Ok("\"$PWD\"/'a/b'"));
-        assert_eq!(dest_expr("../examples").as_deref(), Ok("\"$PWD\"/'../examples'"));
+        assert_eq!(
+            dest_expr("../examples").as_deref(),
+            Ok("\"$PWD\"/'../examples'")
+        );
         assert!(dest_expr("~bob/x").expect_err("refused").contains("~user"));
         assert_eq!(clean("/.."), "/");
     }

@@ -332,6 +332,23 @@ mod tests {
     }
 
     #[test]
+    fn files_and_repos_are_honoured_where_the_jobs_script_can_put_them_in_place() {
+        let honoured = [
+            "type: task\nfiles: [data, \"~/.ssh/id_rsa:/root/.ssh/id_rsa\"]\nrepos: [\"..:/work\"]\ncommands: [ls]\n",
+            "type: task\nimage: ubuntu\nfiles: [data]\nrepos: [https://example.com/r.git]\ncommands: [ls]\n",
+            "type: dev-environment\nide: vscode\nimage: ubuntu\nfiles: [data]\n",
+        ];
+        for yaml in honoured {
+            assert_eq!(refused(yaml), Vec::<String>::new(), "{yaml}");
+        }
+        let got = refused("type: task\nimage: ubuntu\nfiles: [data]\n");
+        assert!(
+            got[0].starts_with("t.yml:3:1: files: `files` without `commands` is not supported yet"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn each_refused_field_is_named_at_its_line_with_what_to_do() {
         let cases: &[(&str, &str)] = &[
             (

@@ -57,12 +57,14 @@ pub fn begin(d: &Daemon, caller: &Caller, p: &FileUploadParams) -> Result<Begin,
     }
     let limit = d.config().code_upload_limit;
     if limit > 0 && p.size > limit {
-        return Err(OpError::Invalid(format!("file.upload: {}", too_large(p.size, limit))));
+        return Err(OpError::Invalid(format!(
+            "file.upload: {}",
+            too_large(p.size, limit)
+        )));
     }
     let blobs = Blobs::at(&d.config().data_dir);
     if let Some(upload) = d.store().get_upload(&p.hash)? {
-        if upload.owners.contains(&caller.uid) && upload.size == p.size && blobs.exists(&p.hash)
-        {
+        if upload.owners.contains(&caller.uid) && upload.size == p.size && blobs.exists(&p.hash) {
             return Ok(Begin::Present(FileUploadResult {
                 hash: p.hash.clone(),
                 size: p.size,
@@ -125,10 +127,11 @@ pub fn for_run(
 ) -> Result<Vec<RunArchive>, OpError> {
     let blobs = Blobs::at(&d.config().data_dir);
     let needed = needed(configuration);
-    if let Some(extra) = given
-        .iter()
-        .find(|a| !needed.iter().any(|(f, i, _)| *f == a.field && *i == a.index))
-    {
+    if let Some(extra) = given.iter().find(|a| {
+        !needed
+            .iter()
+            .any(|(f, i, _)| *f == a.field && *i == a.index)
+    }) {
         return Err(OpError::Invalid(format!(
             "archives: {}[{}] names no local `files` or `repos` entry of the configuration",
             extra.field, extra.index
@@ -181,6 +184,9 @@ mod tests {
         assert_eq!(size_text(2 * 1024 * 1024), "2.0 MiB");
         let m = too_large(3 * 1024 * 1024, 2 * 1024 * 1024);
         assert!(m.contains("3.0 MiB") && m.contains("2.0 MiB"), "{m}");
-        assert!(m.contains("code_upload_limit") && m.contains(".dstackignore"), "{m}");
+        assert!(
+            m.contains("code_upload_limit") && m.contains(".dstackignore"),
+            "{m}"
+        );
     }
 }

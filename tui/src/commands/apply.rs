@@ -54,8 +54,6 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut params = run_params(&run_config, &file_name, text);
     params.name = args.name.clone();
-    // `files` and local `repos`, packed before anything is sent (a missing path is an error now).
-    let packed = crate::uploads::pack_run(&run_config, &args.file)?;
     let client = connect_or_start(target).await?;
     let plan = client.call::<methods::RunPlan>(&params).await?;
     print_plan(
@@ -63,6 +61,9 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         &file_name,
         &resources(&run_config.common().resources),
     );
+    // `files` and local `repos`, packed once the file is known good (a missing path is an
+    // error before the confirmation); sent after it.
+    let packed = crate::uploads::pack_run(&run_config, &args.file)?;
     if !args.yes {
         let what = if plan.run_name.is_empty() {
             "Submit a new run?".to_string()

@@ -50,7 +50,13 @@ pub fn pack_run(config: &RunConfiguration, config_path: &Path) -> anyhow::Result
     }
     let base = config_path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let base = base
         .canonicalize()

@@ -86,10 +86,7 @@ fn answer(r: flotilla_protocol::rpc::Response) -> anyhow::Result<FileUploadResul
 
 /// Streams the archive in 256 KiB pieces (never whole in memory), with a progress line when
 /// it is large: rewritten in place on a terminal, every quarter otherwise.
-async fn send_bytes(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    p: Packed,
-) -> anyhow::Result<()> {
+async fn send_bytes(write: &mut tokio::net::unix::OwnedWriteHalf, p: Packed) -> anyhow::Result<()> {
     let label = p.label();
     let total = p.size;
     let show = total >= PROGRESS_FROM;
@@ -111,11 +108,7 @@ async fn send_bytes(
         if show {
             let quarter = sent * 4 / total.max(1);
             if terminal {
-                eprint!(
-                    "\ruploading {label}: {} / {}",
-                    mib(sent),
-                    mib(total)
-                );
+                eprint!("\ruploading {label}: {} / {}", mib(sent), mib(total));
             } else if quarter > shown_quarter {
                 shown_quarter = quarter;
                 eprintln!("uploading {label}: {} / {}", mib(sent), mib(total));
