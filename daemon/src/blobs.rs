@@ -59,6 +59,17 @@ impl Blobs {
         is_hash(hash) && self.path(hash).is_file()
     }
 
+    /// Removes archive `hash` (nothing when it is not there).
+    pub fn remove(&self, hash: &str) -> std::io::Result<()> {
+        if !is_hash(hash) {
+            return Ok(());
+        }
+        match std::fs::remove_file(self.path(hash)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn io(&self, path: &Path, source: std::io::Error) -> BlobError {
         BlobError::Io {
             path: path.display().to_string(),

@@ -258,3 +258,49 @@ fn another_user_cannot_use_your_upload() {
         "{error}"
     );
 }
+
+#[test]
+fn archives_no_run_names_are_removed_after_the_job_retention() {
+    let d = TestDaemon::new();
+    d.write_daemon_config("job_retention: 1\n");
+    let mut d = d;
+    d.spawn();
+    let p = d.dir.path().join("gc");
+    std::fs::create_dir_all(&p).expect("dir");
+    let mut names = Vec::new();
+    for (name, text) in [("kept", "kept\n"), ("dropped", "dropped\n")] {
+        std::fs::write(p.join(format!("{name}.txt")), text).expect("file");
+        let path = p.join(format!("{name}.dstack.yml"));
+        std::fs::write(
+            &path,
+            format!("type: task\nname: {name}\nfiles:\n  - {name}.txt\n{SMALL}commands:\n  - cat {name}.txt\n"),
+        )
+        .expect("config");
+        let out = d.cli(&["apply", "-f", path.to_str().expect("utf-8"), "-y"]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        names.push(
+            d.run_json(name)["archives"][0]["hash"]
+                .as_str()
+                .expect("hash")
+                .to_string(),
+        );
+    }
+    assert_eq!(stored(&d).len(), 2);
+    let out = d.cli(&["delete", "dropped", "-y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1100));
+    // The retention pass runs when the daemon starts, then hourly.
+    d.terminate();
+    d.spawn();
+    let deadline = std::time::Instant::now() + WAIT;
+    while stored(&d).len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}\n{}",
+            stored(&d),
+            d.daemon_output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stored(&d), [format!("{}.tar", names[0])]);
+}

@@ -174,6 +174,35 @@ pub fn for_run(
     Ok(out)
 }
 
+/// Removes the archives that no run in the store names and that were uploaded more than
+/// `older_than_secs` ago (one uploaded for a run being applied is kept meanwhile); how many.
+pub fn collect_unused(d: &Daemon, older_than_secs: u64) -> Result<usize, OpError> {
+    let named: std::collections::HashSet<String> = d
+        .store()
+        .list_runs()?
+        .into_iter()
+        .flat_map(|r| r.archives.into_iter().map(|a| a.hash))
+        .collect();
+    let now = flotilla_protocol::Timestamp::now().millis();
+    let blobs = Blobs::at(&d.config().data_dir);
+    let mut removed = 0;
+    for upload in d.store().list_uploads()? {
+        let age_secs = now.saturating_sub(upload.created_at.millis()) / 1000;
+        if named.contains(&upload.hash) || age_secs < older_than_secs {
+            continue;
+        }
+        if let Err(e) = blobs.remove(&upload.hash) {
+            return Err(OpError::Internal(format!(
+                "cannot remove the unused archive {}: {e}",
+                blobs.path(&upload.hash).display()
+            )));
+        }
+        d.store().delete_upload(&upload.hash)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,12 @@ impl Store {
         })
     }
 
+    /// Forgets an upload; `false` when there was none.
+    pub fn delete_upload(&self, hash: &str) -> Result<bool> {
+        let _guard = self.lock();
+        self.writing(|| Ok(self.uploads.remove(hash.as_bytes())?.is_some()))
+    }
+
     /// Every upload the store knows.
     pub fn list_uploads(&self) -> Result<Vec<Upload>> {
         self.uploads
