@@ -70,6 +70,35 @@ impl Blobs {
         }
     }
 
+    /// Removes what uploads cut short left behind (a daemon killed while bytes came in):
+    /// incoming files untouched for `older_than`.
+    pub fn remove_stale_incoming(&self, older_than: std::time::Duration) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".incoming-")
+            {
+                continue;
+            }
+            let stale = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age >= older_than);
+            if stale {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     fn io(&self, path: &Path, source: std::io::Error) -> BlobError {
         BlobError::Io {
             path: path.display().to_string(),

@@ -304,3 +304,36 @@ fn archives_no_run_names_are_removed_after_the_job_retention() {
     }
     assert_eq!(stored(&d), [format!("{}.tar", names[0])]);
 }
+
+#[test]
+fn a_repo_url_is_cloned_into_the_working_directory_at_its_branch_and_hash() {
+    let d = TestDaemon::start();
+    let origin = d.dir.path().join("origin");
+    std::fs::create_dir_all(&origin).expect("origin");
+    git(&origin, &["init", "-q", "-b", "main"]);
+    std::fs::write(origin.join("v.txt"), "first\n").expect("v1");
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-q", "-m", "first"]);
+    let first = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&origin)
+        .output()
+        .expect("rev-parse");
+    let first = stdout(&first).trim().to_string();
+    git(&origin, &["checkout", "-q", "-b", "dev"]);
+    std::fs::write(origin.join("v.txt"), "second\n").expect("v2");
+    git(&origin, &["commit", "-q", "-am", "second"]);
+    let url = format!("file://{}", origin.display());
+    let name = d.apply_detached(
+        "cloned",
+        &format!(
+            "type: task\nrepos:\n  - url: {url}\n    branch: dev\nsingle_branch: false\n{SMALL}commands:\n  - cat v.txt\n  - git log --format=%s | head -1\n  - git checkout -q {first} && cat v.txt\n"
+        ),
+    );
+    assert_eq!(finished_log(&d, &name), "second\nsecond\nfirst\n");
+    let name = d.apply_detached(
+        "pinned",
+        &format!("type: task\nrepos:\n  - url: {url}\n    branch: dev\n    hash: {first}\n{SMALL}commands:\n  - cat v.txt\n"),
+    );
+    assert_eq!(finished_log(&d, &name), "first\n");
+}

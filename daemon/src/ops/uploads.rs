@@ -185,6 +185,9 @@ pub fn collect_unused(d: &Daemon, older_than_secs: u64) -> Result<usize, OpError
         .collect();
     let now = flotilla_protocol::Timestamp::now().millis();
     let blobs = Blobs::at(&d.config().data_dir);
+    blobs
+        .remove_stale_incoming(std::time::Duration::from_secs(24 * 3600))
+        .map_err(|e| OpError::Internal(format!("cannot remove an upload cut short: {e}")))?;
     let mut removed = 0;
     for upload in d.store().list_uploads()? {
         let age_secs = now.saturating_sub(upload.created_at.millis()) / 1000;
