@@ -25,6 +25,9 @@ pub struct DaemonConfig {
     pub backends: Vec<BackendConfig>,
     /// Multiplies the retry backoff (1.0 = dstack's 15s, 30s, 1m, ...); tests shorten it.
     pub retry_delay_scale: f64,
+    /// Multiplies a run's `utilization_policy.time_window` (and the minute of samples it may
+    /// lack at its start); 1.0 = dstack's; tests shorten it.
+    pub utilization_window_scale: f64,
     /// The group whose members may use the socket (`--socket-group`, `socket_group`): the
     /// socket is then 0660 for it. None: only root and the daemon's own user.
     pub socket_group: Option<String>,
@@ -49,6 +52,7 @@ struct FileConfig {
     health_interval_secs: Option<u64>,
     unreachable_grace_secs: Option<u64>,
     retry_delay_scale: Option<f64>,
+    utilization_window_scale: Option<f64>,
     socket_group: Option<String>,
     job_retention: Option<serde_json::Value>,
     base_image: Option<String>,
@@ -202,6 +206,7 @@ impl DaemonConfig {
             health_interval_secs: file.health_interval_secs.unwrap_or(5).max(1),
             unreachable_grace_secs: file.unreachable_grace_secs.unwrap_or(120),
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
+            utilization_window_scale: file.utilization_window_scale.unwrap_or(1.0),
             job_retention_secs,
             code_upload_limit,
             backends: checked_backends(&file_path, file.backends)?,
@@ -266,7 +271,7 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, socket_group, job_retention, base_image, code_upload_limit, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, utilization_window_scale, socket_group, job_retention, base_image, code_upload_limit, backends)")
     })
 }
 

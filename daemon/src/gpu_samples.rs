@@ -9,6 +9,9 @@ use std::sync::Mutex;
 /// How long samples are kept.
 pub const WINDOW_SECS: u64 = 3600;
 
+/// How often the GPUs of busy instances are sampled.
+pub const SAMPLE_INTERVAL_SECS: u64 = 5;
+
 /// Samples by (instance name as `fleet/instance`, GPU index).
 #[derive(Default)]
 pub struct GpuSampleStore {
@@ -48,6 +51,28 @@ impl GpuSampleStore {
     }
 }
 
+/// dstack's `utilization_policy` rule over the samples of a job's GPUs since `after` (one
+/// series per GPU): `None` while there are not enough samples (none, or the oldest more than
+/// `slack_ms` after `after`: the job has not run the whole window yet); else whether some GPU
+/// stayed below `min_percent` in every sample.
+pub fn idle_below(
+    min_percent: u32,
+    series: &[Vec<GpuSample>],
+    after: Timestamp,
+    slack_ms: u64,
+) -> Option<bool> {
+    let first = series.first()?.first()?;
+    if series.iter().any(Vec::is_empty) || first.time.millis() > after.millis() + slack_ms {
+        return None;
+    }
+    let min = f64::from(min_percent);
+    Some(
+        series
+            .iter()
+            .any(|gpu| gpu.iter().all(|s| s.util_percent < min)),
+    )
+}
+
 /// One line of the `metrics` verb: `gpu=INDEX, UTIL%, MEM_USED_MIB, MEM_TOTAL_MIB`.
 pub fn parse_metrics_line(line: &str, time: Timestamp) -> Option<(u32, GpuSample)> {
     let rest = line.strip_prefix("gpu=")?;
@@ -70,6 +95,35 @@ pub fn parse_metrics_line(line: &str, time: Timestamp) -> Option<(u32, GpuSample
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpu_below_the_threshold_for_the_whole_window_is_idle() {
+        let at = |secs: u64, util: f64| GpuSample {
+            time: Timestamp(secs * 1000),
+            util_percent: util,
+            memory_used_gb: 1.0,
+            memory_total_gb: 80.0,
+        };
+        let after = Timestamp(100_000);
+        let busy = vec![at(110, 90.0), at(200, 95.0)];
+        let idle = vec![at(110, 5.0), at(200, 9.0)];
+        assert_eq!(
+            idle_below(10, &[busy.clone(), idle.clone()], after, 60_000),
+            Some(true)
+        );
+        assert_eq!(
+            idle_below(10, std::slice::from_ref(&busy), after, 60_000),
+            Some(false)
+        );
+        // One sample at the threshold is not below it.
+        assert_eq!(
+            idle_below(9, std::slice::from_ref(&idle), after, 60_000),
+            Some(false)
+        );
+        // The samples start more than the slack after the window's start: not enough yet.
+        assert_eq!(idle_below(10, &[vec![at(170, 0.0)]], after, 60_000), None);
+        assert_eq!(idle_below(10, &[], after, 60_000), None);
+    }
 
     #[test]
     fn parses_samples_and_keeps_one_hour() {

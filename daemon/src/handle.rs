@@ -13,6 +13,7 @@ use crate::lifecycle::{derive_run_status, reschedule, resubmit_failed};
 use crate::logs::LogHub;
 use crate::presence::Presence;
 use crate::sealing::SealingKey;
+use crate::services::Services;
 use crate::store::{Store, StoreError};
 use crate::sync::LockExt;
 use flotilla_protocol::model::{Event, Run};
@@ -74,6 +75,8 @@ struct Inner {
     gateway_key: russh::keys::PrivateKey,
     /// Who is attached to each run (tunnels, `attach`).
     presence: Presence,
+    /// Every service's replicas: where they listen, which are ready, their traffic.
+    services: Services,
     /// GPU samples of the last hour.
     gpu_samples: GpuSampleStore,
 }
@@ -90,6 +93,11 @@ impl Daemon {
     /// Who is attached to each run.
     pub fn presence(&self) -> &Presence {
         &self.0.presence
+    }
+
+    /// Every service's replicas (the replica side writes, the HTTP proxy reads).
+    pub fn services(&self) -> &Services {
+        &self.0.services
     }
 
     /// The daemon's key, for the credentials it keeps sealed.
@@ -119,6 +127,7 @@ impl Daemon {
             sealing: parts.sealing,
             gateway_key: parts.gateway_key,
             presence: Presence::default(),
+            services: Services::default(),
             gpu_samples: GpuSampleStore::default(),
         }))
     }

@@ -6,7 +6,7 @@
 //! 2. operations: `ops`, what a request or a tick does;
 //! 3. the handle (`handle`, `caller`, `gpu_samples`) and the pure rules (`lifecycle`);
 //! 4. the bottom: `store`, `hosts`, `logs`, `scheduler`, `catalog`, `backends`, `blobs`,
-//!    `config`, `sync`, `hashing`, `notify`.
+//!    `config`, `sync`, `hashing`, `notify`, `presence`, `services`, `sealing`.
 
 pub mod api;
 pub mod backends;
@@ -27,6 +27,7 @@ pub mod presence;
 pub mod rotate;
 pub mod scheduler;
 pub mod sealing;
+pub mod services;
 mod startup;
 pub mod store;
 pub mod sync;

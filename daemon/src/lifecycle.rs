@@ -189,9 +189,109 @@ pub fn request_job_stop(
 fn final_status(reason: JobTerminationReason, abort: bool) -> JobStatus {
     if abort || reason == JobTerminationReason::AbortedByUser {
         JobStatus::Aborted
+    } else if reason == JobTerminationReason::DoneByRunner {
+        // The workers of a `stop_criteria: master-done` run, stopped because the master is done.
+        JobStatus::Done
     } else {
         JobStatus::Terminated
     }
+}
+
+/// `stop_criteria: master-done`: once the master (job 0) of a replica is done, the run ends
+/// with `all_jobs_done` and its other jobs are stopped and end `done`, as dstack does. Returns
+/// true when a host must be signalled.
+pub fn stop_on_master_done(run: &mut Run, replica: u32, now: Timestamp) -> bool {
+    use flotilla_protocol::config::StopCriteria;
+    if run.configuration.common().policy.stop_criteria != Some(StopCriteria::MasterDone)
+        || run.termination_reason.is_some()
+    {
+        return false;
+    }
+    let master_done = run
+        .job(replica, 0)
+        .is_some_and(|j| j.current.status == JobStatus::Done);
+    if !master_done {
+        return false;
+    }
+    run.termination_reason = Some(RunTerminationReason::AllJobsDone);
+    let stop_duration = run.configuration.common().policy.stop_duration;
+    let mut signal = false;
+    for job in run.jobs.iter_mut() {
+        signal |= request_job_stop(
+            job,
+            JobTerminationReason::DoneByRunner,
+            false,
+            stop_duration,
+            now,
+        );
+    }
+    signal
+}
+
+/// dstack's `startup_order`: why job `job_num` of `replica` must wait before it starts, or
+/// `None`. With `master-first` a worker waits until the master (job 0) runs; with
+/// `workers-first` the master waits until every worker runs. A node that already ended has
+/// run: nobody waits for it (dstack would wait forever).
+pub fn startup_wait(run: &Run, replica: u32, job_num: u32) -> Option<&'static str> {
+    use flotilla_protocol::config::StartupOrder;
+    let started =
+        |j: &Job| j.current.status == JobStatus::Running || j.current.status.is_finished();
+    match run.configuration.common().policy.startup_order? {
+        StartupOrder::MasterFirst if job_num != 0 => {
+            let master = run.job(replica, 0)?;
+            (!started(master))
+                .then_some("waiting for the master node to run (startup_order: master-first)")
+        }
+        StartupOrder::WorkersFirst if job_num == 0 => run
+            .jobs
+            .iter()
+            .any(|j| j.replica_num == replica && j.job_num != 0 && !started(j))
+            .then_some("waiting for the worker nodes to run (startup_order: workers-first)"),
+        _ => None,
+    }
+}
+
+/// `utilization_policy`: job `job_num` of `replica` idled below the threshold for the window.
+/// It is stopped with `terminated_due_to_utilization_policy` and dstack's message, and the run
+/// ends `failed` (`job_failed`: dstack does not retry it) with the other jobs stopped by the
+/// server. Returns true when a host must be signalled.
+pub fn stop_for_utilization(
+    run: &mut Run,
+    replica: u32,
+    job_num: u32,
+    message: &str,
+    now: Timestamp,
+) -> bool {
+    if run.termination_reason.is_some() {
+        return false;
+    }
+    let stop_duration = run.configuration.common().policy.stop_duration;
+    let Some(job) = run.job_mut(replica, job_num) else {
+        return false;
+    };
+    if job.current.status != JobStatus::Running {
+        return false;
+    }
+    let mut signal = request_job_stop(
+        job,
+        JobTerminationReason::TerminatedDueToUtilizationPolicy,
+        false,
+        stop_duration,
+        now,
+    );
+    job.current.termination_message = Some(message.to_string());
+    run.termination_reason = Some(RunTerminationReason::JobFailed);
+    run.status_message = Some(format!("job {replica}/{job_num}: {message}"));
+    for other in run.jobs.iter_mut() {
+        signal |= request_job_stop(
+            other,
+            JobTerminationReason::TerminatedByServer,
+            false,
+            stop_duration,
+            now,
+        );
+    }
+    signal
 }
 
 pub fn finish(
@@ -212,11 +312,13 @@ pub fn finish(
 pub fn finish_from_exit(sub: &mut JobSubmission, exit: Option<i32>, now: Timestamp) {
     sub.exit_code = exit;
     if let Some(stop) = sub.stop.clone() {
+        // A message given with the stop (the utilization policy's) stays.
+        let message = sub.termination_message.clone();
         finish(
             sub,
             final_status(stop.reason, stop.abort),
             Some(stop.reason),
-            None,
+            message,
             now,
         );
         return;
@@ -323,6 +425,7 @@ mod tests {
             retry_window_started_at: None,
             next_triggered_at: None,
             archives: Vec::new(),
+            cluster_key: None,
             jobs: (0..jobs)
                 .map(|j| Job {
                     replica_num: 0,
@@ -337,6 +440,80 @@ mod tests {
 
     fn task(jobs: u32) -> Run {
         run_of("type: task\ncommands: [\"true\"]\n", jobs)
+    }
+
+    #[test]
+    fn master_done_ends_the_run_done_and_utilization_ends_it_failed_with_dstacks_reason() {
+        let multi = "type: task\nnodes: 2\nstop_criteria: master-done\ncommands: [\"true\"]\n";
+        let mut run = run_of(multi, 2);
+        for j in run.jobs.iter_mut() {
+            j.current.status = JobStatus::Running;
+        }
+        assert!(
+            !stop_on_master_done(&mut run, 0, NOW),
+            "the master still runs"
+        );
+        finish_from_exit(&mut run.jobs[0].current, Some(0), NOW);
+        assert!(
+            stop_on_master_done(&mut run, 0, NOW),
+            "the worker is signalled"
+        );
+        finish_from_exit(&mut run.jobs[1].current, Some(143), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Done);
+        assert_eq!(run.jobs[1].current.status, JobStatus::Done);
+        let reason = run.jobs[1].current.termination_reason;
+        assert_eq!(reason, Some(JobTerminationReason::DoneByRunner));
+        // all-done (the default): the master's end alone ends nothing.
+        let mut all = task(2);
+        all.jobs[0].current.status = JobStatus::Done;
+        assert!(!stop_on_master_done(&mut all, 0, NOW));
+        assert_eq!(all.termination_reason, None);
+
+        let mut idle = task(2);
+        for j in idle.jobs.iter_mut() {
+            j.current.status = JobStatus::Running;
+        }
+        let message = "The job GPU utilization below 10% for 600 seconds";
+        assert!(stop_for_utilization(&mut idle, 0, 1, message, NOW));
+        for j in idle.jobs.iter_mut() {
+            finish_from_exit(&mut j.current, Some(143), NOW);
+        }
+        derive_run_status(&mut idle, NOW);
+        assert_eq!(idle.status, RunStatus::Failed);
+        assert_eq!(
+            idle.termination_reason,
+            Some(RunTerminationReason::JobFailed)
+        );
+        let job = &idle.jobs[1].current;
+        assert_eq!(job.status, JobStatus::Terminated);
+        let reason = Some(JobTerminationReason::TerminatedDueToUtilizationPolicy);
+        assert_eq!(job.termination_reason, reason);
+        assert_eq!(job.termination_message.as_deref(), Some(message));
+        let other = idle.jobs[0].current.termination_reason;
+        assert_eq!(other, Some(JobTerminationReason::TerminatedByServer));
+    }
+
+    #[test]
+    fn startup_order_holds_back_the_master_or_the_workers_until_the_others_run() {
+        let order = |o: &str| {
+            run_of(
+                &format!("type: task\nnodes: 2\nstartup_order: {o}\ncommands: [\"true\"]\n"),
+                2,
+            )
+        };
+        let mut run = order("master-first");
+        assert!(startup_wait(&run, 0, 1).is_some_and(|w| w.contains("master node")));
+        assert_eq!(startup_wait(&run, 0, 0), None);
+        run.jobs[0].current.status = JobStatus::Running;
+        assert_eq!(startup_wait(&run, 0, 1), None);
+        let mut run = order("workers-first");
+        assert!(startup_wait(&run, 0, 0).is_some_and(|w| w.contains("worker nodes")));
+        assert_eq!(startup_wait(&run, 0, 1), None);
+        // A worker that already ended has run: the master does not wait for it forever.
+        run.jobs[1].current.status = JobStatus::Done;
+        assert_eq!(startup_wait(&run, 0, 0), None);
+        assert_eq!(startup_wait(&order("any"), 0, 1), None);
     }
 
     #[test]

@@ -389,6 +389,19 @@ pub struct Run {
     pub archives: Vec<RunArchive>,
     #[serde(default)]
     pub jobs: Vec<Job>,
+    /// A multi-node run's SSH key pair, with which its nodes reach each other (`ssh NODE_IP`,
+    /// `mpirun --hostfile`): the private key sealed with the daemon's key, never sent to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<ClusterKey>,
+}
+
+/// The key pair the nodes of a multi-node run log in to each other with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterKey {
+    /// OpenSSH public key, authorized on the run's hosts while its jobs run there.
+    pub public: String,
+    /// OpenSSH private key, sealed (empty in what clients receive).
+    pub private_sealed: String,
 }
 
 impl Run {

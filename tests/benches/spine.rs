@@ -46,6 +46,7 @@ fn seed_runs(data: &Path, n: u64) {
             retry_window_started_at: None,
             next_triggered_at: None,
             archives: Vec::new(),
+            cluster_key: None,
             jobs: vec![Job {
                 replica_num: 0,
                 job_num: 0,

@@ -177,12 +177,25 @@ fn a_dev_environment_ends_after_inactivity_duration_without_an_attached_client()
 }
 
 #[test]
-fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
+fn attach_forwards_a_port_of_a_job_on_an_ssh_host_behind_a_proxy_jump() {
     use flotilla_e2e::sshd::{ssh_keygen, TestHost};
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
+    let jump = TestHost::start(62, &key, None);
     let host = TestHost::start(61, &key, None);
-    d.apply_ssh_fleet("remote", &key, &host);
+    let fleet = d.write_config(
+        "remote.fleet.yml",
+        &format!(
+            "type: fleet\nname: remote\nssh_config:\n  user: root\n  identity_file: {}\n  proxy_jump:\n    hostname: {}\n    port: {}\n  hosts:\n    - hostname: {}\n      port: {}\n",
+            key.path.display(),
+            jump.ip,
+            jump.port,
+            host.ip,
+            host.port
+        ),
+    );
+    let out = d.cli(&["apply", "-f", fleet.to_str().expect("utf-8"), "-y"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let busybox = busybox();
     let port = free_port();
     let www = d.dir.path().join("remote-www");
@@ -206,6 +219,36 @@ fn attach_forwards_a_port_of_a_job_on_an_ssh_host() {
     let text = stdout(&out);
     assert!(text.starts_with(&format!("{name}\n")), "{text}");
     assert!(text.trim_end().ends_with("/work"), "{text}");
+    // A terminal on the host (its sshd's), and scp into the job's directory.
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(d.dir.path().join(".flotilla/ssh/config"))
+        .args(["-o", "BatchMode=yes", "-tt", name.as_str(), "tty"])
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh -tt");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("/dev/pts/"),
+        "no terminal: {}",
+        stdout(&out)
+    );
+    let file = d.dir.path().join("to-remote.txt");
+    std::fs::write(&file, "over the jump\n").expect("file");
+    let out = std::process::Command::new("scp")
+        .arg("-F")
+        .arg(d.dir.path().join(".flotilla/ssh/config"))
+        .args(["-o", "BatchMode=yes"])
+        .arg(&file)
+        .arg(format!("{name}:to-remote.txt"))
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("scp");
+    assert!(out.status.success(), "scp: {}", stderr(&out));
+    let out = ssh(&d, &name, "cat to-remote.txt");
+    assert_eq!(stdout(&out), "over the jump\n", "{}", stderr(&out));
     let out = d.cli(&["stop", &name, "-y", "-x"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -335,6 +378,49 @@ fn ssh_run_goes_through_the_daemons_gateway_into_the_job() {
         .output()
         .expect("ssh");
     assert!(!out.status.success(), "another key got in");
+    // Without BatchMode the refusal says why, and whose runs the caller may reach.
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&other_config)
+        .args([
+            "-o",
+            "PreferredAuthentications=publickey,keyboard-interactive",
+            host_job.as_str(),
+            "true",
+        ])
+        .env("HOME", d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(!out.status.success(), "another key got in");
+    let refusal = stderr(&out);
+    assert!(
+        refusal.contains("The key offered is not the one the daemon made for")
+            && refusal.contains("which reaches"),
+        "{refusal}"
+    );
+    // A terminal when asked for: on the daemon's machine and inside a container.
+    for name in [&host_job, &boxed] {
+        let out = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(d.dir.path().join(".flotilla/ssh/config"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-tt",
+                name.as_str(),
+                "tty; echo TERM=$TERM",
+            ])
+            .env("HOME", d.dir.path())
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh -tt");
+        let text = stdout(&out);
+        assert!(out.status.success(), "{name}: {text}{}", stderr(&out));
+        assert!(text.contains("/dev/pts/"), "{name}: no terminal: {text}");
+        assert!(text.contains("TERM=xterm-256color"), "{name}: {text}");
+    }
     for name in [&host_job, &boxed] {
         let out = d.cli(&["stop", name, "-y", "-x"]);
         assert!(out.status.success(), "{}", stderr(&out));

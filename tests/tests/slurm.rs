@@ -144,6 +144,7 @@ fn offers_come_from_sinfo_and_tasks_run_as_slurm_jobs() {
             &[
                 "printf 'one\\n\\ttwo \\\\ three\\n'",
                 "echo \"rank=$DSTACK_NODE_RANK nodes=$DSTACK_NODES_NUM master=$DSTACK_MASTER_NODE_IP\"",
+                "cat \"$DSTACK_MPI_HOSTFILE\"",
                 "echo ready",
                 "sleep 3",
                 "exit 3",
@@ -166,7 +167,7 @@ fn offers_come_from_sinfo_and_tasks_run_as_slurm_jobs() {
     );
     assert_eq!(
         String::from_utf8_lossy(&d.logs(&name)),
-        "one\n\ttwo \\ three\nrank=0 nodes=1 master=127.0.0.1\nready\n"
+        "one\n\ttwo \\ three\nrank=0 nodes=1 master=127.0.0.1\n127.0.0.1\nready\n"
     );
 
     // a GPU task gets its GRES, in the GPU partition
@@ -183,6 +184,19 @@ fn offers_come_from_sinfo_and_tasks_run_as_slurm_jobs() {
     assert_eq!(
         String::from_utf8_lossy(&d.logs(&name)),
         "gpus=2 slurm=2 partition=gpu\n"
+    );
+
+    // task `groups` do not run on Slurm yet: the job fails saying so (nothing runs)
+    let name = d.apply_detached(
+        "grouped",
+        "type: task\nname: grouped\nfleets: [hpc]\ngroups:\n  - nodes: 1\n    resources: {cpu: 1.., memory: 1GB..}\n    commands: [\"echo never\"]\n",
+    );
+    let run = d.wait_status(&name, &["failed", "done"], Duration::from_secs(60));
+    assert_eq!(run["status"], "failed", "{run}");
+    let why = run["jobs"][0]["termination_message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("task `groups` are not run on Slurm yet"),
+        "{run}"
     );
 
     // three GPUs: no node has them; with `retry` on no-capacity the job waits, saying why

@@ -93,7 +93,7 @@ fn fleet_apply_inventory_job_and_delete() {
     let gpus = a["resources"]["gpus"].as_array().unwrap();
     assert_eq!(gpus.len(), 2);
     assert_eq!(gpus[0]["name"], "H100");
-    assert_eq!(gpus[0]["memory_gb"], 79.6);
+    assert_eq!(gpus[0]["memory_gb"], 80.0);
     let b = &f["instances"][1];
     assert_eq!(b["status"], "idle");
     assert_eq!(b["resources"]["gpus"].as_array().unwrap().len(), 0);
@@ -335,7 +335,7 @@ fn proxy_jump_reaches_a_host_through_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_get_a_key_pair_that_reaches_their_hosts() {
+async fn users_keys_open_the_gateway_and_no_host() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(19, &key, None);
@@ -348,14 +348,20 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
     assert!(public.starts_with("ssh-ed25519 "));
     let private = me["ssh_private_key"].as_str().unwrap().to_string();
     assert!(private.contains("OPENSSH PRIVATE KEY"));
+    let blob = public.split_whitespace().nth(1).unwrap().to_string();
+    // An earlier daemon installed users' keys on hosts: provisioning removes them.
+    let ak_path = host.home().join(".ssh/authorized_keys");
+    let before = std::fs::read_to_string(&ak_path).unwrap_or_default();
+    std::fs::write(
+        &ak_path,
+        format!("{before}restrict,pty,port-forwarding {public}\n"),
+    )
+    .unwrap();
     let out = apply_fleet(&d, &fleet_yaml("mine", &key, &[&host], ""));
     assert!(out.status.success());
-    let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap_or_default();
-    assert!(
-        ak.contains(public.split_whitespace().nth(1).unwrap()),
-        "{ak}"
-    );
-    // the user's own ssh reaches the host with that key
+    let ak = std::fs::read_to_string(&ak_path).unwrap_or_default();
+    assert!(!ak.contains(&blob), "the user's key left the host: {ak}");
+    // so the user's own ssh does not reach the host with it
     let kp = d.dir.path().join("user_key");
     std::fs::write(&kp, &private).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -368,6 +374,8 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
             "UserKnownHostsFile=/dev/null",
             "-o",
             "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
             "-i",
         ])
         .arg(&kp)
@@ -379,11 +387,9 @@ async fn users_get_a_key_pair_that_reaches_their_hosts() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&ssh.stdout).trim(),
-        "reached",
-        "{}",
-        String::from_utf8_lossy(&ssh.stderr)
+    assert!(
+        !ssh.status.success() && !String::from_utf8_lossy(&ssh.stdout).contains("reached"),
+        "the user's key reached the host"
     );
     // a refresh gives a new key
     let again: Value = client
@@ -476,7 +482,7 @@ async fn gpu_metrics_are_sampled_while_jobs_run() {
 }
 
 #[test]
-fn flotilla_ssh_reaches_the_job_through_the_daemons_tunnel() {
+fn flotilla_ssh_reaches_the_job_through_the_daemons_gateway() {
     let d = TestDaemon::start();
     let key = ssh_keygen(&d.dir.path().join("id"));
     let host = TestHost::start(23, &key, Some(TWO_H100));
@@ -503,9 +509,9 @@ fn flotilla_ssh_reaches_the_job_through_the_daemons_tunnel() {
         s.starts_with(&workdir) && s.contains("/work\nfrom-the-job\n"),
         "{s}"
     );
-    // the session went through the daemon's tunnel with the user's own key, not the fleet's
-    let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap();
-    assert!(ak.contains("flotilla:"), "{ak}");
+    // the session went through the daemon's gateway: no user's key is on the host
+    let ak = std::fs::read_to_string(host.home().join(".ssh/authorized_keys")).unwrap_or_default();
+    assert!(!ak.contains("flotilla:"), "{ak}");
     let _ = d.cli(&["stop", &name, "-x", "-y"]);
 }
 

@@ -5,6 +5,7 @@ pub mod closed_stdout;
 pub mod commands;
 pub mod config_file;
 pub mod connect;
+pub mod run_access;
 pub mod ssh_config;
 pub mod table;
 pub mod ui;

@@ -48,6 +48,40 @@ fn alias(socket: &Path) -> String {
     format!("flotilla-gateway-{h:08x}")
 }
 
+/// The options that take `ssh` into one job through the daemon's gateway (`-o` values, as
+/// `Key Value`): the ProxyCommand over the socket, the user's own key, the pinned host key.
+pub fn gateway_options(
+    e: &Entry<'_>,
+    dir: &Path,
+    exe: &Path,
+    replica: u32,
+    job: u32,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("User", e.user.to_string()),
+        (
+            "ProxyCommand",
+            format!(
+                "{} --socket {} gateway {} --replica {replica} --job {job}",
+                exe.display(),
+                e.socket.display(),
+                e.run
+            ),
+        ),
+        (
+            "IdentityFile",
+            dir.join(format!("id_{}", e.uid)).display().to_string(),
+        ),
+        ("IdentitiesOnly", "yes".into()),
+        ("HostKeyAlias", alias(e.socket)),
+        (
+            "UserKnownHostsFile",
+            dir.join("known_hosts").display().to_string(),
+        ),
+        ("StrictHostKeyChecking", "yes".into()),
+    ]
+}
+
 /// The Host blocks of one run, between markers that a rewrite finds again.
 pub fn run_block(e: &Entry<'_>, dir: &Path, exe: &Path) -> String {
     let mut s = format!("# >>> flotilla run {}\n", e.run);
@@ -57,16 +91,10 @@ pub fn run_block(e: &Entry<'_>, dir: &Path, exe: &Path) -> String {
         } else {
             format!("{}-{job}", e.run)
         };
-        s.push_str(&format!(
-            "Host {host}\n    HostName {host}\n    User {user}\n    ProxyCommand {exe} --socket {socket} gateway {run} --replica 0 --job {job}\n    IdentityFile {key}\n    IdentitiesOnly yes\n    HostKeyAlias {alias}\n    UserKnownHostsFile {known}\n    StrictHostKeyChecking yes\n",
-            user = e.user,
-            exe = exe.display(),
-            socket = e.socket.display(),
-            run = e.run,
-            key = dir.join(format!("id_{}", e.uid)).display(),
-            alias = alias(e.socket),
-            known = dir.join("known_hosts").display(),
-        ));
+        s.push_str(&format!("Host {host}\n    HostName {host}\n"));
+        for (k, v) in gateway_options(e, dir, exe, 0, job) {
+            s.push_str(&format!("    {k} {v}\n"));
+        }
     }
     s.push_str(&format!("# <<< flotilla run {}\n", e.run));
     s
@@ -82,17 +110,24 @@ pub fn replace_block(text: &str, run: &str, block: &str) -> String {
     }
 }
 
-/// Writes the run's entries (and the key and pinned host key they use); with `include`, adds
-/// the `Include` line to `~/.ssh/config` the first time. Returns a line to tell the user, if any.
-pub fn write(e: &Entry<'_>, include: bool) -> anyhow::Result<Option<String>> {
-    let home = home()?;
-    let dir = home.join(".flotilla").join("ssh");
+/// Writes the user's key and the gateway's pinned host key under `~/.flotilla/ssh`; returns
+/// that directory.
+pub fn write_identity(e: &Entry<'_>) -> anyhow::Result<PathBuf> {
+    let dir = home()?.join(".flotilla").join("ssh");
     private_dir(&dir)?;
     write_private(&dir.join(format!("id_{}", e.uid)), e.private_key)?;
     write_private(
         &dir.join("known_hosts"),
         &format!("{} {}\n", alias(e.socket), e.gateway_host_key.trim()),
     )?;
+    Ok(dir)
+}
+
+/// Writes the run's entries (and the key and pinned host key they use); with `include`, adds
+/// the `Include` line to `~/.ssh/config` the first time. Returns a line to tell the user, if any.
+pub fn write(e: &Entry<'_>, include: bool) -> anyhow::Result<Option<String>> {
+    let home = home()?;
+    let dir = write_identity(e)?;
     let exe = std::env::current_exe().context("cannot find the flotilla binary")?;
     let config = dir.join("config");
     let old = match std::fs::read_to_string(&config) {

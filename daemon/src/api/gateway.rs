@@ -4,13 +4,14 @@
 //! gives), and runs each `exec`, shell and `sftp` request in the job's environment — inside its
 //! container when it has one, else in its working directory with its environment — on the
 //! daemon's machine as the job's owner, or over the daemon's own connection to an SSH host.
-//! No terminal is allocated (a `pty` request is refused; commands and `scp` work).
+//! A client that asks for a terminal (`ssh -t`, an interactive `ssh RUN`) gets one
+//! (`gateway_session.rs` runs each channel).
 
+use super::gateway_session::{run, PtyWish, SessionSpec, Work};
 use super::wire::{decode, json, op_error};
 use crate::caller::Caller;
 use crate::handle::Daemon;
-use crate::hosts::local::session_command;
-use crate::hosts::{sh_quote, Host};
+use crate::hosts::pty::TermSize;
 use crate::ops;
 use crate::ops::gateway::GatewayTarget;
 use flotilla_protocol::rpc::{methods, GatewayInfo, Request, RpcError, TunnelParams};
@@ -18,12 +19,13 @@ use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, Msg, Session};
-use russh::{Channel, ChannelId, ChannelMsg};
+use russh::{Channel, ChannelId};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 /// The gateway's host key: `<data_dir>/gateway_key` (OpenSSH, 0600), made at first use.
@@ -70,6 +72,22 @@ impl WriteAllSync for std::fs::File {
     }
 }
 
+/// Why the gateway refused the keys a client offered, and what the caller may reach.
+fn refused_key_message(caller: &Caller, run: &str) -> String {
+    let reach = if caller.admin {
+        "every run (you are an admin)".to_string()
+    } else {
+        format!("the runs of {} only", caller.user)
+    };
+    format!(
+        "The key offered is not the one the daemon made for {user}: through this socket you are \
+         {user}, and the gateway takes only {user}'s own key, which reaches {reach}. Use the \
+         entry that `flotilla attach {run}` writes in ~/.flotilla/ssh/config (or \
+         `flotilla ssh {run}`), which names that key.",
+        user = caller.user
+    )
+}
+
 /// Decodes `gateway.open`, checks the caller, and says which host key the session will show.
 pub fn open(
     d: &Daemon,
@@ -101,6 +119,13 @@ pub async fn serve(
         auth_rejection_time: std::time::Duration::from_millis(100),
         auth_rejection_time_initial: Some(std::time::Duration::from_millis(0)),
         inactivity_timeout: None,
+        // Keyboard-interactive only says why a key was refused (no prompt, then refused).
+        methods: russh::MethodSet::from(
+            &[
+                russh::MethodKind::PublicKey,
+                russh::MethodKind::KeyboardInteractive,
+            ][..],
+        ),
         ..Default::default()
     });
     let allowed = match PublicKey::from_openssh(target.public_key.trim()) {
@@ -117,6 +142,8 @@ pub async fn serve(
         target: Arc::new(target),
         allowed,
         channels: Default::default(),
+        ptys: Default::default(),
+        resizes: Default::default(),
     };
     match russh::server::run_stream(config, stream, handler).await {
         Ok(session) => {
@@ -135,7 +162,11 @@ struct Gateway {
     params: TunnelParams,
     target: Arc<GatewayTarget>,
     allowed: PublicKey,
-    channels: std::collections::HashMap<ChannelId, Channel<Msg>>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Terminals asked for, by channel, until the channel's command starts.
+    ptys: HashMap<ChannelId, PtyWish>,
+    /// Where each running channel's window sizes go.
+    resizes: HashMap<ChannelId, mpsc::UnboundedSender<TermSize>>,
 }
 
 impl Gateway {
@@ -147,14 +178,21 @@ impl Gateway {
     fn start(
         &mut self,
         id: ChannelId,
-        what: Work,
+        work: Work,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         match self.channels.remove(&id) {
             Some(channel) => {
                 session.channel_success(id)?;
                 let target = self.target.clone();
-                tokio::spawn(async move { run(channel, target, what).await });
+                let (resize_tx, resizes) = mpsc::unbounded_channel();
+                self.resizes.insert(id, resize_tx);
+                let spec = SessionSpec {
+                    work,
+                    pty: self.ptys.remove(&id),
+                    resizes,
+                };
+                tokio::spawn(async move { run(channel, target, spec).await });
             }
             None => session.channel_failure(id)?,
         }
@@ -186,6 +224,27 @@ impl russh::server::Handler for Gateway {
             Auth::Accept
         } else {
             Auth::reject()
+        })
+    }
+
+    /// A key that is not the caller's was refused: the client is told why, and what it may
+    /// reach, in the instructions of a challenge without prompts; then refused.
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if response.is_some() {
+            return Ok(Auth::Reject {
+                proceed_with_methods: None,
+                partial_success: false,
+            });
+        }
+        Ok(Auth::Partial {
+            name: "flotilla gateway".into(),
+            instructions: refused_key_message(&self.caller, &self.target.run).into(),
+            prompts: Vec::new().into(),
         })
     }
 
@@ -242,18 +301,57 @@ impl russh::server::Handler for Gateway {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // russh's signature
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        let term = if term.is_empty() { "xterm" } else { term };
+        self.ptys.insert(
+            channel,
+            PtyWish {
+                term: term.to_string(),
+                size: TermSize::from_ssh(col_width, row_height),
+            },
+        );
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let size = TermSize::from_ssh(col_width, row_height);
+        if let Some(wish) = self.ptys.get_mut(&channel) {
+            wish.size = size;
+        } else if let Some(tx) = self.resizes.get(&channel) {
+            if tx.send(size).is_err() {
+                self.resizes.remove(&channel);
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.resizes.remove(&channel);
+        self.ptys.remove(&channel);
         Ok(())
     }
 
@@ -287,198 +385,5 @@ impl russh::server::Handler for Gateway {
             session.channel_failure(channel)?;
             Ok(())
         }
-    }
-}
-
-/// What a session channel runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Work {
-    Exec(String),
-    Shell,
-    Sftp,
-}
-
-/// The host-side script of a session: inside the job's container when its launcher named one,
-/// else in the job's working directory with the environment its script exported (and its
-/// `uv` venv, if it has one).
-fn session_script(job_dir: &str, work: &Work) -> String {
-    const SFTP: &str = "for p in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/openssh/sftp-server /usr/libexec/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; echo 'no sftp-server here' >&2; exit 127";
-    const SHELL: &str =
-        "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi";
-    let inner = match work {
-        Work::Exec(c) => c.as_str(),
-        Work::Shell => SHELL,
-        Work::Sftp => SFTP,
-    };
-    let dir = sh_quote(job_dir);
-    format!(
-        "d={dir}\n\
-         if [ -f \"$d/container\" ]; then exec docker exec -i \"$(cat \"$d/container\")\" sh -c {inner_q}; fi\n\
-         eval \"$(awk 'NR > 1 && /^(uv venv|set -e$)/ {{ exit }} NR > 1 {{ print }}' \"$d/script\")\"\n\
-         [ -f \"$d/venv/bin/activate\" ] && . \"$d/venv/bin/activate\"\n\
-         cd \"$(cat \"$d/workdir\" 2>/dev/null || echo \"$d/work\")\" || exit 1\n\
-         exec sh -c {inner_q}\n",
-        inner_q = sh_quote(inner)
-    )
-}
-
-/// Runs a session channel's work and relays its streams until it ends; the exit status goes
-/// back to the client.
-async fn run(channel: Channel<Msg>, target: Arc<GatewayTarget>, work: Work) {
-    let script = session_script(&target.job_dir, &work);
-    let (mut rx, tx) = channel.split();
-    let tx = Arc::new(tx);
-    let code = match &target.host {
-        Host::Local(_) => local(&mut rx, &tx, target.owner, &script).await,
-        Host::Ssh(h) => remote(&mut rx, &tx, h, &script).await,
-    };
-    let code = match code {
-        Ok(c) => c,
-        Err(e) => {
-            let message = format!("flotilla gateway: {e}\n");
-            if let Err(e) = tx.extended_data_bytes(1, message.into_bytes()).await {
-                debug!("gateway: cannot tell the client: {e}");
-            }
-            255
-        }
-    };
-    for r in [tx.exit_status(code).await, tx.eof().await, tx.close().await] {
-        if let Err(e) = r {
-            debug!("gateway: closing a session: {e}");
-        }
-    }
-}
-
-type Tx = russh::ChannelWriteHalf<Msg>;
-
-/// Sends what `from` gives to the client as it comes (stderr on `ext` 1).
-async fn relay(
-    mut from: impl tokio::io::AsyncRead + Unpin,
-    tx: Arc<Tx>,
-    ext: Option<u32>,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let chunk = buf[..n].to_vec();
-        let sent = match ext {
-            None => tx.data_bytes(chunk).await,
-            Some(e) => tx.extended_data_bytes(e, chunk).await,
-        };
-        sent.map_err(|e| std::io::Error::other(e.to_string()))?;
-    }
-}
-
-/// The session on this machine: `sh -c SCRIPT` as the job's owner.
-async fn local(
-    rx: &mut russh::ChannelReadHalf,
-    tx: &Arc<Tx>,
-    owner: u32,
-    script: &str,
-) -> Result<u32, String> {
-    let mut child = session_command(owner, script)?
-        .spawn()
-        .map_err(|e| format!("cannot start the session: {e}"))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err("no pipes to the session".into());
-    };
-    // Every chunk goes out at once (an interactive protocol such as SFTP waits for it).
-    let copy_out = tokio::spawn(relay(stdout, tx.clone(), None));
-    let copy_err = tokio::spawn(relay(stderr, tx.clone(), Some(1)));
-    // Owned, so that dropping it at the client's EOF closes the pipe.
-    let mut stdin = Some(stdin);
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            msg = rx.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Some(ChannelMsg::Eof) => stdin = None,
-                Some(_) => {}
-                None => {
-                    if let Err(e) = child.start_kill() {
-                        debug!("gateway: cannot end a session whose client left: {e}");
-                    }
-                    break child.wait().await;
-                }
-            },
-        }
-    };
-    for copy in [copy_out, copy_err] {
-        match copy.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!("gateway: relaying a session's output: {e}"),
-            Err(e) => debug!("gateway: a relay task failed: {e}"),
-        }
-    }
-    let status = status.map_err(|e| format!("cannot wait for the session: {e}"))?;
-    Ok(status.code().map(|c| c as u32).unwrap_or(255))
-}
-
-/// The session on an SSH host: the same script on a channel of the daemon's own connection.
-async fn remote(
-    rx: &mut russh::ChannelReadHalf,
-    tx: &Tx,
-    host: &crate::hosts::ssh::SshHost,
-    script: &str,
-) -> Result<u32, String> {
-    let channel = host.open_session().await.map_err(|e| e.to_string())?;
-    let (mut hrx, htx) = channel.split();
-    htx.exec(true, script.as_bytes().to_vec())
-        .await
-        .map_err(|e| format!("cannot start the session on {}: {e}", host.label()))?;
-    let mut code = 255;
-    loop {
-        tokio::select! {
-            msg = hrx.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    tx.data_bytes(data).await.map_err(|e| e.to_string())?;
-                }
-                Some(ChannelMsg::ExtendedData { data, ext }) => {
-                    tx.extended_data_bytes(ext, data).await.map_err(|e| e.to_string())?;
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => code = exit_status,
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            },
-            msg = rx.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    htx.data_bytes(data).await.map_err(|e| e.to_string())?;
-                }
-                Some(ChannelMsg::Eof) => htx.eof().await.map_err(|e| e.to_string())?,
-                Some(_) => {}
-                None => {
-                    if let Err(e) = htx.close().await {
-                        debug!("gateway: closing a session on {}: {e}", host.label());
-                    }
-                    break;
-                }
-            },
-        }
-    }
-    Ok(code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_goes_into_the_container_or_the_jobs_directory() {
-        let s = session_script("/j/7", &Work::Exec("echo it's".into()));
-        assert!(s.starts_with("d='/j/7'\n"));
-        assert!(s.contains("exec docker exec -i \"$(cat \"$d/container\")\" sh -c 'echo it'\\''s'"));
-        assert!(s.ends_with("exec sh -c 'echo it'\\''s'\n"));
-        assert!(session_script("/j/7", &Work::Sftp).contains("sftp-server"));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod gateway;
+mod gateway_session;
 pub mod routes;
 pub mod socket;
 pub mod streams;

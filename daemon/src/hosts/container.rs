@@ -75,7 +75,13 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub network: Network,
     pub command: Command,
+    /// The run's MPI hostfile (dstack's `DSTACK_MPI_HOSTFILE`): written in the job's directory
+    /// and mounted read-only at [`MPI_HOSTFILE_IN_CONTAINER`].
+    pub mpi_hostfile: Option<String>,
 }
+
+/// Where the MPI hostfile appears inside a container (where dstack's runner puts it).
+pub const MPI_HOSTFILE_IN_CONTAINER: &str = "/dstack/mpi/hostfile";
 
 /// The container's name for a job submission: its id and a digest of its job directory, so
 /// that two daemons sharing a Docker engine never meet on a name.
@@ -112,6 +118,15 @@ impl ContainerSpec {
             ));
             args.push("-v".into());
             args.push(format!("$dir/container.sh:{SCRIPT_IN_CONTAINER}:ro"));
+        }
+        if let Some(hostfile) = &self.mpi_hostfile {
+            s.push_str(&format!(
+                "printf '%s' {} > \"$dir/mpi_hostfile\" || fail \"cannot write the MPI hostfile in $dir\"\n\
+                 chmod 644 \"$dir/mpi_hostfile\"\n",
+                q(hostfile)
+            ));
+            args.push("-v".into());
+            args.push(format!("$dir/mpi_hostfile:{MPI_HOSTFILE_IN_CONTAINER}:ro"));
         }
         for m in &self.mounts {
             let check = if m.optional {
@@ -372,6 +387,7 @@ mod tests {
                 shell: "/bin/sh".into(),
                 script: "set -e\necho hi\n".into(),
             },
+            mpi_hostfile: Some("10.0.0.1 slots=2\n10.0.0.2 slots=2\n".into()),
         }
     }
 
@@ -403,6 +419,14 @@ mod tests {
         assert!(l.contains("[ -e '/data' ] || fail 'volume /data: /data does not exist"));
         assert!(l.contains("if [ -e '/cache' ]; then set -- \"$@\" -v '/cache:/root/.cache'; fi"));
         assert!(l.contains("echo hi\nFLOTILLA_JOB_SCRIPT_"));
+        // The MPI hostfile is written beside the launcher and mounted where dstack puts it.
+        assert!(l.contains(
+            "printf '%s' '10.0.0.1 slots=2\n10.0.0.2 slots=2\n' > \"$dir/mpi_hostfile\""
+        ));
+        assert!(
+            create.contains("\"$dir/mpi_hostfile:/dstack/mpi/hostfile:ro\""),
+            "{create}"
+        );
     }
 
     #[test]

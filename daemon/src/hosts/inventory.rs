@@ -96,15 +96,110 @@ pub fn parse_smi_line(line: &str, vendor: GpuVendor) -> Option<Gpu> {
         .trim()
         .parse()
         .ok()?;
+    let name = normalize_gpu_name(name.trim());
     Some(Gpu {
-        name: normalize_gpu_name(name.trim()),
-        memory_gb: mib_to_gb(mib),
+        memory_gb: corrected_memory_gb(&name, mib),
+        name,
         vendor,
     })
 }
 
-fn mib_to_gb(mib: f64) -> f64 {
-    (mib / 1024.0 * 10.0).round() / 10.0
+/// The memory of known GPUs in GiB (gpuhunt's table, which dstack uses): a GPU's tools report a
+/// little less than its nominal size (an H100 80GB shows 81559 MiB, 79.6 GiB).
+const KNOWN_GPU_MEMORY_GIB: &[(&str, u32)] = &[
+    ("A10", 24),
+    ("A16", 16),
+    ("A40", 48),
+    ("A100", 40),
+    ("A100", 80),
+    ("A10G", 24),
+    ("A4000", 16),
+    ("A4500", 20),
+    ("A5000", 24),
+    ("A6000", 48),
+    ("H100", 80),
+    ("H100NVL", 94),
+    ("H200", 141),
+    ("H200NVL", 141),
+    ("B200", 180),
+    ("GB200", 186),
+    ("B300", 270),
+    ("L4", 24),
+    ("L40", 48),
+    ("L40S", 48),
+    ("P100", 16),
+    ("RTX2060", 6),
+    ("RTX2060", 12),
+    ("RTX2060SUPER", 8),
+    ("RTX2070", 8),
+    ("RTX2070SUPER", 8),
+    ("RTX2080", 8),
+    ("RTX2080SUPER", 8),
+    ("RTX2080Ti", 11),
+    ("RTX3050", 6),
+    ("RTX3050", 8),
+    ("RTX3060", 8),
+    ("RTX3060", 12),
+    ("RTX3060Ti", 8),
+    ("RTX3070", 8),
+    ("RTX3070Ti", 8),
+    ("RTX3080", 10),
+    ("RTX3080Ti", 12),
+    ("RTX3090", 24),
+    ("RTX3090Ti", 24),
+    ("RTX4060", 8),
+    ("RTX4060Ti", 8),
+    ("RTX4060Ti", 16),
+    ("RTX4070", 12),
+    ("RTX4070SUPER", 12),
+    ("RTX4070Ti", 12),
+    ("RTX4070TiSUPER", 16),
+    ("RTX4080", 16),
+    ("RTX4080SUPER", 16),
+    ("RTX4090", 24),
+    ("RTX5060", 8),
+    ("RTX5060Ti", 8),
+    ("RTX5060Ti", 16),
+    ("RTX5070", 12),
+    ("RTX5070Ti", 16),
+    ("RTX5080", 16),
+    ("RTX5090", 32),
+    ("RTX6000", 24),
+    ("RTX2000Ada", 16),
+    ("RTX4000Ada", 20),
+    ("RTX6000Ada", 48),
+    ("RTXPRO4500", 32),
+    ("RTXPRO6000", 96),
+    ("T4", 16),
+    ("V100", 16),
+    ("V100", 32),
+    ("GH200", 96),
+    ("MI100", 32),
+    ("MI210", 64),
+    ("MI250", 128),
+    ("MI250X", 128),
+    ("MI300A", 128),
+    ("MI300X", 192),
+    ("MI308X", 128),
+    ("MI325X", 288),
+    ("MI350X", 288),
+    ("MI355X", 288),
+];
+
+/// A GPU's memory as dstack reports it (gpuhunt's `correct_gpu_memory_gib`): the nearest known
+/// size of that GPU when within 7% of it (so `gpu: H100:80GB` matches a real H100 80GB), else
+/// the reported size rounded to whole GiB.
+fn corrected_memory_gb(name: &str, mib: f64) -> f64 {
+    let gib = mib / 1024.0;
+    let closest = KNOWN_GPU_MEMORY_GIB
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, m)| f64::from(*m))
+        .min_by(|a, b| (a - gib).abs().total_cmp(&(b - gib).abs()));
+    match closest {
+        Some(known) if (known - gib).abs() / known < 0.07 => known,
+        _ => gib.round(),
+    }
 }
 
 /// Turns a tool's GPU name into the catalog's short name (SPEC section 3):
@@ -203,7 +298,19 @@ mod tests {
         assert!(inv.docker);
         assert_eq!(inv.gpus.len(), 2);
         assert_eq!(inv.gpus[0].name, "H100");
-        assert_eq!(inv.gpus[0].memory_gb, 79.6);
+        // 81559 MiB (79.6 GiB, what a real H100 80GB reports) is the known 80 GiB, as dstack has it.
+        assert_eq!(inv.gpus[0].memory_gb, 80.0);
+    }
+
+    #[test]
+    fn gpu_memory_is_corrected_to_the_known_size_as_dstack_does() {
+        assert_eq!(corrected_memory_gb("A100", 81920.0 - 900.0), 80.0);
+        assert_eq!(corrected_memory_gb("A100", 40960.0 - 500.0), 40.0);
+        assert_eq!(corrected_memory_gb("V100", 32510.0), 32.0);
+        assert_eq!(corrected_memory_gb("RTX4090", 24564.0), 24.0);
+        // Too far from a known size, or an unknown GPU: rounded to whole GiB.
+        assert_eq!(corrected_memory_gb("H100", 60000.0), 59.0);
+        assert_eq!(corrected_memory_gb("NEWGPU", 12000.0), 12.0);
     }
 
     /// The real supervisor script reading fake `amd-smi` / `nvidia-smi` that print real output.

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod inventory;
 pub mod local;
+pub mod pty;
 pub mod ssh;
 pub mod supervisor;
 

@@ -368,7 +368,8 @@ impl SshHost {
         })
     }
 
-    /// Adds public keys to the login user's `~/.ssh/authorized_keys` (once each).
+    /// Adds public keys to the login user's `~/.ssh/authorized_keys` (once each): the per-run
+    /// key that lets the nodes of a multi-node run reach each other.
     pub async fn authorize_keys(&self, keys: &[String]) -> Result<(), HostError> {
         let script = "set -e; umask 077; mkdir -p \"$HOME/.ssh\"; a=\"$HOME/.ssh/authorized_keys\"; touch \"$a\"; \
                       while IFS= read -r k; do [ -n \"$k\" ] || continue; grep -qxF \"$k\" \"$a\" || printf '%s\\n' \"$k\" >> \"$a\"; done";

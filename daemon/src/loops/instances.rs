@@ -8,7 +8,7 @@ use crate::hosts::ssh::SshHost;
 use crate::hosts::{supervisor, Host, HostError};
 use crate::lifecycle::finish;
 use crate::ops::fleets::{block_count, host_blocks};
-use crate::ops::users::{public_keys, revoke_retired_keys};
+use crate::ops::users::revoke_user_keys;
 use crate::sync::LockExt;
 use flotilla_protocol::model::{Instance, InstanceStatus, JobStatus, JobTerminationReason};
 use flotilla_protocol::Timestamp;
@@ -24,8 +24,6 @@ struct LoopState {
     /// Next provisioning attempt and the backoff after it.
     retry: HashMap<u64, (Instant, Duration)>,
     last_check: HashMap<u64, Instant>,
-    /// How many user keys each host was given.
-    keys_sent: HashMap<u64, usize>,
     /// When each host's software (Docker, uv) was last looked at.
     software_check: HashMap<u64, Instant>,
 }
@@ -73,13 +71,6 @@ fn tick(d: &Daemon, st: &Shared) {
     };
     let now = Instant::now();
     let interval = Duration::from_secs(d.config().health_interval_secs);
-    let users = match public_keys(d) {
-        Ok(keys) => keys.len(),
-        Err(e) => {
-            warn!("instances loop: cannot read the users' keys: {e}");
-            return;
-        }
-    };
     software_checks(d, st, &instances, now, interval * SOFTWARE_EVERY);
     for inst in instances.into_iter().filter(|i| i.ssh.is_some()) {
         let mut s = st.locked();
@@ -98,8 +89,7 @@ fn tick(d: &Daemon, st: &Shared) {
                     .last_check
                     .get(&inst.id)
                     .is_none_or(|t| now.duration_since(*t) >= interval);
-                let keys_due = s.keys_sent.get(&inst.id).is_some_and(|n| *n != users);
-                if !due && !keys_due {
+                if !due {
                     continue;
                 }
                 s.last_check.insert(inst.id, now);
@@ -245,21 +235,10 @@ async fn provision(d: &Daemon, st: &Shared, mut inst: Instance) {
             inst.host_root = Some(p.root);
             inst.unreachable = false;
             inst.unreachable_since = None;
-            match public_keys(d) {
-                Ok(keys) if keys.is_empty() => {
-                    st.locked().keys_sent.insert(id, 0);
-                }
-                Ok(keys) => match host.authorize_keys(&keys).await {
-                    Ok(()) => {
-                        st.locked().keys_sent.insert(id, keys.len());
-                    }
-                    Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
-                },
-                Err(e) => warn!("{}: cannot read the users' keys: {e}", host.label()),
-            }
-            // Keys refreshed while this host was down leave it now.
-            if let Err(e) = revoke_retired_keys(d, &Host::Ssh(host.clone())).await {
-                warn!("{}: cannot remove the users' old keys: {e}", host.label());
+            // Users reach their jobs through the daemon's gateway: no user's key stays on a
+            // host (an earlier version of the daemon installed them).
+            if let Err(e) = revoke_user_keys(d, &Host::Ssh(host.clone())).await {
+                warn!("{}: cannot remove the users' keys: {e}", host.label());
             }
             info!(host = %host.label(), status = %inst.status, "host provisioned");
             st.locked().retry.remove(&id);
@@ -329,19 +308,6 @@ async fn health(d: &Daemon, st: &Shared, inst: Instance) {
                 && stop_orphans(d, &Host::Ssh(host.clone()), &mut inst).await
             {
                 record(d, &inst);
-            }
-            match public_keys(d) {
-                Ok(keys) => {
-                    if st.locked().keys_sent.get(&id) != Some(&keys.len()) {
-                        match host.authorize_keys(&keys).await {
-                            Ok(()) => {
-                                st.locked().keys_sent.insert(id, keys.len());
-                            }
-                            Err(e) => warn!("{}: cannot add the users' keys: {e}", host.label()),
-                        }
-                    }
-                }
-                Err(e) => warn!("{}: cannot read the users' keys: {e}", host.label()),
             }
         }
         Err(e) => {

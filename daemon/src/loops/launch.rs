@@ -5,6 +5,7 @@
 use crate::hosts::container::{self, Command, ContainerSpec, GpuPin, Mount, Network};
 use crate::hosts::sh_quote;
 use crate::loops::launch_files;
+use crate::ops::runs_interpolation::group_addresses;
 use flotilla_protocol::config::{GpuVendor, JobEnvironment, RunConfiguration, VolumeMount};
 use flotilla_protocol::model::{HostSoftware, Job, Run};
 use std::collections::BTreeMap;
@@ -37,6 +38,12 @@ pub enum Launch {
 pub struct LaunchContext<'a> {
     pub fleet_env: &'a BTreeMap<String, String>,
     pub node_ips: &'a [String],
+    /// How many GPUs each node of the replica holds, master first (the MPI hostfile's slots);
+    /// empty when unknown (every node then counts as this job's).
+    pub node_gpus: &'a [usize],
+    /// Where the `ssh` that reaches the run's other nodes is (see `cluster.rs`), put first on
+    /// the PATH of a host job; `None` when the run has no such key installed on this host.
+    pub ssh_bin: Option<&'a str>,
     pub job_dir: &'a str,
     pub software: HostSoftware,
     pub gpu_vendor: Option<GpuVendor>,
@@ -74,10 +81,20 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
                 "`python` needs Docker or uv on the host, and this host has neither".into(),
             );
         }
-        let env = job_env(run, job, ctx.fleet_env, ctx.node_ips, true)?;
+        let hostfile = format!("{}/mpi/hostfile", ctx.job_dir);
+        let env = job_env(run, job, &ctx, &hostfile, true)?;
         let mut script = String::from("# written by flotillad\n");
         for (k, v) in &env {
             script.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        }
+        script.push_str(&format!(
+            "mkdir -p {dir} && printf '%s' {content} > {file}\n",
+            dir = sh_quote(&format!("{}/mpi", ctx.job_dir)),
+            content = sh_quote(&mpi_hostfile(ctx.node_ips, ctx.node_gpus, job)),
+            file = sh_quote(&hostfile),
+        ));
+        if let Some(bin) = ctx.ssh_bin {
+            script.push_str(&format!("PATH={}:\"$PATH\"; export PATH\n", sh_quote(bin)));
         }
         if let Some(py) = python {
             script.push_str(&host_venv(&py, ctx.job_dir));
@@ -88,7 +105,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             &launch_files::host_uploads_dir(ctx.job_dir),
         )?);
         script.push_str("set -e\n");
-        for c in run.configuration.commands() {
+        for c in job_commands(run, job, ctx.node_ips)? {
             script.push_str(&c);
             script.push('\n');
         }
@@ -109,8 +126,8 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
     let image = environment
         .image(ctx.base_image)
         .ok_or("the job has no image")?;
-    let env = job_env(run, job, ctx.fleet_env, ctx.node_ips, false)?;
-    let commands = run.configuration.commands();
+    let env = job_env(run, job, &ctx, container::MPI_HOSTFILE_IN_CONTAINER, false)?;
+    let commands = job_commands(run, job, ctx.node_ips)?;
     let custom_image = matches!(environment, JobEnvironment::Image(_));
     let command = if let Some(entrypoint) = &common.entrypoint {
         let entrypoint = shlex::split(entrypoint)
@@ -188,7 +205,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
         Network::Host
     } else {
         Network::Bridge {
-            ports: job_ports(&run.configuration),
+            ports: job_ports(&run.configuration, job.job_num),
         }
     };
     let workdir = common.working_dir.as_ref().map(|w| {
@@ -208,8 +225,9 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             image,
             user: common.user.clone(),
             privileged: common.privileged || environment == JobEnvironment::DockerInDocker,
-            shm_size_bytes: common
-                .resources
+            shm_size_bytes: run
+                .configuration
+                .job_resources(job.job_num)
                 .shm_size
                 .map(|gb| (gb * 1024.0 * 1024.0 * 1024.0) as u64),
             gpus,
@@ -218,16 +236,24 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             env,
             network,
             command,
+            mpi_hostfile: Some(mpi_hostfile(ctx.node_ips, ctx.node_gpus, job)),
         }),
         registry_auth,
     })
 }
 
-/// The ports the job listens on: the configuration's `ports` and a service's `port`.
-fn job_ports(configuration: &RunConfiguration) -> Vec<u16> {
+/// The commands of the job (its node group's, with `groups`), the nodes' addresses put in for
+/// `${{ groups[i].nodes[j].IP_ADDRESS }}`.
+fn job_commands(run: &Run, job: &Job, node_ips: &[String]) -> Result<Vec<String>, String> {
+    let commands = run.configuration.job_commands(job.job_num);
+    group_addresses(&run.configuration, commands, node_ips).map_err(|e| format!("commands: {e}"))
+}
+
+/// The ports the job listens on: the configuration's (or its node group's) `ports` and a
+/// service's `port`.
+fn job_ports(configuration: &RunConfiguration, job_num: u32) -> Vec<u16> {
     let mut ports: Vec<u16> = configuration
-        .common()
-        .ports
+        .job_ports(job_num)
         .iter()
         .map(|p| p.container)
         .collect();
@@ -276,15 +302,42 @@ fn host_venv(python: &str, job_dir: &str) -> String {
     )
 }
 
+/// dstack's MPI hostfile: one line per node, master first, `<ip> slots=<gpus>` for a node
+/// with GPUs and `<ip>` for a CPU node (MPI then counts its cores). Without the nodes'
+/// addresses (a single local job), the one node is this machine.
+pub fn mpi_hostfile(node_ips: &[String], node_gpus: &[usize], job: &Job) -> String {
+    let local = ["127.0.0.1".to_string()];
+    let ips = if node_ips.is_empty() {
+        &local[..]
+    } else {
+        node_ips
+    };
+    let mut out = String::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let gpus = match node_gpus.get(i) {
+            Some(g) if node_gpus.len() == ips.len() => *g,
+            _ => job.current.gpus.len(),
+        };
+        if gpus == 0 {
+            out.push_str(&format!("{ip}\n"));
+        } else {
+            out.push_str(&format!("{ip} slots={gpus}\n"));
+        }
+    }
+    out
+}
+
 /// The job's environment: dstack's variables, then the fleet's env, then the run's (which wins).
 /// `CUDA_VISIBLE_DEVICES` pins a host job's GPUs (a container sees only its own).
-pub fn job_env(
+/// `mpi_hostfile`: where the job finds the MPI hostfile.
+fn job_env(
     run: &Run,
     job: &Job,
-    fleet_env: &BTreeMap<String, String>,
-    node_ips: &[String],
+    ctx: &LaunchContext<'_>,
+    mpi_hostfile: &str,
     on_host: bool,
 ) -> Result<Vec<(String, String)>, String> {
+    let (fleet_env, node_ips) = (ctx.fleet_env, ctx.node_ips);
     let common = run.configuration.common();
     let env = common
         .env
@@ -298,13 +351,17 @@ pub fn job_env(
     set("DSTACK_NODE_RANK", job.job_num.to_string());
     set("DSTACK_NODES_NUM", nodes.to_string());
     set("DSTACK_GPUS_PER_NODE", gpus_per_node.to_string());
-    set(
-        "DSTACK_GPUS_NUM",
-        (gpus_per_node * nodes as usize).to_string(),
-    );
+    // The sum over the nodes (node groups may differ); each node as this one when unknown.
+    let gpus_num = if !ctx.node_gpus.is_empty() && ctx.node_gpus.len() == nodes as usize {
+        ctx.node_gpus.iter().sum()
+    } else {
+        gpus_per_node * nodes as usize
+    };
+    set("DSTACK_GPUS_NUM", gpus_num.to_string());
     let master = node_ips.first().map(String::as_str).unwrap_or("127.0.0.1");
     set("DSTACK_MASTER_NODE_IP", master.to_string());
     set("DSTACK_NODES_IPS", node_ips.join("\n"));
+    set("DSTACK_MPI_HOSTFILE", mpi_hostfile.to_string());
     if on_host {
         let visible: Vec<String> = job.current.gpus.iter().map(|g| g.to_string()).collect();
         set("CUDA_VISIBLE_DEVICES", visible.join(","));
@@ -344,6 +401,8 @@ mod tests {
         let ctx = LaunchContext {
             fleet_env,
             node_ips,
+            node_gpus: &[],
+            ssh_bin: None,
             job_dir: "/j/1",
             software: HostSoftware::default(),
             gpu_vendor: None,
@@ -379,6 +438,7 @@ mod tests {
             retry_window_started_at: None,
             next_triggered_at: None,
             archives: Vec::new(),
+            cluster_key: None,
             jobs: (0..nodes)
                 .map(|j| Job {
                     replica_num: 0,
@@ -421,6 +481,49 @@ mod tests {
         let fleet_at = script.find("FLEET_WIDE").expect("fleet env");
         let run_at = script.find("GREETING=").expect("run env");
         assert!(fleet_at < run_at);
+    }
+
+    #[test]
+    fn each_group_runs_its_commands_with_the_hostfile_and_the_nodes_addresses() {
+        let mut run = run_of(
+            "type: task\ngroups:\n  - nodes: 1\n    commands:\n      - mpirun --hostfile $DSTACK_MPI_HOSTFILE -n $DSTACK_GPUS_NUM x\n  - nodes: 2\n    commands:\n      - echo ${{ groups[0].nodes[0].IP_ADDRESS }} ${{ groups[1].nodes[1].IP_ADDRESS }}\n",
+        );
+        run.jobs[1].current.gpus = vec![0, 1];
+        let ips: Vec<String> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .map(String::from)
+            .to_vec();
+        let ctx = |gpus: &'static [usize]| LaunchContext {
+            fleet_env: Box::leak(Box::default()),
+            node_ips: Box::leak(ips.clone().into_boxed_slice()),
+            node_gpus: gpus,
+            ssh_bin: Some("/j/1/ssh/bin"),
+            job_dir: "/j/1",
+            software: HostSoftware::default(),
+            gpu_vendor: None,
+            base_image: None,
+            registry_password: None,
+        };
+        let Ok(Launch::Host { script, .. }) = plan(&run, &run.jobs[0], ctx(&[0, 2, 2])) else {
+            panic!("a host launch");
+        };
+        assert!(script.contains("export DSTACK_MPI_HOSTFILE='/j/1/mpi/hostfile'\n"));
+        assert!(script.contains("export DSTACK_GPUS_NUM='4'\n"), "{script}");
+        assert!(script.contains("printf '%s' '10.0.0.1\n10.0.0.2 slots=2\n10.0.0.3 slots=2\n' > '/j/1/mpi/hostfile'\n"), "{script}");
+        assert!(script.contains("PATH='/j/1/ssh/bin':\"$PATH\"; export PATH\n"));
+        assert!(script
+            .ends_with("set -e\nmpirun --hostfile $DSTACK_MPI_HOSTFILE -n $DSTACK_GPUS_NUM x\n"));
+        let Ok(Launch::Host { script, .. }) = plan(&run, &run.jobs[1], ctx(&[])) else {
+            panic!("a host launch");
+        };
+        assert!(
+            script.ends_with("set -e\necho 10.0.0.1 10.0.0.3\n"),
+            "{script}"
+        );
+        // Without the nodes' GPUs, each node counts as this one.
+        assert!(
+            script.contains("10.0.0.1 slots=2\n10.0.0.2 slots=2\n"),
+            "{script}"
+        );
     }
 
     #[test]

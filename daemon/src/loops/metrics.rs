@@ -1,10 +1,11 @@
 //! Driver layer: the GPU sampler. Every few seconds, the supervisor's `metrics` verb on each
-//! instance with GPUs that runs jobs; the samples go to the handle's [`GpuSampleStore`].
+//! instance with GPUs that runs jobs; the samples go to the handle's [`GpuSampleStore`], then
+//! the runs' `utilization_policy` is enforced over them.
 //!
 //! [`GpuSampleStore`]: crate::gpu_samples::GpuSampleStore
 
 use super::{Loop, WakeSource};
-use crate::gpu_samples::parse_metrics_line;
+use crate::gpu_samples::{parse_metrics_line, SAMPLE_INTERVAL_SECS};
 use crate::handle::Daemon;
 use crate::ops::occupancy;
 use flotilla_protocol::model::InstanceStatus;
@@ -12,7 +13,7 @@ use flotilla_protocol::Timestamp;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-const INTERVAL: Duration = Duration::from_secs(5);
+const INTERVAL: Duration = Duration::from_secs(SAMPLE_INTERVAL_SECS);
 
 pub struct GpuSampler;
 
@@ -27,6 +28,8 @@ impl Loop for GpuSampler {
 
     async fn tick(&mut self, d: &Daemon) -> Duration {
         sample_all(d).await;
+        // dstack's `utilization_policy`, over the samples just taken.
+        crate::ops::utilization::enforce(d, Timestamp::now()).await;
         INTERVAL
     }
 }

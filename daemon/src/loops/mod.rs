@@ -10,9 +10,11 @@
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
 //! - `metrics`: samples the GPUs of busy instances;
 //! - `store_watch`: shuts the daemon down once the state store has failed.
+//! - `replicas`: the live table of every service's replicas and their readiness (for the proxy);
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod cloud;
+mod cluster;
 mod container_jobs;
 pub mod fleet_upkeep;
 pub mod instances;
@@ -22,6 +24,7 @@ pub mod launch;
 pub mod launch_files;
 pub mod metrics;
 pub mod orphans;
+pub mod replicas;
 pub mod runners;
 pub mod scheduling;
 pub mod slurm_jobs;
@@ -101,5 +104,6 @@ pub fn spawn_all(d: &Daemon) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(d, store_watch::StoreWatch),
         spawn(d, job_retention::JobRetention),
         spawn(d, cloud::CloudLoop::default()),
+        spawn(d, replicas::Replicas::new()),
     ]
 }

@@ -4,12 +4,13 @@
 //! The copy resumes at the length of the daemon's own log file, so a restart neither skips nor
 //! repeats a byte.
 
+use super::cluster;
 use super::container_jobs::{pull_image, record_ports, wait_started};
 use crate::handle::Daemon;
 use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
-use crate::lifecycle::{finish, finish_from_exit, request_job_stop};
+use crate::lifecycle::{finish, finish_from_exit, request_job_stop, stop_on_master_done};
 use crate::loops::launch::{self, Launch, LaunchContext};
 use crate::ops::secrets;
 use crate::ops::stops::carry_out_stops;
@@ -159,7 +160,22 @@ async fn start_resolved(
             None => Ok(false),
         };
     }
-    let launch = plan_launch(d, run, job, job_dir)?;
+    // dstack's `startup_order`: the job waits (provisioning) until its turn.
+    if !super::cluster::wait_for_startup_order(d, run.id, job).await {
+        if stopped_meanwhile(d, run.id, job)? {
+            end_stopped_before_start(d, run.id, job).await?;
+            cluster::remove_ssh(d, host, run, job, job_dir).await;
+        }
+        return Ok(false);
+    }
+    let mut launch = plan_launch(d, run, job, job_dir, None)?;
+    // A host job of a multi-node run reaches the other nodes by `ssh` (not set up in containers).
+    if matches!(launch, Launch::Host { .. }) {
+        let nodes = cluster::nodes(d, run, job.replica_num)?;
+        if let Some(bin) = cluster::install_ssh(d, host, run, &nodes, job_dir).await? {
+            launch = plan_launch(d, run, job, job_dir, Some(&bin))?;
+        }
+    }
     super::job_files::put_archives(d, host, run, job_dir).await?;
     let pid = match launch {
         Launch::Host {
@@ -175,17 +191,9 @@ async fn start_resolved(
         } => {
             pull_image(d, host, run, job, &spec.image, registry_auth).await?;
             // A stop that came while the image was pulled.
-            let stopped = d
-                .store()
-                .get_run(run.id)
-                .map_err(|e| e.to_string())?
-                .and_then(|r| {
-                    r.job(job.replica_num, job.job_num)
-                        .map(|j| j.current.stop.is_some())
-                })
-                .unwrap_or(true);
-            if stopped {
+            if stopped_meanwhile(d, run.id, job)? {
                 end_stopped_before_start(d, run.id, job).await?;
+                cluster::remove_ssh(d, host, run, job, job_dir).await;
                 return Ok(false);
             }
             let launcher = spec.launcher(job_dir);
@@ -202,6 +210,20 @@ async fn start_resolved(
     };
     info!(run = %run.name, job = job.job_num, pid, "job started");
     mark_started(d, run, job).await
+}
+
+/// Whether the job must not start after all: a stop came since `job` was read, it ended, or
+/// it (or its run) is gone.
+fn stopped_meanwhile(d: &Daemon, run_id: u64, job: &Job) -> Result<bool, Failure> {
+    Ok(d.store()
+        .get_run(run_id)
+        .map_err(|e| e.to_string())?
+        .and_then(|r| {
+            r.job(job.replica_num, job.job_num)
+                .filter(|j| j.current.id == job.current.id)
+                .map(|j| j.current.stop.is_some() || j.current.status.is_finished())
+        })
+        .unwrap_or(true))
 }
 
 /// Records that the job's process runs (or, stopped meanwhile, that it terminates).
@@ -239,7 +261,7 @@ async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<
     let sub_id = job.current.id;
     d.update_run(run_id, |run| {
         if let Some(j) = run.job_mut(job.replica_num, job.job_num) {
-            if j.current.id != sub_id {
+            if j.current.id != sub_id || j.current.status.is_finished() {
                 return;
             }
             if let Some(stop) = j.current.stop.clone() {
@@ -271,6 +293,7 @@ pub(super) fn plan_launch(
     run: &Run,
     job: &Job,
     job_dir: &str,
+    ssh_bin: Option<&str>,
 ) -> Result<Launch, Failure> {
     let fleet_env = match job.current.fleet.as_deref() {
         Some(f) => d
@@ -282,7 +305,9 @@ pub(super) fn plan_launch(
             .unwrap_or_default(),
         None => Default::default(),
     };
-    let node_ips = node_ips(d, run, job.replica_num)?;
+    let nodes = cluster::nodes(d, run, job.replica_num)?;
+    let node_ips: Vec<String> = nodes.iter().map(|n| n.ip.clone()).collect();
+    let node_gpus: Vec<usize> = nodes.iter().map(|n| n.gpus).collect();
     let instance = match job.current.instance_id {
         Some(id) => d
             .store()
@@ -302,6 +327,8 @@ pub(super) fn plan_launch(
     let ctx = LaunchContext {
         fleet_env: &fleet_env,
         node_ips: &node_ips,
+        node_gpus: &node_gpus,
+        ssh_bin,
         job_dir,
         software: instance.as_ref().map(|i| i.software).unwrap_or_default(),
         gpu_vendor: instance
@@ -401,12 +428,16 @@ async fn follow_to_end(
         },
         _ => None,
     };
+    let before = d.store().get_run(run_id).map_err(|e| e.to_string())?;
+    // The run's SSH key and files leave this host before the job is seen to end.
+    let ended = before
+        .as_ref()
+        .and_then(|r| r.job(replica, job_num).map(|j| (r, j)));
+    if let Some((r, job)) = ended {
+        cluster::remove_ssh(d, host, r, job, job_dir).await;
+    }
     let now = Timestamp::now();
-    let stop_duration = d
-        .store()
-        .get_run(run_id)
-        .map_err(|e| e.to_string())?
-        .and_then(|r| r.configuration.common().policy.stop_duration);
+    let stop_duration = before.and_then(|r| r.configuration.common().policy.stop_duration);
     let (run, others_to_stop) = d
         .update_run(run_id, |run| {
             let Some(job) = run.job_mut(replica, job_num) else {
@@ -445,7 +476,9 @@ async fn follow_to_end(
                 note = Some(message);
             }
             if job.current.status != JobStatus::Failed {
-                return false;
+                // `stop_criteria: master-done`: the master's end ends the run.
+                let done = job.current.status == JobStatus::Done;
+                return done && stop_on_master_done(run, replica, now);
             }
             if note.is_some() {
                 run.status_message = note;
@@ -608,33 +641,6 @@ pub(super) async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
         _ = d.shutdown().cancelled() => true,
         _ = tokio::time::sleep(dur) => false,
     }
-}
-
-/// The address of each node of a replica, master (job 0) first: an SSH host's `internal_ip`,
-/// else its hostname; 127.0.0.1 for the local machine.
-/// A store error is an error: it never turns a node into `127.0.0.1`.
-fn node_ips(d: &Daemon, run: &Run, replica: u32) -> Result<Vec<String>, String> {
-    let mut jobs: Vec<&Job> = run
-        .jobs
-        .iter()
-        .filter(|j| j.replica_num == replica)
-        .collect();
-    jobs.sort_by_key(|j| j.job_num);
-    jobs.iter()
-        .map(|j| {
-            let instance = match j.current.instance_id {
-                Some(id) => d
-                    .store()
-                    .get_instance(id)
-                    .map_err(|e| format!("cannot read instance {id}: {e}"))?,
-                None => None,
-            };
-            Ok(instance
-                .and_then(|i| i.ssh)
-                .map(|ep| ep.internal_ip.unwrap_or(ep.hostname))
-                .unwrap_or_else(|| "127.0.0.1".to_string()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ pub async fn schedule_once(
                 label: format!("{}/{}/{}", run.name, job.replica_num, job.job_num),
                 priority: common.priority,
                 submitted_at: job.current.submitted_at,
-                requirements: common.resources.clone(),
+                requirements: run.configuration.job_resources(job.job_num).clone(),
                 fleets: common.policy.fleets.clone(),
                 max_price: common.profile.max_price,
                 nodes: run.configuration.nodes(),

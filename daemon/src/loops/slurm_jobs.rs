@@ -14,7 +14,7 @@ use crate::handle::Daemon;
 use crate::hosts::ssh::SshHost;
 use crate::hosts::{slurm_script_hash, Host, HostError, SLURM_SCRIPT};
 use crate::lifecycle::finish;
-use flotilla_protocol::config::ResourcesSpec;
+use flotilla_protocol::config::{ResourcesSpec, RunConfiguration};
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
 use std::time::{Duration, Instant};
@@ -56,6 +56,12 @@ pub async fn start(
         let common = run.configuration.common();
         let (_, _, gpus) = requested(&common.resources);
         let placement = placement(d, job, gpus > 0).await?;
+        if matches!(&run.configuration, RunConfiguration::Task(t) if t.groups.is_some()) {
+            return Err(format!(
+                "slurm cluster {}: task `groups` are not run on Slurm yet (one sbatch job asks for one shape of node); run them on an SSH or cloud fleet (`fleets: [...]`)",
+                placement.cluster
+            ));
+        }
         if let Some(image) = &common.image {
             return Err(if placement.pyxis {
                 format!(
@@ -158,7 +164,7 @@ async fn submit(
             .job_dir
             .clone()
             .ok_or_else(|| format!("rank {} has no job directory yet", r.job_num))?;
-        let (script, rank_shell, workdir) = match plan_launch(d, run, r, &dir) {
+        let (script, rank_shell, workdir) = match plan_launch(d, run, r, &dir, None) {
             Ok(Launch::Host {
                 script,
                 shell,

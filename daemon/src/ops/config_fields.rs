@@ -50,6 +50,10 @@ pub fn support(kind: &str, field: &str) -> Support {
         ) => Honoured,
         // The run waits for its start; each start is a new submission.
         (_, "schedule") => Honoured,
+        // Multi-node tasks (README "Multi-node tasks"): node groups, the nodes' start order and
+        // when the run ends; an idle run's end by its GPUs' utilization.
+        ("task", "groups") => Honoured,
+        (_, "startup_order" | "stop_criteria" | "utilization_policy") => Honoured,
         // Cloning a repo's `url`: only its branch, or all (README "Files and repos").
         (_, "single_branch") => Honoured,
         // Put in place by the job's script: not with `entrypoint` or an image's own command.
@@ -142,10 +146,6 @@ fn files_refusal(config: &RunConfiguration, field: &str) -> Option<String> {
 
 fn refused_message(field: &str) -> String {
     let what = match field {
-        "groups" => "task `groups` are not supported yet; run one task per group, each with its own `commands`, `resources` and `nodes`",
-        "utilization_policy" => "`utilization_policy` is not supported yet: an idle run would not be stopped; remove it (use `max_duration` to bound the run)",
-        "startup_order" => "`startup_order` is not supported yet: the nodes start in any order; remove it",
-        "stop_criteria" => "`stop_criteria` is not supported yet: the run ends when every node is done (`all-done`); remove it",
         "instances" => "`instances` is not supported yet; remove it and name the fleets with `fleets`",
         "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
@@ -221,9 +221,9 @@ mod tests {
             ("max_price", Honoured),
             ("creation_policy", Honoured),
             ("idle_duration", Honoured),
-            ("utilization_policy", Refused),
-            ("startup_order", Refused),
-            ("stop_criteria", Refused),
+            ("utilization_policy", Honoured),
+            ("startup_order", Honoured),
+            ("stop_criteria", Honoured),
             ("schedule", Honoured),
             ("fleets", Honoured),
             ("instances", Refused),
@@ -237,7 +237,7 @@ mod tests {
                     ("commands", Honoured),
                     ("ports", Honoured),
                     ("nodes", Honoured),
-                    ("groups", Refused),
+                    ("groups", Honoured),
                 ],
             ),
             (
@@ -360,18 +360,6 @@ mod tests {
                 "t.yml:3:1: repos: \"~bob/src\": `~user` paths are not supported",
             ),
             (
-                "utilization_policy:\n  min_gpu_utilization: 10\n  time_window: 1h\n",
-                "t.yml:3:1: utilization_policy: `utilization_policy` is not supported yet",
-            ),
-            (
-                "startup_order: master-first\n",
-                "t.yml:3:1: startup_order: `startup_order` is not supported yet",
-            ),
-            (
-                "stop_criteria: master-done\n",
-                "t.yml:3:1: stop_criteria: `stop_criteria` is not supported yet",
-            ),
-            (
                 "instances:\n  - name: a\n",
                 "t.yml:3:1: instances: `instances` is not supported yet",
             ),
@@ -403,9 +391,9 @@ mod tests {
             assert_eq!(got.len(), 1, "{yaml}: {got:?}");
             assert!(got[0].starts_with(want), "{yaml}: {got:?}");
         }
-        let groups = "type: task\ngroups:\n  - name: a\n    nodes: 1\n    commands: [\"true\"]\n";
-        assert!(refused(groups)[0]
-            .starts_with("t.yml:2:1: groups: task `groups` are not supported yet"));
+        // The multi-node fields and the utilization policy are honoured.
+        let multi = "type: task\nstartup_order: workers-first\nstop_criteria: master-done\nutilization_policy:\n  min_gpu_utilization: 10\n  time_window: 1h\ngroups:\n  - name: a\n    nodes: 1\n    commands: [\"true\"]\n";
+        assert!(refused(multi).is_empty(), "{:?}", refused(multi));
         let service = |extra: &str| {
             refused(&format!(
                 "type: service\nport: 80\ncommands: [\"true\"]\n{extra}"

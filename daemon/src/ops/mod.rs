@@ -19,11 +19,13 @@ pub mod runs_access;
 pub mod runs_interpolation;
 pub mod runs_retention;
 pub mod secrets;
+pub mod services;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
 pub mod uploads;
 pub mod users;
+pub mod utilization;
 
 use crate::store::StoreError;
 use flotilla_protocol::config::ConfigErrors;

@@ -14,7 +14,7 @@ use flotilla_protocol::config::cron::next_start;
 use flotilla_protocol::config::sites::sites;
 use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
 use flotilla_protocol::model::{
-    Job, JobTerminationReason, Run, RunArchive, RunStatus, RunTerminationReason,
+    ClusterKey, Job, JobTerminationReason, Run, RunArchive, RunStatus, RunTerminationReason,
 };
 use flotilla_protocol::rpc::{JobPlan, RunApplyParams, RunPlan};
 use flotilla_protocol::Timestamp;
@@ -156,7 +156,7 @@ pub async fn apply_params(
     req.archives = uploads::for_run(d, caller, &req.configuration, &params.archives)?;
     let mut run = apply(d, caller, req).await?;
     run.configuration_path = params.file_name.clone();
-    Ok(run)
+    Ok(visible_to(caller, run))
 }
 
 /// `run.plan`: what `run.apply` would submit, with the offers each job could take now (the
@@ -164,13 +164,6 @@ pub async fn apply_params(
 pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunPlan, OpError> {
     let req = parse_request(params, &secrets::names(d)?)?;
     let common = req.configuration.common();
-    let mut offers = offers::assemble(d, &OfferRequest::for_run(common))?;
-    let total = offers.len();
-    let max_price = offers
-        .iter()
-        .map(|o| o.price)
-        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
-    offers.truncate(50);
     let current = if req.name_generated {
         None
     } else {
@@ -180,17 +173,44 @@ pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunP
     };
     let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
     let nodes = req.configuration.nodes().max(1);
-    let jobs = (0..replicas)
-        .flat_map(|r| (0..nodes).map(move |j| (r, j)))
-        .map(|(r, j)| JobPlan {
-            replica_num: r,
-            job_num: j,
-            job_name: format!("{}-{j}-{r}", req.name),
-            offers: offers.clone(),
-            total_offers: total,
-            max_price,
-        })
-        .collect();
+    // The offers of each distinct resources (a task's node groups each ask for their own).
+    let mut by_resources: Vec<(
+        flotilla_protocol::config::ResourcesSpec,
+        Vec<_>,
+        usize,
+        Option<f64>,
+    )> = Vec::new();
+    let mut jobs = Vec::new();
+    for r in 0..replicas {
+        for j in 0..nodes {
+            let resources = req.configuration.job_resources(j);
+            let at = match by_resources.iter().position(|(res, ..)| res == resources) {
+                Some(at) => at,
+                None => {
+                    let mut request = OfferRequest::for_run(common);
+                    request.requirements.resources = resources.clone();
+                    let mut offers = offers::assemble(d, &request)?;
+                    let total = offers.len();
+                    let max_price = offers
+                        .iter()
+                        .map(|o| o.price)
+                        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+                    offers.truncate(50);
+                    by_resources.push((resources.clone(), offers, total, max_price));
+                    by_resources.len() - 1
+                }
+            };
+            let (_, offers, total, max_price) = &by_resources[at];
+            jobs.push(JobPlan {
+                replica_num: r,
+                job_num: j,
+                job_name: format!("{}-{j}-{r}", req.name),
+                offers: offers.clone(),
+                total_offers: *total,
+                max_price: *max_price,
+            });
+        }
+    }
     Ok(RunPlan {
         run_name: req.name.clone(),
         configuration_type: req.configuration.type_name().to_string(),
@@ -290,6 +310,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
             .seal(&auth.password)
             .map_err(|e| OpError::Invalid(format!("registry_auth: {e}")))?;
     }
+    let cluster_key = cluster_key(d, &configuration, &name)?;
     let run = Run {
         id,
         name,
@@ -312,9 +333,32 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         next_triggered_at,
         archives: req.archives,
         jobs,
+        cluster_key,
     };
     d.insert_run(&run).await?;
     Ok(run)
+}
+
+/// A multi-node task's key pair, with which its nodes log in to each other (the private key
+/// sealed with the daemon's key); `None` for single-node runs.
+fn cluster_key(
+    d: &Daemon,
+    configuration: &RunConfiguration,
+    name: &str,
+) -> Result<Option<ClusterKey>, OpError> {
+    if configuration.nodes() < 2 {
+        return Ok(None);
+    }
+    let (public, private) = super::users::generate_key_pair(&format!("flotilla-run-{name}"))
+        .map_err(|e| OpError::Internal(format!("run {name}: {e}")))?;
+    let private_sealed = d
+        .sealing()
+        .seal(&private)
+        .map_err(|e| OpError::Internal(format!("run {name}: cannot seal its SSH key: {e}")))?;
+    Ok(Some(ClusterKey {
+        public,
+        private_sealed,
+    }))
 }
 
 /// A run with `schedule` waits for its first start: each job's submission waits until then
@@ -352,7 +396,7 @@ pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Resul
     let run = find_run(d, name)?;
     check_owner(caller, &run, "stop")?;
     if run.status.is_finished() {
-        return Ok(run);
+        return Ok(visible_to(caller, run));
     }
     let now = Timestamp::now();
     let stop_duration = run.configuration.common().policy.stop_duration;
@@ -377,7 +421,8 @@ pub async fn stop(d: &Daemon, caller: &Caller, name: &str, abort: bool) -> Resul
     })?;
     d.store().flush().await?;
     carry_out_stops(d, run.id).await;
-    Ok(d.store().get_run(run.id)?.unwrap_or(run))
+    let run = d.store().get_run(run.id)?.unwrap_or(run);
+    Ok(visible_to(caller, run))
 }
 
 /// Deletes a finished run with its logs.

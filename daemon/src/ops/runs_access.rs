@@ -24,8 +24,12 @@ pub fn check_owner(caller: &Caller, run: &Run, what: &str) -> Result<(), OpError
     }
 }
 
-/// `run` as `caller` may see it: whole for its owner and admins, else without its contents.
-pub fn visible_to(caller: &Caller, run: Run) -> Run {
+/// `run` as `caller` may see it: whole for its owner and admins, else without its contents;
+/// a multi-node run's private key (sealed) is never sent to anyone.
+pub fn visible_to(caller: &Caller, mut run: Run) -> Run {
+    if let Some(key) = run.cluster_key.as_mut() {
+        key.private_sealed.clear();
+    }
     if is_owner_or_admin(caller, &run) {
         run
     } else {
@@ -112,6 +116,7 @@ mod tests {
             retry_window_started_at: None,
             next_triggered_at: None,
             archives: Vec::new(),
+            cluster_key: None,
             jobs: Vec::new(),
         }
     }

@@ -5,11 +5,16 @@
 //!   replaced when the job starts ([`super::secrets::resolve_for_job`]), so the value is never
 //!   stored with the run;
 //! - `${{ env.NAME }}` in `registry_auth` (the run's `env`), replaced at apply, as dstack's CLI does;
-//! - `${{ run.args }}` in a task's or service's `commands`: the run's arguments, which flotilla
-//!   does not take yet, so empty (dstack's value without arguments);
+//! - `${{ run.args }}` in a task's or service's `commands` (and a task's group `commands`): the
+//!   run's arguments, which flotilla does not take yet, so empty (dstack's value without
+//!   arguments);
+//! - `${{ groups[i].nodes[j].IP_ADDRESS }}` in a task's `commands` and group `commands`: checked
+//!   here (the group and node exist), replaced with the node's address when the job starts
+//!   ([`group_addresses`]);
 //! - anywhere else, a reference is an error naming the field: dstack would pass it on as
 //!   written, and the job would get `${{ ... }}` literally.
 
+use flotilla_protocol::config::groups_ref;
 use flotilla_protocol::config::interpolate::{has_reference, missing_error, Interpolator};
 use flotilla_protocol::config::sites::Site;
 use flotilla_protocol::config::{ConfigError, RunConfiguration};
@@ -33,8 +38,65 @@ fn place_of(kind: &str, path: &str) -> Place {
         "env" => Place::Env,
         "registry_auth" => Place::RegistryAuth,
         "commands" if kind != "dev-environment" => Place::Commands,
+        "groups" if kind == "task" && is_group_commands(path) => Place::Commands,
         _ => Place::Elsewhere,
     }
+}
+
+/// `groups[3].commands[0]`: a command of a task's node group.
+fn is_group_commands(path: &str) -> bool {
+    path.split_once("].")
+        .is_some_and(|(_, rest)| rest.starts_with("commands["))
+}
+
+/// How many nodes each group of a task has (one group of all its nodes without `groups`), for
+/// `${{ groups[i].nodes[j].IP_ADDRESS }}`; empty for other kinds.
+fn node_group_sizes(config: &RunConfiguration) -> Vec<usize> {
+    match config {
+        RunConfiguration::Task(t) => match &t.groups {
+            Some(groups) => groups.iter().map(|g| g.nodes as usize).collect(),
+            None => vec![t.nodes.max(1) as usize],
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// A task's commands with `${{ groups[i].nodes[j].IP_ADDRESS }}` replaced by the nodes'
+/// addresses (`node_ips`: the replica's, master first), when the job starts.
+pub fn group_addresses(
+    config: &RunConfiguration,
+    commands: Vec<String>,
+    node_ips: &[String],
+) -> Result<Vec<String>, String> {
+    if !commands.iter().any(|c| c.contains("groups")) {
+        return Ok(commands);
+    }
+    let RunConfiguration::Task(task) = config else {
+        return Ok(commands);
+    };
+    let sizes = node_group_sizes(config);
+    let mut view = Vec::with_capacity(sizes.len());
+    for (g, n) in sizes.iter().enumerate() {
+        let row = (0..*n as u32)
+            .map(|j| {
+                let job = if task.groups.is_some() {
+                    task.job_of(g, j)
+                } else {
+                    Some(j)
+                };
+                job.and_then(|k| node_ips.get(k as usize))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        view.push(row);
+    }
+    commands
+        .into_iter()
+        .map(|c| {
+            groups_ref::replace(&c, groups_ref::Member::Nodes, &view).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// The run's `env` as dstack's CLI sees it: bare keys take the caller's values.
@@ -67,6 +129,7 @@ pub fn check(
 ) -> Vec<ConfigError> {
     let kind = config.type_name();
     let env = env_values(config, caller_env);
+    let sizes = node_group_sizes(config);
     let secrets =
         Interpolator::new().namespace("secrets", secret_names.iter().map(|n| (n.as_str(), "")));
     let mut errors = Vec::new();
@@ -85,9 +148,11 @@ pub fn check(
                 .and_then(|v| secrets.interpolate_or_error(&v))
                 .map(drop)
                 .map_err(|e| format!("{e}; `registry_auth` takes `${{{{ env.NAME }}}}` of the run's `env` and `${{{{ secrets.NAME }}}}` ({HOW_TO_SET})")),
-            Place::Commands => Interpolator::new()
+            Place::Commands => groups_ref::check_bounds(value, groups_ref::Member::Nodes, &sizes)
+                .and_then(|()| groups_ref::without_refs(value))
+                .and_then(|value| Interpolator::new()
                 .namespace("run", [("args", "")])
-                .interpolate(value)
+                .interpolate(&value))
                 .map_err(|e| e.to_string())
                 .and_then(|(_, missing)| {
                     if missing.is_empty() {
@@ -129,17 +194,40 @@ pub fn apply_client_side(
             .map_err(|e| format!("registry_auth.password: {e}"))?;
     }
     let run_args = Interpolator::new().namespace("run", [("args", "")]);
-    let commands = match config {
-        RunConfiguration::Task(t) => &mut t.commands,
-        RunConfiguration::Service(s) => &mut s.commands,
+    let commands: Vec<&mut String> = match config {
+        RunConfiguration::Task(t) => t
+            .commands
+            .iter_mut()
+            .chain(
+                t.groups
+                    .iter_mut()
+                    .flatten()
+                    .flat_map(|g| g.commands.iter_mut()),
+            )
+            .collect(),
+        RunConfiguration::Service(s) => s.commands.iter_mut().collect(),
         RunConfiguration::DevEnvironment(_) => return Ok(()),
     };
-    for c in commands.iter_mut().filter(|c| has_reference(c)) {
-        *c = run_args
-            .interpolate_or_error(c)
-            .map_err(|e| format!("commands: {e}"))?;
+    for c in commands.into_iter().filter(|c| has_reference(c)) {
+        *c = around_groups(&run_args, c).map_err(|e| format!("commands: {e}"))?;
     }
     Ok(())
+}
+
+/// `c` interpolated by `i`, its `groups` references kept as written for the job's start.
+fn around_groups(
+    i: &Interpolator<'_>,
+    c: &str,
+) -> Result<String, flotilla_protocol::config::interpolate::InterpolateError> {
+    let mut out = String::with_capacity(c.len());
+    let mut at = 0;
+    for r in groups_ref::find(c)? {
+        out.push_str(&i.interpolate_or_error(&c[at..r.start])?);
+        out.push_str(&c[r.start..r.end]);
+        at = r.end;
+    }
+    out.push_str(&i.interpolate_or_error(&c[at..])?);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -208,6 +296,41 @@ mod tests {
         assert!(
             e[0].starts_with("t.yml:3:5: init[0]: `${{ ... }}` is not interpolated in `init`"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn node_addresses_are_checked_in_commands_and_kept_for_the_jobs_start() {
+        let yaml = "type: task\ngroups:\n  - nodes: 1\n    commands:\n      - ray start --head ${{ run.args }}\n  - nodes: 2\n    commands:\n      - ray start --address=${{ groups[0].nodes[0].IP_ADDRESS }}:6379\n";
+        assert_eq!(errors(yaml, &[]), Vec::<String>::new());
+        let bad = yaml.replace("groups[0].nodes[0]", "groups[1].nodes[2]");
+        let e = errors(&bad, &[]);
+        assert!(e[0].starts_with("t.yml:8:9: groups[1].commands[0]: Invalid reference groups[1].nodes[2].IP_ADDRESS: out of range"), "{e:?}");
+        let typo = yaml.replace("IP_ADDRESS", "IP");
+        assert!(errors(&typo, &[])[0].contains("Illegal reference name: groups[0].nodes[0].IP"));
+        let single =
+            "type: task\nnodes: 2\ncommands:\n  - echo ${{ groups[0].nodes[1].IP_ADDRESS }}\n";
+        assert_eq!(errors(single, &[]), Vec::<String>::new());
+        let mut config = parse_configuration("t.yml", yaml)
+            .expect("parses")
+            .as_run()
+            .expect("a run");
+        apply_client_side(&mut config, &BTreeMap::new()).expect("interpolated");
+        assert_eq!(
+            config.job_commands(0),
+            vec!["ray start --head ".to_string()]
+        );
+        let kept = config.job_commands(2);
+        assert_eq!(
+            kept,
+            vec!["ray start --address=${{ groups[0].nodes[0].IP_ADDRESS }}:6379".to_string()]
+        );
+        let ips: Vec<String> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            group_addresses(&config, kept, &ips).expect("replaced"),
+            vec!["ray start --address=10.0.0.1:6379".to_string()]
         );
     }
 

@@ -108,39 +108,20 @@ impl AsyncWrite for Attached {
     }
 }
 
-/// A stream to a port the job listens on: on its host's loopback, at the port its container
-/// published for it (a container on Docker's bridge), or the port itself (a host job, a
-/// container on the host's network).
+/// A stream to a port the job listens on, with what `tunnel.open` says of it.
 async fn open_job_port(
     d: &Daemon,
     run: &str,
     sub: &JobSubmission,
     port: u16,
 ) -> Result<(TunnelInfo, Box<dyn ByteStream>), OpError> {
-    let on_host = sub
-        .ports
-        .iter()
-        .find(|p| p.container == port)
-        .map(|p| p.host)
-        .unwrap_or(port);
-    let host = d.host_for(sub.instance_id);
-    let unreachable = |e: String| {
+    let on_host = host_port(sub, port);
+    let stream = connect_job_port(d, sub, port).await.map_err(|e| {
         OpError::Conflict(format!(
             "cannot reach port {port} of {run} on {}: {e}; is the job listening on it?",
-            host.label()
+            d.host_for(sub.instance_id).label()
         ))
-    };
-    let stream: Box<dyn ByteStream> = match &host {
-        Host::Local(_) => Box::new(
-            tokio::net::TcpStream::connect(("127.0.0.1", on_host))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?,
-        ),
-        Host::Ssh(h) => h
-            .open_local_port(on_host)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?,
-    };
+    })?;
     let info = TunnelInfo {
         instance: sub.instance.clone().unwrap_or_default(),
         hostname: "127.0.0.1".into(),
@@ -150,4 +131,33 @@ async fn open_job_port(
         workdir: None,
     };
     Ok((info, stream))
+}
+
+/// Where the job's `port` answers on its host's loopback: the port its container published
+/// for it (a container on Docker's bridge), or the port itself (a host job, a container on the
+/// host's network).
+pub fn host_port(sub: &JobSubmission, port: u16) -> u16 {
+    sub.ports
+        .iter()
+        .find(|p| p.container == port)
+        .map(|p| p.host)
+        .unwrap_or(port)
+}
+
+/// A stream to a port the job listens on: a TCP connection on this machine's loopback for a
+/// local job, a channel of the daemon's SSH connection to the host's loopback otherwise.
+pub async fn connect_job_port(
+    d: &Daemon,
+    sub: &JobSubmission,
+    port: u16,
+) -> Result<Box<dyn ByteStream>, String> {
+    let on_host = host_port(sub, port);
+    match d.host_for(sub.instance_id) {
+        Host::Local(_) => Ok(Box::new(
+            tokio::net::TcpStream::connect(("127.0.0.1", on_host))
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        Host::Ssh(h) => h.open_local_port(on_host).await.map_err(|e| e.to_string()),
+    }
 }

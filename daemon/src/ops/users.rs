@@ -43,67 +43,31 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
     Ok((public, private))
 }
 
-/// The caller's user record, made (with a key pair) at first contact; a new key is added to
-/// the SSH hosts before this returns, so the user's own ssh works at once.
+/// The caller's user record, made (with a key pair) at first contact. The key opens the
+/// daemon's SSH gateway into the user's own runs; it is installed on no host.
 pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     if let Some(u) = d.store().get_user(caller.uid)? {
         return opened(d, u);
     }
-    let user = create(d, caller)?;
-    push_key(d, &user.ssh_public_key).await;
-    Ok(user)
-}
-
-/// The `authorized_keys` options of a user's key on fleet hosts: no agent or X11 forwarding,
-/// no `~/.ssh/rc`, no tunnel devices; a terminal and port forwarding (what attaching to a
-/// job needs). The key still runs any command as the host's login user.
-pub const KEY_OPTIONS: &str = "restrict,pty,port-forwarding";
-
-/// A user's public key as a line of a host's `authorized_keys`.
-pub fn authorized_line(public_key: &str) -> String {
-    format!("{KEY_OPTIONS} {public_key}")
-}
-
-/// Adds a public key (with [`KEY_OPTIONS`]) to every SSH host that is up (bounded in time; the
-/// instances loop catches up with the others).
-pub async fn push_key(d: &Daemon, key: &str) {
-    let line = authorized_line(key);
-    let tasks: Vec<_> = ssh_hosts_up(d, "add a key to")
-        .into_iter()
-        .map(|h| {
-            let key = vec![line.clone()];
-            tokio::spawn(async move {
-                let pushed = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    h.authorize_keys(&key),
-                )
-                .await;
-                match pushed {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("{}: cannot add a user's key: {e}", h.label()),
-                    Err(_) => tracing::warn!("{}: adding a user's key timed out", h.label()),
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::warn!("adding a user's key to a host failed: {e}");
-        }
-    }
+    create(d, caller)
 }
 
 /// How many replaced keys a user's record keeps for hosts that were down at a refresh.
 const MAX_RETIRED_KEYS: usize = 20;
 
-/// Removes every user's replaced keys from one host (for a host that was down when a key was
-/// refreshed: the instances loop calls this when it provisions a host, after adding the keys).
-pub async fn revoke_retired_keys(d: &Daemon, host: &Host) -> Result<(), OpError> {
+/// Removes every user's keys, current and replaced, from one host's `authorized_keys`: users
+/// reach their jobs through the daemon's gateway, and an earlier version of the daemon installed
+/// their keys on hosts. The instances loop calls this when it provisions a host.
+pub async fn revoke_user_keys(d: &Daemon, host: &Host) -> Result<(), OpError> {
     let retired: Vec<String> = d
         .store()
         .list_users()?
         .into_iter()
-        .flat_map(|u| u.retired_ssh_keys)
+        .flat_map(|u| {
+            let mut keys = u.retired_ssh_keys;
+            keys.push(u.ssh_public_key);
+            keys
+        })
         .collect();
     if retired.is_empty() {
         return Ok(());
@@ -115,8 +79,8 @@ pub async fn revoke_retired_keys(d: &Daemon, host: &Host) -> Result<(), OpError>
         .map_err(|e| OpError::Internal(e.to_string()))
 }
 
-/// Removes a replaced public key from every SSH host that is up (a host that is down at that
-/// moment keeps it: the warning says which).
+/// Removes a replaced public key from every SSH host that is up, in case an earlier version
+/// of the daemon installed it (a host that is down now is cleaned when it is provisioned).
 pub async fn revoke_key(d: &Daemon, key: &str) {
     let tasks: Vec<_> = ssh_hosts_up(d, "remove an old key from")
         .into_iter()
@@ -186,7 +150,6 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         retired_ssh_keys: Vec::new(),
     };
     d.store().put_user(&sealed(d, &user)?)?;
-    d.wake_instances();
     Ok(user)
 }
 
@@ -212,7 +175,8 @@ fn opened(d: &Daemon, mut user: User) -> Result<User, UserError> {
     Ok(user)
 }
 
-/// Replaces a user's key pair (the new public key is pushed to the hosts).
+/// Replaces a user's key pair (the gateway takes the new one at once; the old one is removed
+/// from hosts in case an earlier daemon installed it).
 pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     let Some(mut user) = d.store().get_user(uid)? else {
         return Ok(None);
@@ -225,17 +189,7 @@ pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
     user.retired_ssh_keys.drain(..excess);
     d.store().put_user(&sealed(d, &user)?)?;
     revoke_key(d, &old).await;
-    push_key(d, &user.ssh_public_key).await;
     Ok(Some(user))
-}
-
-/// Every user's public key as an `authorized_keys` line (what hosts must accept).
-pub fn public_keys(d: &Daemon) -> Result<Vec<String>, StoreError> {
-    Ok(d.store()
-        .list_users()?
-        .into_iter()
-        .map(|u| authorized_line(&u.ssh_public_key))
-        .collect())
 }
 
 /// `user.refresh_ssh_key`: a new key pair for the caller, or (an admin) for another user,

@@ -53,6 +53,7 @@ fn run(store: &Store, name: &str, jobs: u32) -> Run {
         retry_window_started_at: None,
         next_triggered_at: None,
         archives: Vec::new(),
+        cluster_key: None,
         jobs: (0..jobs)
             .map(|j| Job {
                 replica_num: 0,

@@ -13,6 +13,7 @@ mod env;
 pub mod environment;
 mod error;
 mod fleet;
+pub mod groups_ref;
 pub mod interpolate;
 pub mod limits;
 mod mounts;
@@ -41,7 +42,7 @@ pub use resources::{
     parse_count_range, parse_size, parse_size_range, CpuArch, CpuSpec, DiskSpec, GpuSpec,
     GpuVendor, Range, ResourcesSpec,
 };
-pub use run::{DevEnvironmentConfig, NodeGroup, RunConfiguration, TaskConfig};
+pub use run::{DevEnvironmentConfig, GroupSlot, NodeGroup, RunConfiguration, TaskConfig};
 pub use service::{
     GatewayChoice, HttpHeader, ModelSpec, ProbeSpec, RateLimit, ReplicaGroup, ScalingSpec,
     ServiceConfig,

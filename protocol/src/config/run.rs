@@ -96,6 +96,42 @@ impl RunConfiguration {
         }
     }
 
+    /// The commands job `job_num` runs: its node group's `commands` when the task has `groups`,
+    /// else [`RunConfiguration::commands`].
+    pub fn job_commands(&self, job_num: u32) -> Vec<String> {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => slot.group.commands.clone(),
+                None if task.groups.is_some() => Vec::new(),
+                None => task.commands.clone(),
+            },
+            _ => self.commands(),
+        }
+    }
+
+    /// The resources job `job_num` asks for: its node group's `resources` (which replace the
+    /// task's, as dstack does) or the run's.
+    pub fn job_resources(&self, job_num: u32) -> &ResourcesSpec {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => &slot.group.resources,
+                None => &task.common.resources,
+            },
+            _ => &self.common().resources,
+        }
+    }
+
+    /// The ports job `job_num` publishes: its node group's `ports` with `groups`, else the run's.
+    pub fn job_ports(&self, job_num: u32) -> &[PortMapping] {
+        match self {
+            RunConfiguration::Task(task) => match task.group_of(job_num) {
+                Some(slot) => &slot.group.ports,
+                None => &task.common.ports,
+            },
+            _ => &self.common().ports,
+        }
+    }
+
     /// A task's node count; 1 for the other kinds.
     pub fn nodes(&self) -> u32 {
         match self {
@@ -110,6 +146,46 @@ impl RunConfiguration {
             RunConfiguration::Service(service) => service.replicas,
             _ => Range::exact(1),
         }
+    }
+}
+
+/// Where one job of a multi-node task sits among its `groups`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSlot<'a> {
+    /// The group's index in `groups`.
+    pub index: usize,
+    pub group: &'a NodeGroup,
+    /// The job's index within its group.
+    pub node: u32,
+}
+
+impl TaskConfig {
+    /// The group of job `job_num` (groups take the job numbers in order: the first group's
+    /// nodes are jobs `0..n0`, the next group's follow); `None` without `groups`.
+    pub fn group_of(&self, job_num: u32) -> Option<GroupSlot<'_>> {
+        let mut first = 0u32;
+        for (index, group) in self.groups.as_ref()?.iter().enumerate() {
+            if job_num < first.saturating_add(group.nodes) {
+                return Some(GroupSlot {
+                    index,
+                    group,
+                    node: job_num - first,
+                });
+            }
+            first = first.saturating_add(group.nodes);
+        }
+        None
+    }
+
+    /// The job number of node `node` of group `index` (`None` out of range).
+    pub fn job_of(&self, index: usize, node: u32) -> Option<u32> {
+        let groups = self.groups.as_ref()?;
+        let group = groups.get(index)?;
+        if node >= group.nodes {
+            return None;
+        }
+        let first: u32 = groups[..index].iter().map(|g| g.nodes).sum();
+        Some(first + node)
     }
 }
 
@@ -302,5 +378,36 @@ pub(crate) fn decode_dev_environment(
         version,
         init: fields.with(d, "init", Decoder::strings).unwrap_or_default(),
         inactivity_duration,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_configuration, RunConfiguration};
+
+    #[test]
+    fn groups_take_the_job_numbers_in_order_with_their_own_commands_and_resources() {
+        let yaml = "type: task\ngroups:\n  - name: head\n    nodes: 1\n    commands: [head]\n    ports: [8265]\n  - nodes: 2\n    commands: [work]\n    resources:\n      gpu: H100:8\n";
+        let Some(RunConfiguration::Task(task)) =
+            parse_configuration("t.yml", yaml).expect("valid").as_run()
+        else {
+            panic!("a task");
+        };
+        let config = RunConfiguration::Task(task.clone());
+        assert_eq!(config.nodes(), 3);
+        let slot = task.group_of(2).expect("job 2");
+        assert_eq!(
+            (slot.index, slot.group.name.as_str(), slot.node),
+            (1, "1", 1)
+        );
+        assert!(task.group_of(3).is_none());
+        assert_eq!(task.job_of(1, 1), Some(2));
+        assert_eq!(task.job_of(1, 2), None);
+        assert_eq!(config.job_commands(0), vec!["head".to_string()]);
+        assert_eq!(config.job_commands(1), vec!["work".to_string()]);
+        assert_eq!(config.job_ports(0).len(), 1);
+        assert!(config.job_ports(1).is_empty());
+        assert_ne!(config.job_resources(0), config.job_resources(2));
+        assert_eq!(config.job_resources(1), config.job_resources(2));
     }
 }

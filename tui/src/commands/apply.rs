@@ -90,7 +90,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // dstack's behaviour: `apply` attaches (ports forwarded) unless `-d`.
-    if !super::attach::run_ports(&run.configuration).is_empty()
+    if !crate::run_access::run_ports(&run.configuration).is_empty()
         || matches!(run.configuration, RunConfiguration::DevEnvironment(_))
     {
         return super::attach::attach(target, &client, &run.name, 0, 0, &[], true).await;

@@ -6,6 +6,7 @@
 use super::apply::{follow_until_run_ends, report_end};
 use super::forward::{forward_ports, Forwarded};
 use crate::connect::{connect_or_start, Target};
+use crate::run_access::{ide_link, run_ports};
 use anyhow::anyhow;
 use flotilla_protocol::client::Client;
 use flotilla_protocol::config::{PortMapping, RunConfiguration};
@@ -100,19 +101,6 @@ pub async fn attach(
     report_end(&run, end.as_ref())
 }
 
-/// The ports a run's configuration asks to forward: `ports`, and a service's `port`.
-pub fn run_ports(configuration: &RunConfiguration) -> Vec<PortMapping> {
-    let mut ports = configuration.common().ports.clone();
-    if let RunConfiguration::Service(service) = configuration {
-        if let Some(p) = service.port {
-            if !ports.iter().any(|q| q.container == p.container) {
-                ports.push(p);
-            }
-        }
-    }
-    ports
-}
-
 fn announce(run: &Run, forwarded: &[Forwarded], ssh_ready: bool) {
     for f in forwarded {
         eprintln!(
@@ -123,36 +111,11 @@ fn announce(run: &Run, forwarded: &[Forwarded], ssh_ready: bool) {
     if ssh_ready {
         eprintln!("To open a session in the job: ssh {}", run.name);
     }
-    if let RunConfiguration::DevEnvironment(dev) = &run.configuration {
-        let scheme = match dev.ide.as_deref() {
-            Some("vscode") => Some("vscode"),
-            Some("cursor") => Some("cursor"),
-            Some("windsurf") => Some("windsurf"),
-            _ => None,
-        };
+    if let RunConfiguration::DevEnvironment(_) = &run.configuration {
         eprintln!("Dev environment {} is up", run.name);
-        if let (Some(scheme), true) = (scheme, ssh_ready) {
-            eprintln!(
-                "Open in the IDE: {scheme}://vscode-remote/ssh-remote+{}{}",
-                run.name,
-                ide_path(run)
-            );
+        if let (Some(link), true) = (ide_link(run), ssh_ready) {
+            eprintln!("Open in the IDE: {link}");
         }
-    }
-}
-
-/// The folder an IDE opens: the job's working directory.
-fn ide_path(run: &Run) -> String {
-    let common = run.configuration.common();
-    match &common.working_dir {
-        Some(w) if w.starts_with('/') => w.clone(),
-        Some(w) => format!("/workflow/{w}"),
-        None => run
-            .jobs
-            .first()
-            .and_then(|j| j.current.job_dir.clone())
-            .map(|d| format!("{d}/work"))
-            .unwrap_or_else(|| "/".into()),
     }
 }
 

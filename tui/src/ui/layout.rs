@@ -10,7 +10,7 @@ pub const TITLE_ROWS: u16 = 1;
 /// The hint bar or the prompt.
 pub const BOTTOM_ROWS: u16 = 1;
 /// The details of the selected job, below the jobs table.
-pub const DETAIL_ROWS: u16 = 3;
+pub const DETAIL_ROWS: u16 = 4;
 /// The offers query line, above the offers table.
 pub const QUERY_ROWS: u16 = 1;
 

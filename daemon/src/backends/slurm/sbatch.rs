@@ -132,7 +132,8 @@ export FLOTILLA_MASTER_NODE_IP
 "#;
 
 /// What the job script sets from the allocation, after flotilla's own exports (which know no
-/// nodes): the rank, the nodes and their addresses, and the GPUs Slurm gave.
+/// nodes): the rank, the nodes and their addresses, the GPUs Slurm gave, and the MPI hostfile
+/// written again from them.
 pub const ALLOCATION_ENV: &str = r#"export DSTACK_NODE_RANK="${FLOTILLA_RANK:-0}"
 export DSTACK_NODES_NUM="${SLURM_JOB_NUM_NODES:-1}"
 export DSTACK_MASTER_NODE_IP="${FLOTILLA_MASTER_NODE_IP:-127.0.0.1}"
@@ -140,6 +141,7 @@ export DSTACK_NODES_IPS="${FLOTILLA_NODES_IPS:-127.0.0.1}"
 export DSTACK_GPUS_PER_NODE="${SLURM_GPUS_ON_NODE:-0}"
 export DSTACK_GPUS_NUM="$((DSTACK_GPUS_PER_NODE * DSTACK_NODES_NUM))"
 if [ -n "${FLOTILLA_SLURM_CUDA+x}" ]; then export CUDA_VISIBLE_DEVICES="$FLOTILLA_SLURM_CUDA"; else unset CUDA_VISIBLE_DEVICES; fi
+if [ -n "${DSTACK_MPI_HOSTFILE:-}" ]; then printf '%s\n' "$DSTACK_NODES_IPS" | awk -v g="$DSTACK_GPUS_PER_NODE" 'NF { if (g > 0) print $1 " slots=" g; else print $1 }' > "$DSTACK_MPI_HOSTFILE"; fi
 "#;
 
 /// The job script for a Slurm rank: flotilla's script (its `export` lines, `set -e`, the

@@ -241,6 +241,8 @@ fn draw(v: &JobsView, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
             ],
             None => vec![],
         },
+        // How to reach it: the ports `attach` forwards, `ssh RUN`, the IDE link.
+        vec![(crate::run_access::access_line(run), t.dim())],
     ];
     for (i, spans) in detail.iter().enumerate() {
         let y = area.y + i as u16;
