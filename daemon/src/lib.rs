@@ -24,6 +24,7 @@ pub mod loops;
 pub mod notify;
 pub mod ops;
 pub mod presence;
+pub mod replica_rules;
 pub mod rotate;
 pub mod scheduler;
 pub mod sealing;

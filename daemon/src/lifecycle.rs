@@ -4,6 +4,7 @@
 
 use crate::scheduler::{retry_decision, retry_event, RetryDecision};
 use flotilla_protocol::config::cron::next_start;
+use flotilla_protocol::config::RunConfiguration;
 use flotilla_protocol::model::{
     Job, JobStatus, JobSubmission, JobTerminationReason, Run, RunStatus, RunTerminationReason,
     StopRequest,
@@ -16,9 +17,18 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
     if run.status.is_finished() {
         return;
     }
-    let jobs = &run.jobs;
+    let service = service_min(run);
+    // A service's replicas scaled down (stopping or stopped) are no part of its status.
+    let jobs: Vec<&Job> = run
+        .jobs
+        .iter()
+        .filter(|j| service.is_none() || !scaled_down(j))
+        .collect();
     let all_finished = jobs.iter().all(|j| j.current.status.is_finished());
-    let failed = jobs.iter().find(|j| j.current.status == JobStatus::Failed);
+    let failed = jobs
+        .iter()
+        .find(|j| j.current.status == JobStatus::Failed)
+        .filter(|_| service.is_none_or(|min| failure_ends_service(run, min)));
     if let Some(f) = failed {
         if run.termination_reason.is_none() {
             run.termination_reason = Some(RunTerminationReason::JobFailed);
@@ -35,7 +45,7 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
         }
     }
     if let Some(reason) = run.termination_reason {
-        if all_finished {
+        if run.jobs.iter().all(|j| j.current.status.is_finished()) {
             run.status = match reason {
                 RunTerminationReason::AllJobsDone => RunStatus::Done,
                 RunTerminationReason::JobFailed
@@ -47,6 +57,14 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
         } else {
             run.status = RunStatus::Terminating;
         }
+        return;
+    }
+    let none_done = !jobs.iter().any(|j| j.current.status == JobStatus::Done);
+    let idle = run.jobs.is_empty() || jobs.len() < run.jobs.len() || failed_replicas(&jobs);
+    if all_finished && service.is_some() && idle && none_done {
+        // A service scaled to zero, or whose failed replicas wait for their replacement (or
+        // for a request, with `replicas: 0..N`): pending, as dstack shows it.
+        run.status = RunStatus::Pending;
         return;
     }
     if all_finished {
@@ -88,6 +106,46 @@ pub fn derive_run_status(run: &mut Run, now: Timestamp) {
     };
 }
 
+/// A service's minimum replica count (the sum over its groups); `None` for other runs.
+fn service_min(run: &Run) -> Option<u32> {
+    match &run.configuration {
+        RunConfiguration::Service(s) => Some(s.replicas.min.unwrap_or(0)),
+        _ => None,
+    }
+}
+
+/// A service replica stopped by its scaler (or a rolling update).
+fn scaled_down(job: &Job) -> bool {
+    let reason = job
+        .current
+        .stop
+        .as_ref()
+        .map(|s| s.reason)
+        .or(job.current.termination_reason);
+    reason == Some(JobTerminationReason::ScaledDown)
+}
+
+fn failed_replicas(jobs: &[&Job]) -> bool {
+    jobs.iter().any(|j| j.current.status == JobStatus::Failed)
+}
+
+/// Whether a failed replica ends its service: only when no other replica runs to keep serving
+/// and the service must keep some (`min` above 0). Otherwise the replicas loop replaces it
+/// (dstack's issue #2660: one failed replica must not stop the healthy ones).
+fn failure_ends_service(run: &Run, min: u32) -> bool {
+    let serving = run
+        .jobs
+        .iter()
+        .any(|j| j.current.status == JobStatus::Running && j.current.stop.is_none());
+    !serving && min > 0
+}
+
+/// Whether a failed job of `run` ends it (its other jobs are stopped): always for a task or a
+/// dev environment; for a service only when nothing else serves (see [`derive_run_status`]).
+pub fn failure_stops_run(run: &Run) -> bool {
+    service_min(run).is_none_or(|min| failure_ends_service(run, min))
+}
+
 /// Jobs that failed in this change with a reason the run's `retry` covers get a new submission
 /// after the backoff; past the retry `duration`, the run ends with `retry_limit_exceeded`.
 /// `was_active` holds the submissions that were unfinished before the change.
@@ -116,6 +174,8 @@ pub fn resubmit_failed(
         let started = run.retry_window_started_at.unwrap_or(now);
         let at = match retry_decision(Some(&retry), event, attempt, started, now) {
             RetryDecision::NotRetried => continue,
+            // A service keeps its other replicas: the run's status decides whether it goes on.
+            RetryDecision::LimitExceeded if service_min(run).is_some() => continue,
             RetryDecision::LimitExceeded => {
                 run.termination_reason = Some(RunTerminationReason::RetryLimitExceeded);
                 run.status_message =
@@ -426,11 +486,16 @@ mod tests {
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: (0..jobs)
                 .map(|j| Job {
                     replica_num: 0,
                     job_num: j,
                     job_name: format!("calm-owl-1-{j}-0"),
+                    replica_group: None,
+                    deployment_num: 0,
                     current: new_submission(10 + u64::from(j), 0, NOW),
                     previous_submissions: Vec::new(),
                 })
@@ -743,5 +808,69 @@ mod tests {
         plain.status = RunStatus::Failed;
         reschedule(&mut plain, NOW, || ids.next());
         assert_eq!(plain.status, RunStatus::Failed);
+    }
+
+    fn service(yaml: &str, replicas: u32) -> Run {
+        let mut run = run_of(yaml, replicas);
+        for (i, job) in run.jobs.iter_mut().enumerate() {
+            job.replica_num = i as u32;
+            job.job_num = 0;
+            job.replica_group = Some("0".into());
+        }
+        run
+    }
+
+    #[test]
+    fn a_failed_replica_leaves_its_service_running_while_another_serves() {
+        let mut run = service(
+            "type: service\nport: 8000\ncommands: [serve]\nreplicas: 2\n",
+            2,
+        );
+        run.jobs[0].current.status = JobStatus::Running;
+        run.jobs[1].current.status = JobStatus::Running;
+        finish_from_exit(&mut run.jobs[1].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.termination_reason, None);
+        // The last one fails too: nothing serves, the run fails.
+        finish_from_exit(&mut run.jobs[0].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(
+            run.termination_reason,
+            Some(RunTerminationReason::JobFailed)
+        );
+    }
+
+    #[test]
+    fn a_service_scaled_to_zero_is_pending_not_finished() {
+        let yaml = "type: service\nport: 8000\ncommands: [serve]\nreplicas: 0..2\nscaling:\n  metric: rps\n  target: 1\n";
+        let mut run = service(yaml, 1);
+        run.jobs[0].current.status = JobStatus::Running;
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Running);
+        request_job_stop(
+            &mut run.jobs[0],
+            JobTerminationReason::ScaledDown,
+            false,
+            None,
+            NOW,
+        );
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending, "stopping for a scale-down");
+        finish_from_exit(&mut run.jobs[0].current, Some(143), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+        assert_eq!(run.termination_reason, None);
+        // A 0..N service whose only replica fails waits for the next request.
+        let mut run = service(yaml, 1);
+        run.jobs[0].current.status = JobStatus::Running;
+        finish_from_exit(&mut run.jobs[0].current, Some(1), NOW);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
+        // With no replica at all (created with 0), too.
+        let mut run = service(yaml, 0);
+        derive_run_status(&mut run, NOW);
+        assert_eq!(run.status, RunStatus::Pending);
     }
 }

@@ -172,6 +172,22 @@ impl Services {
         }
     }
 
+    /// Requests in flight on each replica of a run now, by submission (a replica being drained
+    /// is stopped once its count is 0).
+    pub fn in_flight(&self, run_id: u64) -> HashMap<u64, u32> {
+        self.0
+            .runs
+            .locked()
+            .get(&run_id)
+            .map(|e| {
+                e.replicas
+                    .iter()
+                    .map(|(r, c)| (r.submission, c.load(Ordering::Relaxed)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Resolves when a request was held with no ready replica (or at once if one is waiting).
     pub async fn demand_woken(&self) {
         self.0.demand.notified().await;

@@ -282,6 +282,10 @@ pub struct JobSubmission {
     /// reaches port `container` at `127.0.0.1:host` there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// A service replica's readiness while it runs: its `probes` passed `ready_after` times in a
+    /// row (or, without probes, its `port` accepts connections). `None`: not a running replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// A container's port published on its host's loopback.
@@ -327,6 +331,7 @@ impl JobSubmission {
             retry_at: None,
             stop: None,
             ports: Vec::new(),
+            ready: None,
         }
     }
 }
@@ -351,6 +356,13 @@ pub struct Job {
     pub replica_num: u32,
     pub job_num: u32,
     pub job_name: String,
+    /// The replica group of a service's job (`0` when `replicas` is not a list of groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_group: Option<String>,
+    /// The run's deployment this job's configuration belongs to; a job behind the run's
+    /// `deployment_num` is replaced by a rolling update.
+    #[serde(default)]
+    pub deployment_num: u32,
     #[serde(flatten)]
     pub current: JobSubmission,
     /// Earlier submissions of this job, oldest first.
@@ -387,6 +399,15 @@ pub struct Run {
     /// commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives: Vec<RunArchive>,
+    /// Bumped by each update of a running service's configuration (a rolling update).
+    #[serde(default)]
+    pub deployment_num: u32,
+    /// A service's desired replica count per replica group, as its scaler last decided.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub desired_replicas: std::collections::BTreeMap<String, u32>,
+    /// When a service last scaled up or down (for `scale_up_delay` / `scale_down_delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scaled_at: Option<Timestamp>,
     #[serde(default)]
     pub jobs: Vec<Job>,
     /// A multi-node run's SSH key pair, with which its nodes reach each other (`ssh NODE_IP`,

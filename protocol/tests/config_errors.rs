@@ -145,6 +145,14 @@ fn replica_range_needs_scaling() {
         single_error("s.yml", text),
         "s.yml:5:1: scaling: `scaling` needs `replicas` to be a range (`1..4`)"
     );
+    let text = "type: service\nport: 8000\ncommands: [serve]\nreplicas: 1..2\nscaling: {metric: rps, target: 10, window: 2m}\n";
+    assert!(
+        single_error("s.yml", text).starts_with(
+            "s.yml:5:44: scaling.window: `window` must be one of `30s`, `60s`, `300s`"
+        ),
+        "{}",
+        single_error("s.yml", text)
+    );
 }
 
 #[test]

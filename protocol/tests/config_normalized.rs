@@ -207,6 +207,36 @@ fn replicas_normalize_to_a_range() {
 }
 
 #[test]
+fn a_replica_group_runs_its_own_commands_image_and_resources() {
+    let config = run(
+        "type: service\nport: 8000\nimage: base\nresources: {cpu: 8}\nreplicas:\n  - name: a\n    count: 1..2\n    scaling: {metric: rps, target: 3}\n    commands: [serve-a]\n    resources: {cpu: 2}\n  - name: b\n    count: 1\n    python: \"3.12\"\n    commands: [serve-b]\n",
+    );
+    let RunConfiguration::Service(a) = config.for_replica_group(Some("a")).into_owned() else {
+        panic!("a service")
+    };
+    assert_eq!(a.commands, ["serve-a"]);
+    assert_eq!(a.common.image.as_deref(), Some("base"));
+    assert_eq!(a.common.resources.cpu.count, Range::exact(2));
+    assert_eq!(a.replicas, Range::new(Some(1), Some(2)));
+    assert!(a.scaling.is_some() && a.replica_groups.is_none());
+    let b = config.for_replica_group(Some("b"));
+    assert_eq!(b.commands(), ["serve-b"]);
+    assert_eq!(b.common().python.as_deref(), Some("3.12"));
+    // No group of that name, or no groups at all: the configuration as it is.
+    assert_eq!(*config.for_replica_group(Some("zzz")), config);
+    let plain = run("type: service\nport: 8000\ncommands: [x]\n");
+    assert_eq!(*plain.for_replica_group(Some("0")), plain);
+    let RunConfiguration::Service(s) = &config else {
+        panic!("a service")
+    };
+    let scales: Vec<_> = s.scale_groups().iter().map(|g| (g.name, g.count)).collect();
+    assert_eq!(
+        scales,
+        [("a", Range::new(Some(1), Some(2))), ("b", Range::exact(1))]
+    );
+}
+
+#[test]
 fn ports_volumes_and_model_short_and_long_forms() {
     let RunConfiguration::Service(service) =
         run("type: service\nimage: nginx\nport: \"8000:80\"\nmodel: llama\n")

@@ -190,6 +190,7 @@ fn run_plan() {
                 total_offers: 1,
                 max_price: Some(0.0),
             }],
+            update: None,
         },
     );
 }

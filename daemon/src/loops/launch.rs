@@ -55,7 +55,11 @@ pub struct LaunchContext<'a> {
 
 /// How the job starts on a host with `ctx.software`.
 pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, String> {
-    let common = run.configuration.common();
+    // A service's replica group runs its own commands, image and resources.
+    let configuration = run
+        .configuration
+        .for_replica_group(job.replica_group.as_deref());
+    let common = configuration.common();
     let dev = matches!(run.configuration, RunConfiguration::DevEnvironment(_));
     let environment = JobEnvironment::of(common);
     let in_container = match &environment {
@@ -105,7 +109,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             &launch_files::host_uploads_dir(ctx.job_dir),
         )?);
         script.push_str("set -e\n");
-        for c in job_commands(run, job, ctx.node_ips)? {
+        for c in job_commands(&configuration, job, ctx.node_ips)? {
             script.push_str(&c);
             script.push('\n');
         }
@@ -127,7 +131,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
         .image(ctx.base_image)
         .ok_or("the job has no image")?;
     let env = job_env(run, job, &ctx, container::MPI_HOSTFILE_IN_CONTAINER, false)?;
-    let commands = job_commands(run, job, ctx.node_ips)?;
+    let commands = job_commands(&configuration, job, ctx.node_ips)?;
     let custom_image = matches!(environment, JobEnvironment::Image(_));
     let command = if let Some(entrypoint) = &common.entrypoint {
         let entrypoint = shlex::split(entrypoint)
@@ -244,9 +248,15 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
 
 /// The commands of the job (its node group's, with `groups`), the nodes' addresses put in for
 /// `${{ groups[i].nodes[j].IP_ADDRESS }}`.
-fn job_commands(run: &Run, job: &Job, node_ips: &[String]) -> Result<Vec<String>, String> {
-    let commands = run.configuration.job_commands(job.job_num);
-    group_addresses(&run.configuration, commands, node_ips).map_err(|e| format!("commands: {e}"))
+/// The job's commands (its node group's, or its replica group's when `configuration` is the
+/// group's), with the group addresses they name put in.
+fn job_commands(
+    configuration: &RunConfiguration,
+    job: &Job,
+    node_ips: &[String],
+) -> Result<Vec<String>, String> {
+    let commands = configuration.job_commands(job.job_num);
+    group_addresses(configuration, commands, node_ips).map_err(|e| format!("commands: {e}"))
 }
 
 /// The ports the job listens on: the configuration's (or its node group's) `ports` and a
@@ -439,11 +449,16 @@ mod tests {
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: (0..nodes)
                 .map(|j| Job {
                     replica_num: 0,
                     job_num: j,
                     job_name: format!("calm-owl-1-{j}-0"),
+                    replica_group: None,
+                    deployment_num: 0,
                     current: new_submission(10 + u64::from(j), 0, Timestamp(0)),
                     previous_submissions: Vec::new(),
                 })

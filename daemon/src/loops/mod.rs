@@ -10,7 +10,8 @@
 //! - `timers`: `max_duration` and the kills that follow graceful stops;
 //! - `metrics`: samples the GPUs of busy instances;
 //! - `store_watch`: shuts the daemon down once the state store has failed.
-//! - `replicas`: the live table of every service's replicas and their readiness (for the proxy);
+//! - `replicas`: every service's replicas: readiness (probes), the live table for the proxy,
+//!   autoscaling, replacement of failed replicas and rolling updates;
 //! - `job_retention`: removes finished job directories past `job_retention`, hourly.
 
 pub mod cloud;
@@ -48,6 +49,9 @@ pub enum WakeSource {
     Instances,
     /// [`Daemon::want_instances`]: a fleet asks for instances.
     Fleets,
+    /// [`crate::services::Services::demand_woken`]: the proxy holds a request with no ready
+    /// replica.
+    Demand,
 }
 
 /// One background loop: [`spawn`] calls `tick` until shutdown, sleeping between ticks for
@@ -82,6 +86,7 @@ async fn woken(d: &Daemon, source: WakeSource) {
         WakeSource::Scheduler => d.scheduler_woken().await,
         WakeSource::Instances => d.instances_woken().await,
         WakeSource::Fleets => d.fleets_woken().await,
+        WakeSource::Demand => d.services().demand_woken().await,
     }
 }
 

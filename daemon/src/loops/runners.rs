@@ -10,7 +10,9 @@ use crate::handle::Daemon;
 use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
 use crate::hosts::{sh_quote, Host};
-use crate::lifecycle::{finish, finish_from_exit, request_job_stop, stop_on_master_done};
+use crate::lifecycle::{
+    failure_stops_run, finish, finish_from_exit, request_job_stop, stop_on_master_done,
+};
 use crate::loops::launch::{self, Launch, LaunchContext};
 use crate::ops::secrets;
 use crate::ops::stops::carry_out_stops;
@@ -483,7 +485,11 @@ async fn follow_to_end(
             if note.is_some() {
                 run.status_message = note;
             }
-            // A failed node stops the others of its run.
+            // A failed node stops the others of its run; a service's other replicas go on
+            // serving unless the failure ends the service.
+            if !failure_stops_run(run) {
+                return false;
+            }
             let mut any = false;
             for other in run.jobs.iter_mut() {
                 any |= request_job_stop(

@@ -140,11 +140,15 @@ pub async fn schedule_once(
     let mut pending = Vec::new();
     let mut subs: HashMap<JobKey, u64> = HashMap::new();
     for run in runs.iter().filter(|r| !r.status.is_finished()) {
-        let common = run.configuration.common();
         for job in &run.jobs {
             if job.current.status != JobStatus::Submitted || job.current.stop.is_some() {
                 continue;
             }
+            // A service's replica group asks for its own resources.
+            let configuration = run
+                .configuration
+                .for_replica_group(job.replica_group.as_deref());
+            let common = configuration.common();
             if let Some(at) = job.current.retry_at.filter(|t| *t > now) {
                 next_due = Some(next_due.map_or(at, |n| n.min(at)));
                 continue;

@@ -62,8 +62,10 @@ pub fn support(kind: &str, field: &str) -> Support {
         (_, "volumes") => Partly,
         // `dstack: false` is what every run gets.
         (_, "dstack") => Partly,
-        // A service's fixed replica count is honoured, a range or groups refused.
+        // Replica counts, ranges and groups; a group's `router` and `reservation` are refused.
         ("service", "replicas") => Partly,
+        // Autoscaling on the requests the proxy counts; HTTP probes decide readiness.
+        ("service", "scaling" | "probes") => Honoured,
         // No proxy in front of services yet: `auth: false` and `gateway: false` are what they get.
         ("service", "auth" | "gateway") => Partly,
         _ => Refused,
@@ -87,16 +89,19 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
             "files" | "repos" => files_refusal(config, field)?,
             "dstack" if !common.dstack => return None,
             "dstack" => "`dstack: true` (the dstack server reachable inside the run) is not supported; remove it".into(),
-            "replicas" => match config {
-                RunConfiguration::Service(s) if s.replica_groups.is_some() => {
-                    "replica groups are not supported yet; write one `replicas: N` with the service's own `commands` and `resources`".into()
+            "replicas" => {
+                let RunConfiguration::Service(s) = config else {
+                    return None;
+                };
+                let groups = s.replica_groups.as_deref().unwrap_or_default();
+                if let Some(g) = groups.iter().find(|g| g.router.is_some()) {
+                    format!("replica group `{}`: `router` (an in-service router) is not supported yet; remove it (the daemon balances requests over the replicas itself)", g.name)
+                } else if let Some(g) = groups.iter().find(|g| g.reservation.is_some()) {
+                    format!("replica group `{}`: `reservation`: no backend of this daemon takes it; remove it", g.name)
+                } else {
+                    return None;
                 }
-                RunConfiguration::Service(s) if s.replicas.min != s.replicas.max => format!(
-                    "a range of replicas ({}) needs autoscaling, which is not supported yet; write a fixed count (`replicas: N`)",
-                    s.replicas
-                ),
-                _ => return None,
-            },
+            }
             "auth" => match config {
                 RunConfiguration::Service(s) if s.auth => "services are not proxied yet, so there is no endpoint to authenticate; remove `auth` (or write `auth: false`) and reach the service through its published port".into(),
                 _ => return None,
@@ -150,8 +155,7 @@ fn refused_message(field: &str) -> String {
         "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
         "version" => "flotilla does not pre-install the IDE's server at a version; remove `version` (the IDE installs its own server when it connects through `ssh RUN`)",
-        "scaling" => "autoscaling is not supported yet; remove `scaling` and write a fixed `replicas: N`",
-        "model" | "probes" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, probes, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
+        "model" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
         _ => "it is not supported yet; remove it",
     };
     what.to_string()
@@ -246,10 +250,10 @@ mod tests {
                     ("commands", Honoured),
                     ("port", Honoured),
                     ("replicas", Partly),
-                    ("scaling", Refused),
+                    ("scaling", Honoured),
                     ("auth", Partly),
                     ("model", Refused),
-                    ("probes", Refused),
+                    ("probes", Honoured),
                     ("gateway", Partly),
                     ("https", Refused),
                     ("strip_prefix", Refused),
@@ -401,10 +405,6 @@ mod tests {
         };
         for (extra, want) in [
             (
-                "replicas: 0..2\nscaling:\n  metric: rps\n  target: 10\n",
-                "t.yml:4:1: replicas: a range of replicas (0..2) needs autoscaling",
-            ),
-            (
                 "auth: true\n",
                 "t.yml:4:1: auth: services are not proxied yet",
             ),
@@ -438,10 +438,13 @@ mod tests {
             "{got:?}"
         );
         assert!(got[1].starts_with("f.yml:4:1: tags: no backend"), "{got:?}");
-        let groups = refused("type: service\nport: 80\nreplicas:\n  - name: a\n    count: 1\n    commands: [\"true\"]\n");
+        // Ranges with scaling, groups and probes are honoured; a group's router is refused.
+        assert!(refused("type: service\nport: 80\nreplicas:\n  - name: a\n    count: 1\n    commands: [\"true\"]\n").is_empty());
+        assert!(service("replicas: 0..2\nscaling:\n  metric: rps\n  target: 10\nprobes:\n  - type: http\n    url: /health\n").is_empty());
+        let router = refused("type: service\nport: 80\nreplicas:\n  - name: r\n    count: 1\n    commands: [\"true\"]\n    router:\n      type: sglang\n");
         assert!(
-            groups[0].starts_with("t.yml:3:1: replicas: replica groups are not supported yet"),
-            "{groups:?}"
+            router[0].starts_with("t.yml:3:1: replicas: replica group `r`: `router`"),
+            "{router:?}"
         );
         // Honoured values of partly honoured fields pass.
         assert!(service("replicas: 2\nauth: false\ngateway: false\n").is_empty());

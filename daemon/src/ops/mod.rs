@@ -18,6 +18,7 @@ pub mod runs;
 pub mod runs_access;
 pub mod runs_interpolation;
 pub mod runs_retention;
+pub mod runs_update;
 pub mod secrets;
 pub mod services;
 pub mod status;

@@ -5,7 +5,7 @@ use super::offers::{self, OfferRequest};
 use super::runs_access::{check_owner, visible_to};
 use super::stops::carry_out_stops;
 use super::OpError;
-use super::{config_fields, runs_interpolation, secrets, uploads};
+use super::{config_fields, runs_interpolation, runs_update, secrets, uploads};
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::lifecycle::{new_submission, request_job_stop, scheduled_wait};
@@ -164,13 +164,15 @@ pub async fn apply_params(
 pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunPlan, OpError> {
     let req = parse_request(params, &secrets::names(d)?)?;
     let common = req.configuration.common();
-    let current = if req.name_generated {
+    let existing = if req.name_generated {
         None
     } else {
-        d.store()
-            .run_by_name(&req.name)?
-            .map(|r| r.status.to_string())
+        d.store().run_by_name(&req.name)?
     };
+    let current = existing.as_ref().map(|r| r.status.to_string());
+    let update = existing
+        .filter(|r| !r.status.is_finished())
+        .map(|r| runs_update::preview(d, caller, &r, &req));
     let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
     let nodes = req.configuration.nodes().max(1);
     // The offers of each distinct resources (a task's node groups each ask for their own).
@@ -217,6 +219,7 @@ pub fn plan(d: &Daemon, caller: &Caller, params: &RunApplyParams) -> Result<RunP
         user: caller.user.clone(),
         current_run_status: current,
         jobs,
+        update,
     })
 }
 
@@ -272,6 +275,12 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         req.name.clone()
     };
     if let Some(existing) = d.store().run_by_name(&name)? {
+        // A running service takes the new configuration (dstack's in-place update).
+        if !existing.status.is_finished()
+            && matches!(existing.configuration, RunConfiguration::Service(_))
+        {
+            return runs_update::update(d, caller, existing, req).await;
+        }
         if existing.uid != caller.uid {
             return Err(OpError::Forbidden(format!(
                 "run {name} belongs to {}; give yours another name",
@@ -287,20 +296,38 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         d.delete_run(&existing)?;
     }
     let now = Timestamp::now();
-    let replicas = req.configuration.replicas().min.unwrap_or(1).max(1);
     let nodes = req.configuration.nodes().max(1);
+    // A service starts each replica group's `min` replicas (0 for `replicas: 0..N`).
+    let groups: Vec<(Option<String>, u32)> = match &req.configuration {
+        RunConfiguration::Service(s) => s
+            .scale_groups()
+            .iter()
+            .map(|g| (Some(g.name.to_string()), g.count.min.unwrap_or(0)))
+            .collect(),
+        _ => vec![(None, 1)],
+    };
     let mut jobs = Vec::new();
-    for replica_num in 0..replicas {
-        for job_num in 0..nodes {
-            jobs.push(Job {
-                replica_num,
-                job_num,
-                job_name: format!("{name}-{job_num}-{replica_num}"),
-                current: new_submission(d.store().next_id()?, 0, now),
-                previous_submissions: Vec::new(),
-            });
+    let mut replica_num = 0;
+    for (group, count) in &groups {
+        for _ in 0..*count {
+            for job_num in 0..nodes {
+                jobs.push(Job {
+                    replica_num,
+                    job_num,
+                    job_name: format!("{name}-{job_num}-{replica_num}"),
+                    replica_group: group.clone(),
+                    deployment_num: 0,
+                    current: new_submission(d.store().next_id()?, 0, now),
+                    previous_submissions: Vec::new(),
+                });
+            }
+            replica_num += 1;
         }
     }
+    let desired_replicas = groups
+        .iter()
+        .filter_map(|(g, count)| g.clone().map(|g| (g, *count)))
+        .collect();
     let next_triggered_at = schedule_first_start(&req.configuration, &mut jobs, now)?;
     let mut configuration = req.configuration;
     // The registry password is kept sealed with the daemon's key, never in clear.
@@ -316,7 +343,8 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         name,
         user: caller.user.clone(),
         uid: caller.uid,
-        status: if next_triggered_at.is_some() {
+        // A `replicas: 0..N` service starts with no replica: pending until a request comes.
+        status: if next_triggered_at.is_some() || jobs.is_empty() {
             RunStatus::Pending
         } else {
             RunStatus::Submitted
@@ -332,6 +360,9 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         retry_window_started_at: None,
         next_triggered_at,
         archives: req.archives,
+        deployment_num: 0,
+        desired_replicas,
+        last_scaled_at: (!jobs.is_empty()).then_some(now),
         jobs,
         cluster_key,
     };

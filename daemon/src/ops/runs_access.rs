@@ -117,6 +117,9 @@ mod tests {
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,
+            deployment_num: 0,
+            desired_replicas: Default::default(),
+            last_scaled_at: None,
             jobs: Vec::new(),
         }
     }

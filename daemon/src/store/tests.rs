@@ -54,11 +54,16 @@ fn run(store: &Store, name: &str, jobs: u32) -> Run {
         next_triggered_at: None,
         archives: Vec::new(),
         cluster_key: None,
+        deployment_num: 0,
+        desired_replicas: Default::default(),
+        last_scaled_at: None,
         jobs: (0..jobs)
             .map(|j| Job {
                 replica_num: 0,
                 job_num: j,
                 job_name: format!("{name}-{j}-0"),
+                replica_group: None,
+                deployment_num: 0,
                 current: new_submission(store.next_id().expect("an id"), 0, now),
                 previous_submissions: Vec::new(),
             })

@@ -44,8 +44,8 @@ pub use resources::{
 };
 pub use run::{DevEnvironmentConfig, GroupSlot, NodeGroup, RunConfiguration, TaskConfig};
 pub use service::{
-    GatewayChoice, HttpHeader, ModelSpec, ProbeSpec, RateLimit, ReplicaGroup, ScalingSpec,
-    ServiceConfig,
+    GatewayChoice, GroupScale, HttpHeader, ModelSpec, ProbeSpec, RateLimit, ReplicaGroup,
+    ScalingSpec, ServiceConfig, DEFAULT_REPLICA_GROUP,
 };
 pub use volume::VolumeConfig;
 

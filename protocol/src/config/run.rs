@@ -8,6 +8,7 @@ use super::profile::PROFILE_FIELDS;
 use super::resources::{decode_resources, Range, ResourcesSpec};
 use super::service::{decode_group_name, ServiceConfig};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -138,6 +139,45 @@ impl RunConfiguration {
             RunConfiguration::Task(task) => task.nodes,
             _ => 1,
         }
+    }
+
+    /// The configuration that a job of replica group `group` runs, as dstack builds a group's
+    /// job spec: a listed group replaces the service's `commands` and `resources`, and its
+    /// `image`, `python`, `nvcc`, `docker`, `privileged` and `spot_policy` apply when given.
+    /// Other runs, and services without a list of groups, are returned as they are.
+    pub fn for_replica_group(&self, group: Option<&str>) -> Cow<'_, RunConfiguration> {
+        let (RunConfiguration::Service(service), Some(name)) = (self, group) else {
+            return Cow::Borrowed(self);
+        };
+        let Some(g) = service.replica_group(name) else {
+            return Cow::Borrowed(self);
+        };
+        let mut s = service.clone();
+        s.commands = g.commands.clone();
+        s.replica_groups = None;
+        s.replicas = g.count;
+        s.scaling = g.scaling.clone();
+        let c = &mut s.common;
+        c.resources = g.resources.clone();
+        if g.image.is_some() {
+            c.image = g.image.clone();
+        }
+        if g.python.is_some() {
+            c.python = g.python.clone();
+        }
+        if g.nvcc.is_some() {
+            c.nvcc = g.nvcc;
+        }
+        if g.docker.is_some() {
+            c.docker = g.docker;
+        }
+        if let Some(privileged) = g.privileged {
+            c.privileged = privileged;
+        }
+        if let Some(spot_policy) = g.spot_policy {
+            c.profile.spot_policy = spot_policy;
+        }
+        Cow::Owned(RunConfiguration::Service(s))
     }
 
     /// A service's replica range; `1..1` for the other kinds.

@@ -122,6 +122,47 @@ pub struct ReplicaGroup {
     pub router: Option<serde_json::Value>,
 }
 
+/// dstack's name of the one replica group of a service whose `replicas` is not a list.
+pub const DEFAULT_REPLICA_GROUP: &str = "0";
+
+/// One replica group as its scaler sees it: its name, its count and its `scaling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupScale<'a> {
+    pub name: &'a str,
+    pub count: Range<u32>,
+    pub scaling: Option<&'a ScalingSpec>,
+}
+
+impl ServiceConfig {
+    /// The replica groups (dstack's `replica_groups`): the listed ones, or one group named `0`
+    /// with the service's `replicas` and `scaling`.
+    pub fn scale_groups(&self) -> Vec<GroupScale<'_>> {
+        match &self.replica_groups {
+            Some(groups) => groups
+                .iter()
+                .map(|g| GroupScale {
+                    name: &g.name,
+                    count: g.count,
+                    scaling: g.scaling.as_ref(),
+                })
+                .collect(),
+            None => vec![GroupScale {
+                name: DEFAULT_REPLICA_GROUP,
+                count: self.replicas,
+                scaling: self.scaling.as_ref(),
+            }],
+        }
+    }
+
+    /// The listed replica group named `name`.
+    pub fn replica_group(&self, name: &str) -> Option<&ReplicaGroup> {
+        self.replica_groups
+            .as_ref()?
+            .iter()
+            .find(|g| g.name == name)
+    }
+}
+
 const SERVICE_FIELDS: &[&str] = &[
     "commands",
     "port",
@@ -272,6 +313,9 @@ fn check_scaling(
     }
 }
 
+/// dstack's `SERVICE_SCALING_WINDOWS`: the windows (seconds) `rps` may be measured over.
+const SCALING_WINDOWS: [u64; 3] = [30, 60, 300];
+
 fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ScalingSpec> {
     let fields = d.fields(
         node,
@@ -306,10 +350,20 @@ fn decode_scaling(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Scalin
             return None;
         }
     };
+    let window = fields.with(d, "window", decode_duration);
+    if let (Some(w), Some(node)) = (window, fields.get("window")) {
+        if !SCALING_WINDOWS.contains(&w) {
+            d.error(
+                node,
+                &fields.path_of("window"),
+                "`window` must be one of `30s`, `60s`, `300s` (the windows requests are counted over)",
+            );
+        }
+    }
     Some(ScalingSpec {
         metric: metric.to_string(),
         target,
-        window: fields.with(d, "window", decode_duration),
+        window,
         scale_up_delay: fields
             .with(d, "scale_up_delay", decode_duration)
             .unwrap_or(300),

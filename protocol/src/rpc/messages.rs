@@ -60,6 +60,28 @@ pub struct RunPlan {
     /// The run an apply would replace, when one of that name exists.
     pub current_run_status: Option<String>,
     pub jobs: Vec<JobPlan>,
+    /// When a run of that name is still active: what re-applying changes in it (dstack's
+    /// "Detected changes that can / cannot be updated in-place").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<RunUpdate>,
+}
+
+/// What applying a configuration to the active run of the same name changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunUpdate {
+    /// The fields written differently from the running configuration, in field order.
+    pub changes: Vec<FieldChange>,
+    /// `None`: the run is updated in place (a service's changed replicas start beside the old
+    /// ones, a rolling update); else why it cannot be (apply refuses it).
+    pub refusal: Option<String>,
+}
+
+/// One changed field: its value in the running configuration and in the new one (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: serde_json::Value,
+    pub new: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

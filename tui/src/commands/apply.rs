@@ -10,7 +10,7 @@ use flotilla_protocol::client::{Client, StreamItem};
 use flotilla_protocol::config::RunConfiguration;
 use flotilla_protocol::model::Run;
 use flotilla_protocol::rpc::{
-    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunNameParams, RunPlan,
+    methods, LogTarget, LogsFollowEnd, LogsFollowParams, RunNameParams, RunPlan, RunUpdate,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,11 +61,19 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         &file_name,
         &resources(&run_config.common().resources),
     );
+    if let Some(update) = &plan.update {
+        print_update(&plan.run_name, update);
+        if update.refusal.is_some() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     // `files` and local `repos`, packed once the file is known good (a missing path is an
     // error before the confirmation); sent after it.
     let packed = crate::uploads::pack_run(&run_config, &args.file)?;
     if !args.yes {
-        let what = if plan.run_name.is_empty() {
+        let what = if plan.update.is_some() {
+            format!("Update the run {}?", plan.run_name)
+        } else if plan.run_name.is_empty() {
             "Submit a new run?".to_string()
         } else {
             format!("Submit the run {}?", plan.run_name)
@@ -77,6 +85,16 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     }
     params.archives = crate::uploads::upload_all(target, packed).await?;
     let run = client.call::<methods::RunApply>(&params).await?;
+    if plan.update.is_some() {
+        // A rolling update: the new replicas start beside the old ones, which stop once the
+        // new ones are ready. Nothing to attach to that `ps` does not show better.
+        eprintln!(
+            "Updated run {} (deployment {}); `flotilla ps -v` shows its replicas",
+            run.name, run.deployment_num
+        );
+        println!("{}", run.name);
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!("Submitted run {}", run.name);
     if let Some(at) = run.next_triggered_at {
         // A scheduled run starts later, and again after each end: nothing to follow now.
@@ -104,7 +122,7 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
     println!(" Type           {}", plan.configuration_type);
     println!(" User           {}", plan.user);
     println!(" Resources      {wanted}");
-    if let Some(status) = &plan.current_run_status {
+    if let (Some(status), None) = (&plan.current_run_status, &plan.update) {
         println!(" Replaces       {} ({status})", plan.run_name);
     }
     println!();
@@ -121,6 +139,42 @@ fn print_plan(plan: &RunPlan, file: &str, wanted: &str) {
         price(job.max_price.unwrap_or(0.0))
     );
     println!();
+}
+
+/// What re-applying changes in the active run, as dstack prints it: the changed fields with
+/// their old and new values, and whether the run can be updated in place.
+fn print_update(name: &str, update: &RunUpdate) {
+    let verdict = if update.refusal.is_none() {
+        "can"
+    } else {
+        "cannot"
+    };
+    if update.changes.is_empty() {
+        println!("Active run {name} already exists. Detected no changes.");
+    } else {
+        println!("Active run {name} already exists. Detected changes that {verdict} be updated in-place:");
+        for c in &update.changes {
+            println!("  - {}: {} -> {}", c.field, brief(&c.old), brief(&c.new));
+        }
+    }
+    if let Some(why) = &update.refusal {
+        eprintln!("{why}");
+    }
+    println!();
+}
+
+/// A changed value on one line (JSON, without the quotes of a plain string), cut at 80 chars.
+fn brief(v: &serde_json::Value) -> String {
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "(not set)".into(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 80 {
+        format!("{}...", text.chars().take(77).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// Streams the first job's log to stdout until the run ends; the exit code tells how it ended.

@@ -5,7 +5,8 @@ use super::{confirm, print_json};
 use crate::connect::{connect_or_start as connect, Target};
 use crate::table::{ago, price, print_table};
 use anyhow::anyhow;
-use flotilla_protocol::model::{JobTerminationReason, Run};
+use flotilla_protocol::config::{RunConfiguration, DEFAULT_REPLICA_GROUP};
+use flotilla_protocol::model::{Job, JobTerminationReason, Run};
 use flotilla_protocol::rpc::{
     methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams, RunStopParams,
 };
@@ -22,6 +23,9 @@ pub struct PsArgs {
     /// JSON: an array of runs with their jobs
     #[arg(long)]
     pub json: bool,
+    /// Every job of every run on a row of its own (a service's replicas with their readiness)
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 #[derive(clap::Args)]
@@ -105,10 +109,18 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
             ago(r.submitted_at, now),
             error,
         ]);
-        if r.jobs.len() > 1 {
+        let service = matches!(r.configuration, RunConfiguration::Service(_));
+        if r.jobs.len() > 1 || args.verbose || service {
             for j in &r.jobs {
+                let name = match &j.replica_group {
+                    Some(g) if service && g != DEFAULT_REPLICA_GROUP => {
+                        format!("  group={g} replica={}", j.replica_num)
+                    }
+                    _ if service => format!("  replica={}", j.replica_num),
+                    _ => format!("  replica={} job={}", j.replica_num, j.job_num),
+                };
                 rows.push(vec![
-                    format!("  replica={} job={}", j.replica_num, j.job_num),
+                    name,
                     j.current.instance.clone().unwrap_or_else(|| "-".into()),
                     if j.current.gpus.is_empty() {
                         "-".into()
@@ -117,7 +129,7 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
                     },
                     String::new(),
                     cost(j.current.cost(now)),
-                    j.current.status.to_string(),
+                    job_status(j),
                     ago(j.current.submitted_at, now),
                     j.current
                         .termination_reason
@@ -141,6 +153,15 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A job's status, with a service replica's readiness while it runs (`running (ready)`).
+fn job_status(j: &Job) -> String {
+    match j.current.ready {
+        Some(true) => format!("{} (ready)", j.current.status),
+        Some(false) => format!("{} (not ready)", j.current.status),
+        None => j.current.status.to_string(),
+    }
 }
 
 /// Dollars to the tenth of a cent (JSON).

@@ -13,8 +13,28 @@ pub fn plan_dialog(path: &str, params: RunApplyParams, plan: &RunPlan) -> Dialog
         format!("Type           {}", plan.configuration_type),
         format!("User           {}", plan.user),
     ];
-    if let Some(status) = &plan.current_run_status {
-        lines.push(format!("Replaces       {} ({status})", plan.run_name));
+    match (&plan.current_run_status, &plan.update) {
+        (_, Some(update)) => {
+            let verdict = if update.refusal.is_none() {
+                "can"
+            } else {
+                "cannot"
+            };
+            lines.push(format!(
+                "Updates        {} (changes that {verdict} be updated in-place)",
+                plan.run_name
+            ));
+            for c in &update.changes {
+                lines.push(format!("  - {}", c.field));
+            }
+            if let Some(why) = &update.refusal {
+                lines.push(cells::one_line(why));
+            }
+        }
+        (Some(status), None) => {
+            lines.push(format!("Replaces       {} ({status})", plan.run_name));
+        }
+        (None, None) => {}
     }
     match plan.jobs.first() {
         Some(job) if !job.offers.is_empty() => {
@@ -40,7 +60,9 @@ pub fn plan_dialog(path: &str, params: RunApplyParams, plan: &RunPlan) -> Dialog
             lines.push("No offers match: the run will wait or fail unless a fleet changes.".into())
         }
     }
-    let question = if plan.run_name.is_empty() {
+    let question = if plan.update.is_some() {
+        format!("Update the run {}?", plan.run_name)
+    } else if plan.run_name.is_empty() {
         "Submit a new run?".to_string()
     } else {
         format!("Submit the run {}?", plan.run_name)

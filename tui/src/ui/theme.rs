@@ -80,6 +80,8 @@ impl Theme {
     }
     /// Colour of a status word: running green, waiting yellow, failed red, finished dim.
     pub fn status(&self, status: &str) -> Style {
+        // A service replica's readiness follows its status: `running (not ready)`.
+        let status = status.split(" (").next().unwrap_or(status);
         match status {
             "running" | "busy" | "active" | "available" => self.good(),
             "pending" | "submitted" | "provisioning" | "pulling" | "terminating" => self.warn(),

@@ -23,3 +23,16 @@ fn enter_drills_down_and_esc_goes_back() {
     assert_eq!(app.view(), View::Runs);
     assert_eq!(app.selected_run().map(|r| r.name.as_str()), Some("eval-7b"));
 }
+
+#[test]
+fn a_service_replica_shows_its_readiness() {
+    let mut runs = sample_runs();
+    let name = runs[0].name.clone();
+    runs[0].jobs[0].current.status = flotilla_protocol::model::JobStatus::Running;
+    runs[0].jobs[0].current.ready = Some(false);
+    let mut app = app_with(runs);
+    press(&mut app, "enter");
+    assert_eq!(app.jobs.run, name);
+    let text = screen(&mut app, 120, 15);
+    assert!(text.contains("running (not ready)"), "{text}");
+}

@@ -116,6 +116,8 @@ pub(super) fn run(name: &str, status: RunStatus, submitted: u64) -> Run {
         replica_num: 0,
         job_num: 0,
         job_name: format!("{name}-0-0"),
+        replica_group: None,
+        deployment_num: 0,
         current: sub,
         previous_submissions: vec![],
     });

@@ -102,6 +102,7 @@ fn apply_prompts_plans_then_confirms() {
             user: "ana".into(),
             current_run_status: None,
             jobs: vec![],
+            update: None,
         },
     });
     match &app.overlay {

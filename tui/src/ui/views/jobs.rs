@@ -14,7 +14,7 @@ use ratatui::style::Style;
 pub const COLUMNS: [Column; 9] = [
     col("JOB", 3, 24, 0),
     col("SUB", 3, 4, 5),
-    col("STATUS", 6, 12, 0),
+    col("STATUS", 6, 19, 0),
     col("INSTANCE", 8, 20, 2),
     col("GPUS", 4, 12, 4),
     col("BLOCKS", 6, 6, 6),
@@ -191,7 +191,11 @@ fn texts(ctx: &DrawCtx<'_>, job: &Job, sub: &JobSubmission, previous: bool) -> [
     [
         name,
         sub.submission_num.to_string(),
-        sub.status.to_string(),
+        match sub.ready {
+            Some(true) => format!("{} (ready)", sub.status),
+            Some(false) => format!("{} (not ready)", sub.status),
+            None => sub.status.to_string(),
+        },
         sub.instance.clone().unwrap_or_else(|| "-".into()),
         gpus,
         blocks,
