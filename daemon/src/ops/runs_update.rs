@@ -173,11 +173,14 @@ fn archive_changes(old: &[RunArchive], new: &[RunArchive]) -> Vec<&'static str> 
         v.sort();
         v
     };
-    [(ArchiveField::Files, "files"), (ArchiveField::Repos, "repos")]
-        .into_iter()
-        .filter(|(field, _)| of(old, *field) != of(new, *field))
-        .map(|(_, name)| name)
-        .collect()
+    [
+        (ArchiveField::Files, "files"),
+        (ArchiveField::Repos, "repos"),
+    ]
+    .into_iter()
+    .filter(|(field, _)| of(old, *field) != of(new, *field))
+    .map(|(_, name)| name)
+    .collect()
 }
 
 /// A job's own configuration without what changes in place (counts, scaling, priority).
@@ -262,6 +265,27 @@ pub async fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_content_in_files_or_the_repo_is_a_change_of_that_field() {
+        let a = |field, index, hash: &str| RunArchive {
+            field,
+            index,
+            hash: hash.into(),
+            size: 1,
+        };
+        let old = vec![
+            a(ArchiveField::Files, 0, "x"),
+            a(ArchiveField::Repos, 0, "r"),
+        ];
+        assert!(archive_changes(&old, &old).is_empty());
+        let new = vec![
+            a(ArchiveField::Repos, 0, "r"),
+            a(ArchiveField::Files, 0, "y"),
+        ];
+        assert_eq!(archive_changes(&old, &new), ["files"]);
+        assert_eq!(archive_changes(&old, &new[1..]), ["files", "repos"]);
+    }
     use flotilla_protocol::config::parse_configuration;
     use flotilla_protocol::model::RunStatus;
 
@@ -292,6 +316,8 @@ mod tests {
             deployment_num: 0,
             desired_replicas: Default::default(),
             last_scaled_at: None,
+            archives: Vec::new(),
+            cluster_key: None,
             jobs: Vec::new(),
         }
     }
