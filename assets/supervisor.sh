@@ -9,6 +9,10 @@
 #   start JOBDIR SHELL WORKDIR      the job script on stdin; starts it detached (setsid),
 #                                   under SHELL (`default`: bash when present, else sh);
 #                                   prints its pid; idempotent (an existing job is left alone)
+#   upload JOBDIR NAME              stdin into JOBDIR/uploads/NAME (a run's `files` or repo
+#                                   archive), written before `start`; the file is 0644 in a
+#                                   0755 directory inside the 0700 job directory, so that a
+#                                   container's own user reads it through its mount
 #   follow JOBDIR OFFSET            log bytes from OFFSET on stdout until the job has ended and
 #                                   all is read, then `exit_code=N` (or `lost`) on stderr
 #   status JOBDIR                   `running PID`, `exited CODE`, `lost` or `absent`
@@ -99,6 +103,18 @@ start() {
     sleep 0.01
   done
   cat "$dir/pid"
+}
+
+upload() {
+  dir=$1 name=$2
+  case $name in ''|.*|*/*) die "upload: bad name $name" ;; esac
+  mkdir -p "$dir" || die "cannot create $dir"
+  chmod 700 "$dir" || die "cannot make $dir private"
+  private_root
+  mkdir -p "$dir/uploads" && chmod 755 "$dir/uploads" || die "cannot create $dir/uploads"
+  cat > "$dir/uploads/$name.tmp" || die "cannot write $dir/uploads/$name (is the disk full?)"
+  chmod 644 "$dir/uploads/$name.tmp" && mv "$dir/uploads/$name.tmp" "$dir/uploads/$name" \
+    || die "cannot write $dir/uploads/$name"
 }
 
 # The job's parent: it is its own session, the job gets another one (so that a signal to the
@@ -265,6 +281,7 @@ case $verb in
   inventory) inventory ;;
   software) software ;;
   start) [ $# -eq 3 ] || die "usage: start JOBDIR SHELL WORKDIR"; start "$@" ;;
+  upload) [ $# -eq 2 ] || die "usage: upload JOBDIR NAME"; upload "$@" ;;
   _wrap) _wrap "$@" ;;
   follow) [ $# -eq 2 ] || die "usage: follow JOBDIR OFFSET"; follow "$@" ;;
   status) [ $# -eq 1 ] || die "usage: status JOBDIR"; status "$@" ;;

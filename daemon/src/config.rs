@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     /// The image of jobs with `python`/`nvcc` and no `image` (`base_image`; default dstack's
     /// base image), for mirrors and offline sites.
     pub base_image: Option<String>,
+    /// The largest archive (`files`, a repo) a client may upload, in bytes; 0: no limit
+    /// (`code_upload_limit`; dstack's default, 2 MiB).
+    pub code_upload_limit: u64,
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -53,6 +56,7 @@ struct FileConfig {
     socket_group: Option<String>,
     job_retention: Option<serde_json::Value>,
     base_image: Option<String>,
+    code_upload_limit: Option<serde_json::Value>,
     #[serde(default)]
     backends: Vec<BackendConfig>,
 }
@@ -114,6 +118,30 @@ pub fn parse_duration_secs(v: &serde_json::Value) -> Option<u64> {
     n.checked_mul(scale)
 }
 
+/// dstack's `DSTACK_SERVER_CODE_UPLOAD_LIMIT` default: 2 MiB per archive.
+pub const DEFAULT_CODE_UPLOAD_LIMIT: u64 = 2 * 1024 * 1024;
+
+/// Bytes from a number or a size with a unit (`10MB`, `64MiB`, `1GB`; units of 1024).
+pub fn parse_size_bytes(v: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let text = v.as_str()?.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * scale) as u64)
+}
+
 pub const DEFAULT_CATALOG_URL: &str = "https://dstack-gpu-pricing.s3.eu-west-1.amazonaws.com/v3";
 
 impl DaemonConfig {
@@ -136,6 +164,15 @@ impl DaemonConfig {
             Some(v) => parse_duration_secs(v).ok_or_else(|| {
                 anyhow::anyhow!(
                     "{}: job_retention: {v} is not a duration (seconds, or e.g. 7d, 12h, 30m)",
+                    file_path.display()
+                )
+            })?,
+        };
+        let code_upload_limit = match &file.code_upload_limit {
+            None => DEFAULT_CODE_UPLOAD_LIMIT,
+            Some(v) => parse_size_bytes(v).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: code_upload_limit: {v} is not a size (bytes, or e.g. 2MB, 100MB; 0 for no limit)",
                     file_path.display()
                 )
             })?,
@@ -171,6 +208,7 @@ impl DaemonConfig {
             retry_delay_scale: file.retry_delay_scale.unwrap_or(1.0),
             utilization_window_scale: file.utilization_window_scale.unwrap_or(1.0),
             job_retention_secs,
+            code_upload_limit,
             backends: checked_backends(&file_path, file.backends)?,
             config_file: file_path,
             base_image: file.base_image.filter(|i| !i.trim().is_empty()),
@@ -233,7 +271,7 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, utilization_window_scale, socket_group, job_retention, base_image, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, utilization_window_scale, socket_group, job_retention, base_image, code_upload_limit, backends)")
     })
 }
 
@@ -241,6 +279,16 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_upload_limit_takes_bytes_or_sizes() {
+        assert_eq!(parse_size_bytes(&json!(0)), Some(0));
+        assert_eq!(parse_size_bytes(&json!("2MB")), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size_bytes(&json!("64 KiB")), Some(64 * 1024));
+        assert_eq!(parse_size_bytes(&json!("1.5GB")), Some(1024 * 1024 * 1536));
+        assert_eq!(parse_size_bytes(&json!("lots")), None);
+        assert_eq!(parse_size_bytes(&json!("5PB")), None);
+    }
 
     #[test]
     fn job_retention_takes_seconds_or_dstack_durations() {

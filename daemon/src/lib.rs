@@ -5,11 +5,12 @@
 //! 1. drivers: `api` (the socket) and `loops` (the background work);
 //! 2. operations: `ops`, what a request or a tick does;
 //! 3. the handle (`handle`, `caller`, `gpu_samples`) and the pure rules (`lifecycle`);
-//! 4. the bottom: `store`, `hosts`, `logs`, `scheduler`, `catalog`, `backends`, `config`,
-//!    `sync`, `hashing`, `notify`, `presence`, `services`, `sealing`.
+//! 4. the bottom: `store`, `hosts`, `logs`, `scheduler`, `catalog`, `backends`, `blobs`,
+//!    `config`, `sync`, `hashing`, `notify`, `presence`, `services`, `sealing`.
 
 pub mod api;
 pub mod backends;
+pub mod blobs;
 pub mod caller;
 pub mod catalog;
 pub mod config;

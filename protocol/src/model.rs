@@ -395,6 +395,10 @@ pub struct Run {
     /// start it runs for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_triggered_at: Option<Timestamp>,
+    /// The uploaded archives of its `files` and local `repos`, put in place before each job's
+    /// commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<RunArchive>,
     /// Bumped by each update of a running service's configuration (a rolling update).
     #[serde(default)]
     pub deployment_num: u32,
@@ -711,4 +715,44 @@ pub struct Secret {
     pub set_by_uid: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Which field of a run an uploaded archive fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveField {
+    Files,
+    Repos,
+}
+
+impl fmt::Display for ArchiveField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ArchiveField::Files => "files",
+            ArchiveField::Repos => "repos",
+        })
+    }
+}
+
+/// An uploaded archive (a tar, see `file.upload`) that fills `files[index]` or `repos[index]`
+/// of a run, named by the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunArchive {
+    pub field: ArchiveField,
+    pub index: usize,
+    /// Lowercase hex SHA-256 of the archive.
+    pub hash: String,
+    /// Its size in bytes (filled in by the daemon).
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// An archive the daemon keeps (its bytes in a file under the data dir, named by hash), with
+/// the users who uploaded it: only they may name it in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub hash: String,
+    pub size: u64,
+    pub owners: Vec<u32>,
+    pub created_at: Timestamp,
 }

@@ -119,6 +119,7 @@ fn apply_params() -> rpc::RunApplyParams {
     rpc::RunApplyParams {
         configuration: "type: task\ncommands: [echo]\n".into(),
         file_name: Some("task.yml".into()),
+        archives: Vec::new(),
         env: [("HF_TOKEN".to_string(), "x".to_string())].into(),
         name: Some("r".into()),
     }
@@ -136,13 +137,14 @@ fn target() -> rpc::LogTarget {
 #[test]
 fn method_names_are_unique() {
     let mut seen = HashSet::new();
-    for name in methods::ALL
-        .iter()
-        .chain([&methods::LOGS_CHUNK, &methods::EVENT])
-    {
+    for name in methods::ALL.iter().chain([
+        &methods::LOGS_CHUNK,
+        &methods::EVENT,
+        &methods::FILE_UPLOAD_READY,
+    ]) {
         assert!(seen.insert(*name), "{name} is declared twice");
     }
-    assert_eq!(methods::ALL.len(), 29);
+    assert_eq!(methods::ALL.len(), 30);
     assert_eq!(methods::SecretSet::NAME, "secret.set");
     assert_eq!(methods::BackendList::NAME, "backend.list");
     assert_eq!(methods::RunPlan::NAME, "run.plan");

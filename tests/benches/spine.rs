@@ -45,6 +45,7 @@ fn seed_runs(data: &Path, n: u64) {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            archives: Vec::new(),
             cluster_key: None,
             deployment_num: 0,
             desired_replicas: Default::default(),

@@ -308,6 +308,7 @@ pub async fn apply_raw(c: &Client, configuration: &str, name: &str) -> Value {
         RunApplyParams {
             configuration: configuration.into(),
             file_name: None,
+            archives: Vec::new(),
             env: Default::default(),
             name: Some(name.to_string()),
         },

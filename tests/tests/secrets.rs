@@ -147,7 +147,7 @@ fn unknown_secrets_misplaced_references_and_refused_fields_are_located_plan_time
     let file = d.write_config(
         "bad.dstack.yml",
         &format!(
-            "type: task\nenv:\n  - A=${{{{ secrets.unknown }}}}\nimage: ${{{{ secrets.known }}}}\nfiles:\n  - data:/data\nreservation: r-1\ncommands:\n  - echo ${{{{ secrets.known }}}}\n{SMALL}"
+            "type: task\nenv:\n  - A=${{{{ secrets.unknown }}}}\nimage: ${{{{ secrets.known }}}}\nfiles:\n  - data:~bob/data\nreservation: r-1\ncommands:\n  - echo ${{{{ secrets.known }}}}\n{SMALL}"
         ),
     );
     let out = d.cli(&["apply", "-f", file.to_str().expect("utf-8"), "-y", "-d"]);
@@ -156,7 +156,7 @@ fn unknown_secrets_misplaced_references_and_refused_fields_are_located_plan_time
     for want in [
         "bad.dstack.yml:3:5: env[0]: Failed to interpolate due to missing vars: ['secrets.unknown']",
         "bad.dstack.yml:4:8: image: `${{ ... }}` is not interpolated in `image`",
-        "bad.dstack.yml:5:1: files: `files` is not supported yet",
+        "bad.dstack.yml:5:1: files: \"~bob/data\": `~user` paths are not supported",
         "bad.dstack.yml:7:1: reservation: no backend of this daemon takes it",
         "bad.dstack.yml:9:5: commands[0]: secrets are not interpolated in `commands`",
     ] {

@@ -50,6 +50,7 @@ pub fn run_params(config: &RunConfiguration, file_name: &str, text: String) -> R
     RunApplyParams {
         configuration: text,
         file_name: Some(file_name.to_string()),
+        archives: Vec::new(),
         env,
         name: None,
     }

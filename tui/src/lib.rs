@@ -9,3 +9,4 @@ pub mod run_access;
 pub mod ssh_config;
 pub mod table;
 pub mod ui;
+pub mod uploads;

@@ -9,6 +9,7 @@ pub mod routes;
 pub mod socket;
 pub mod streams;
 pub mod tunnel;
+pub mod uploads;
 pub mod wire;
 
 use crate::caller::Caller;
@@ -201,7 +202,9 @@ async fn serve_connection(
         if said_hello && req.method == methods::TUNNEL_OPEN {
             match tunnel::open(&d, &caller, &req).await {
                 Ok((info, stream)) => {
-                    if let Some(write) = hand_over(tx, Response::ok(id, info), writer).await {
+                    if let Some(write) =
+                        hand_over(tx, encode_line(&Response::ok(id, info)), writer).await
+                    {
                         tunnel::pump(reader, write, stream).await;
                     }
                     return;
@@ -215,7 +218,9 @@ async fn serve_connection(
         if said_hello && req.method == methods::GATEWAY_OPEN {
             match gateway::open(&d, &caller, &req) {
                 Ok((info, params, target)) => {
-                    let Some(write) = hand_over(tx, Response::ok(id, info), writer).await else {
+                    let Some(write) =
+                        hand_over(tx, encode_line(&Response::ok(id, info)), writer).await
+                    else {
                         return;
                     };
                     let buffered = reader.into_inner();
@@ -227,6 +232,24 @@ async fn serve_connection(
                         return;
                     };
                     gateway::serve(&d, &caller, params, stream, target).await;
+                    return;
+                }
+                Err(e) => {
+                    reply(&tx, Response::err(id, e)).await;
+                    continue;
+                }
+            }
+        }
+        if said_hello && req.method == methods::FILE_UPLOAD {
+            match uploads::begin(&d, &caller, &req) {
+                Ok(uploads::Next::Answer(result)) => {
+                    reply(&tx, Response::ok(id, result)).await;
+                    continue;
+                }
+                Ok(uploads::Next::Receive { params, ready }) => {
+                    if let Some(write) = hand_over(tx, ready, writer).await {
+                        uploads::receive(&d, &caller, params, id, reader, write).await;
+                    }
                     return;
                 }
                 Err(e) => {
@@ -310,15 +333,17 @@ fn is_stream(method: &str) -> bool {
     method == methods::LOGS_FOLLOW || method == methods::EVENTS_WATCH
 }
 
-/// The last answer of a connection that becomes a byte stream (`tunnel.open`,
-/// `gateway.open`): queued, then the socket's write half back from the writer once every
+/// The last line of a connection that becomes a byte stream (`tunnel.open`, `gateway.open`,
+/// `file.upload`): queued, then the socket's write half back from the writer once every
 /// answer is out (None when the writer did not finish within 5 s or failed).
 async fn hand_over(
     tx: Outbox,
-    answer: Response,
+    line: Vec<u8>,
     writer: tokio::task::JoinHandle<tokio::net::unix::OwnedWriteHalf>,
 ) -> Option<tokio::net::unix::OwnedWriteHalf> {
-    reply(&tx, answer).await;
+    if tx.send(line).await.is_err() {
+        debug!("a hand-over's line was not sent: the client is gone");
+    }
     drop(tx);
     match tokio::time::timeout(std::time::Duration::from_secs(5), writer).await {
         Ok(Ok(write)) => Some(write),

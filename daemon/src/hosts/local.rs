@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -183,7 +183,7 @@ impl LocalHost {
         };
         let dir = Path::new(dir);
         let uid = match (*verb, owner) {
-            ("start", Some(uid)) => uid,
+            ("start" | "upload", Some(uid)) => uid,
             ("start" | "follow" | "status" | "signal", _) => match std::fs::symlink_metadata(dir) {
                 Ok(m) if m.file_type().is_dir() => m.uid(),
                 Ok(_) => return Err(format!("{} is not a directory", dir.display())),
@@ -196,7 +196,7 @@ impl LocalHost {
         }
         let account = Account::of_uid(uid)
             .ok_or_else(|| format!("uid {uid} has no entry in the password database"))?;
-        if *verb == "start" {
+        if matches!(*verb, "start" | "upload") {
             self.prepare_job_dir(dir, &account)
                 .map_err(|e| format!("cannot make the job directory {}: {e}", dir.display()))?;
         }
@@ -219,11 +219,53 @@ impl LocalHost {
         let account = self
             .account_for(args, owner)
             .map_err(|m| spawn_err(std::io::Error::other(m)))?;
+        let mut child = self
+            .spawn(args, stdin.is_some(), account)
+            .map_err(spawn_err)?;
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            w.write_all(data).await.map_err(spawn_err)?;
+            drop(w);
+        }
+        Self::exec_of(label, child)
+    }
+
+    /// [`LocalHost::exec`] with standard input streamed from `stdin` (an archive: never whole
+    /// in memory), then closed.
+    pub async fn exec_reader(
+        &self,
+        label: String,
+        args: &[&str],
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+        owner: Option<u32>,
+    ) -> Result<Exec, HostError> {
+        let spawn_err = |source| HostError::Spawn {
+            host: label.clone(),
+            source,
+        };
+        let account = self
+            .account_for(args, owner)
+            .map_err(|m| spawn_err(std::io::Error::other(m)))?;
+        let mut child = self.spawn(args, true, account).map_err(spawn_err)?;
+        if let Some(mut w) = child.stdin.take() {
+            tokio::io::copy(stdin, &mut w).await.map_err(spawn_err)?;
+            w.shutdown().await.map_err(spawn_err)?;
+            drop(w);
+        }
+        Self::exec_of(label, child)
+    }
+
+    /// `sh supervisor ARGS...`, as `account` when given, with piped output.
+    fn spawn(
+        &self,
+        args: &[&str],
+        piped_stdin: bool,
+        account: Option<Account>,
+    ) -> std::io::Result<tokio::process::Child> {
         let mut cmd = Command::new("sh");
         cmd.arg(&self.supervisor)
             .args(args)
             .env("FLOTILLA_ROOT", &self.root)
-            .stdin(if stdin.is_some() {
+            .stdin(if piped_stdin {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -234,11 +276,15 @@ impl LocalHost {
         if let Some(a) = account {
             as_account(&mut cmd, a);
         }
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-            w.write_all(data).await.map_err(spawn_err)?;
-            drop(w);
-        }
+        cmd.spawn()
+    }
+
+    /// The output streams and exit code of a spawned verb.
+    fn exec_of(label: String, mut child: tokio::process::Child) -> Result<Exec, HostError> {
+        let spawn_err = |source| HostError::Spawn {
+            host: label.clone(),
+            source,
+        };
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(spawn_err(std::io::Error::other(
                 "no pipes to the supervisor",

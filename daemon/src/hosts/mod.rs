@@ -192,6 +192,21 @@ impl Host {
         }
     }
 
+    /// [`Host::run_for`] with standard input streamed from `stdin` (an archive: never whole in
+    /// memory).
+    pub async fn run_reader_for(
+        &self,
+        owner: Option<u32>,
+        args: &[&str],
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<String, HostError> {
+        let exec = match self {
+            Host::Local(l) => l.exec_reader(self.label(), args, stdin, owner).await?,
+            Host::Ssh(s) => s.exec_supervisor_reader(args, stdin).await?,
+        };
+        self.finished(args, exec).await
+    }
+
     /// Runs a verb to its end and returns its stdout; a non-zero exit is an error with its stderr.
     pub async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, HostError> {
         self.run_for(None, args, stdin).await
@@ -205,6 +220,11 @@ impl Host {
         stdin: Option<&[u8]>,
     ) -> Result<String, HostError> {
         let exec = self.exec_for(owner, args, stdin).await?;
+        self.finished(args, exec).await
+    }
+
+    /// A verb's stdout once it ended; a non-zero exit is an error with its stderr.
+    async fn finished(&self, args: &[&str], exec: Exec) -> Result<String, HostError> {
         let (out, err, code) = exec.collect().await;
         if code != Some(0) {
             let message = String::from_utf8_lossy(&err).trim().to_string();

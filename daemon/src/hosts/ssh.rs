@@ -216,6 +216,36 @@ impl SshHost {
                 .map_err(unreachable)?;
         }
         channel.eof().await.map_err(unreachable)?;
+        Ok(self.collect_channel(channel))
+    }
+
+    /// [`SshHost::exec_raw`] with standard input streamed from `stdin` (an archive: never whole
+    /// in memory), then closed.
+    pub async fn exec_raw_reader(
+        &self,
+        command: &str,
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<Exec, HostError> {
+        let handle = self.handle().await?;
+        let unreachable = |e: russh::Error| HostError::Unreachable {
+            host: self.label(),
+            message: e.to_string(),
+        };
+        let channel = match handle.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => {
+                *self.conn.lock().await = None;
+                return Err(unreachable(e));
+            }
+        };
+        channel.exec(true, command).await.map_err(unreachable)?;
+        channel.data(stdin).await.map_err(unreachable)?;
+        channel.eof().await.map_err(unreachable)?;
+        Ok(self.collect_channel(channel))
+    }
+
+    /// The output streams and exit code of a channel whose command runs.
+    fn collect_channel(&self, channel: russh::Channel<russh::client::Msg>) -> Exec {
         let (mut out_w, out_r) = tokio::io::duplex(256 * 1024);
         let (mut err_w, err_r) = tokio::io::duplex(64 * 1024);
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -256,12 +286,7 @@ impl SshHost {
             drop(err_w);
             let _ = exit_tx.send(code);
         });
-        Ok(Exec::new(
-            Box::pin(out_r),
-            Box::pin(err_r),
-            exit_rx,
-            kill_tx,
-        ))
+        Exec::new(Box::pin(out_r), Box::pin(err_r), exit_rx, kill_tx)
     }
 
     pub async fn exec_supervisor(
@@ -269,6 +294,21 @@ impl SshHost {
         args: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<Exec, HostError> {
+        self.exec_raw(&self.supervisor_command(args), stdin).await
+    }
+
+    /// [`SshHost::exec_supervisor`] with standard input streamed from `stdin`.
+    pub async fn exec_supervisor_reader(
+        &self,
+        args: &[&str],
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<Exec, HostError> {
+        self.exec_raw_reader(&self.supervisor_command(args), stdin)
+            .await
+    }
+
+    /// The command line of a supervisor verb (through `slurm.sh` on a Slurm login node).
+    fn supervisor_command(&self, args: &[&str]) -> String {
         let root = self.root();
         let mut cmd = format!(
             "FLOTILLA_ROOT={r} sh {r}/supervisor-{}.sh",
@@ -287,7 +327,7 @@ impl SshHost {
             cmd.push(' ');
             cmd.push_str(&sh_quote(a));
         }
-        self.exec_raw(&cmd, stdin).await
+        cmd
     }
 
     /// Connects, installs the supervisor when this version is missing, and reads the inventory.

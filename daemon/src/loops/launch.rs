@@ -4,6 +4,7 @@
 
 use crate::hosts::container::{self, Command, ContainerSpec, GpuPin, Mount, Network};
 use crate::hosts::sh_quote;
+use crate::loops::launch_files;
 use crate::ops::runs_interpolation::group_addresses;
 use flotilla_protocol::config::{GpuVendor, JobEnvironment, RunConfiguration, VolumeMount};
 use flotilla_protocol::model::{HostSoftware, Job, Run};
@@ -102,6 +103,11 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
         if let Some(py) = python {
             script.push_str(&host_venv(&py, ctx.job_dir));
         }
+        script.push_str(&launch_files::prelude(
+            &run.configuration,
+            &run.archives,
+            &launch_files::host_uploads_dir(ctx.job_dir),
+        )?);
         script.push_str("set -e\n");
         for c in job_commands(&configuration, job, ctx.node_ips)? {
             script.push_str(&c);
@@ -148,6 +154,11 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             } => script.push_str(&container_venv(py)),
             _ => {}
         }
+        script.push_str(&launch_files::prelude(
+            &run.configuration,
+            &run.archives,
+            launch_files::CONTAINER_UPLOADS_DIR,
+        )?);
         script.push_str("set -e\n");
         for c in &commands {
             script.push_str(c);
@@ -161,6 +172,17 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             script,
         }
     };
+    if launch_files::has_any(&run.configuration) && !matches!(command, Command::Script { .. }) {
+        return Err(
+            "`files` and `repos` are put in place by the job's script: they need `commands` and no `entrypoint`"
+                .into(),
+        );
+    }
+    let uploads = (!run.archives.is_empty()).then(|| Mount {
+        host: launch_files::host_uploads_dir(ctx.job_dir),
+        container: launch_files::CONTAINER_UPLOADS_DIR.into(),
+        optional: false,
+    });
     let mounts = common
         .volumes
         .iter()
@@ -176,6 +198,7 @@ pub fn plan(run: &Run, job: &Job, ctx: LaunchContext<'_>) -> Result<Launch, Stri
             }),
             VolumeMount::Network { .. } => None,
         })
+        .chain(uploads)
         .collect();
     let gpus = match (ctx.gpu_vendor, job.current.gpus.is_empty()) {
         (_, true) => GpuPin::None,
@@ -424,6 +447,7 @@ mod tests {
             caller_env: Default::default(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            archives: Vec::new(),
             cluster_key: None,
             deployment_num: 0,
             desired_replicas: Default::default(),

@@ -178,6 +178,7 @@ async fn start_resolved(
             launch = plan_launch(d, run, job, job_dir, Some(&bin))?;
         }
     }
+    super::job_files::put_archives(d, host, run, job_dir).await?;
     let pid = match launch {
         Launch::Host {
             script,

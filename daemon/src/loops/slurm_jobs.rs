@@ -179,6 +179,7 @@ async fn submit(
             Err(f) => return Err(f.message),
         };
         let script = with_allocation_env(&script)?;
+        super::job_files::put_archives(d, host, run, &dir).await?;
         write(host, &dir, "script", script.as_bytes()).await?;
         shell.get_or_insert(rank_shell);
         rank_dirs.push(Rank {

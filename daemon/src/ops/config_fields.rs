@@ -54,6 +54,10 @@ pub fn support(kind: &str, field: &str) -> Support {
         // when the run ends; an idle run's end by its GPUs' utilization.
         ("task", "groups") => Honoured,
         (_, "startup_order" | "stop_criteria" | "utilization_policy") => Honoured,
+        // Cloning a repo's `url`: only its branch, or all (README "Files and repos").
+        (_, "single_branch") => Honoured,
+        // Put in place by the job's script: not with `entrypoint` or an image's own command.
+        (_, "files" | "repos") => Partly,
         // Host directories are honoured, network volumes refused.
         (_, "volumes") => Partly,
         // `dstack: false` is what every run gets.
@@ -82,6 +86,7 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
                 })?;
                 format!("the network volume at {path} is not supported yet; mount a directory of the host instead (`/host/path:{path}`)")
             }
+            "files" | "repos" => files_refusal(config, field)?,
             "dstack" if !common.dstack => return None,
             "dstack" => "`dstack: true` (the dstack server reachable inside the run) is not supported; remove it".into(),
             "replicas" => {
@@ -116,10 +121,36 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
     Some(message)
 }
 
+/// `files` and `repos` are unpacked (or cloned) by the job's own script before its commands:
+/// a job without one (an `entrypoint`, or an image's own command) cannot take them, and a
+/// `~user` path is refused as dstack's runner refuses it.
+fn files_refusal(config: &RunConfiguration, field: &str) -> Option<String> {
+    let common = config.common();
+    let dev = matches!(config, RunConfiguration::DevEnvironment(_));
+    if common.entrypoint.is_some() {
+        return Some(format!(
+            "`{field}` with `entrypoint` is not supported yet: the files are put in place by the job's script; remove `entrypoint` and start the program in `commands`"
+        ));
+    }
+    if common.image.is_some() && config.commands().is_empty() && !dev {
+        return Some(format!(
+            "`{field}` without `commands` is not supported yet: the files are put in place by the job's script before the commands; write the image's command in `commands`"
+        ));
+    }
+    let paths: Vec<&str> = match field {
+        "files" => common.files.iter().map(|f| f.path.as_str()).collect(),
+        _ => common.repos.iter().map(|r| r.path.as_str()).collect(),
+    };
+    let home_of_other = paths
+        .into_iter()
+        .find(|p| p.starts_with('~') && *p != "~" && !p.starts_with("~/"))?;
+    Some(format!(
+        "{home_of_other:?}: `~user` paths are not supported (dstack's rule); write `~/...` (the job user's home) or an absolute path"
+    ))
+}
+
 fn refused_message(field: &str) -> String {
     let what = match field {
-        "files" => "`files` is not supported yet: nothing would be copied to the job; remove it and copy the files in `commands` (or mount a host directory with `volumes`)",
-        "repos" | "single_branch" => "`repos` is not supported yet: the job's directory would stay empty; remove it and clone the repository in `commands`",
         "instances" => "`instances` is not supported yet; remove it and name the fleets with `fleets`",
         "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
@@ -173,14 +204,14 @@ mod tests {
             ("nvcc", Honoured),
             ("docker", Honoured),
             ("dstack", Partly),
-            ("single_branch", Refused),
+            ("single_branch", Honoured),
             ("env", Honoured),
             ("shell", Honoured),
             ("resources", Honoured),
             ("priority", Honoured),
             ("volumes", Partly),
-            ("files", Refused),
-            ("repos", Refused),
+            ("files", Partly),
+            ("repos", Partly),
             ("setup", Honoured),
             ("backends", Honoured),
             ("regions", Honoured),
@@ -305,19 +336,32 @@ mod tests {
     }
 
     #[test]
+    fn files_and_repos_are_honoured_where_the_jobs_script_can_put_them_in_place() {
+        let honoured = [
+            "type: task\nfiles: [data, \"~/.ssh/id_rsa:/root/.ssh/id_rsa\"]\nrepos: [\"..:/work\"]\ncommands: [ls]\n",
+            "type: task\nimage: ubuntu\nfiles: [data]\nrepos: [https://example.com/r.git]\ncommands: [ls]\n",
+            "type: dev-environment\nide: vscode\nimage: ubuntu\nfiles: [data]\n",
+        ];
+        for yaml in honoured {
+            assert_eq!(refused(yaml), Vec::<String>::new(), "{yaml}");
+        }
+        let got = refused("type: task\nimage: ubuntu\nfiles: [data]\n");
+        assert!(
+            got[0].starts_with("t.yml:3:1: files: `files` without `commands` is not supported yet"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn each_refused_field_is_named_at_its_line_with_what_to_do() {
         let cases: &[(&str, &str)] = &[
             (
-                "files:\n  - a.txt:/b/a.txt\n",
-                "t.yml:3:1: files: `files` is not supported yet",
+                "entrypoint: python\nfiles:\n  - a.txt:/b/a.txt\n",
+                "t.yml:4:1: files: `files` with `entrypoint` is not supported yet",
             ),
             (
-                "repos:\n  - .\n",
-                "t.yml:3:1: repos: `repos` is not supported yet",
-            ),
-            (
-                "single_branch: true\n",
-                "t.yml:3:1: single_branch: `repos` is not supported yet",
+                "repos:\n  - .:~bob/src\n",
+                "t.yml:3:1: repos: \"~bob/src\": `~user` paths are not supported",
             ),
             (
                 "instances:\n  - name: a\n",

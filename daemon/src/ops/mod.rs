@@ -24,6 +24,7 @@ pub mod services;
 pub mod status;
 pub mod stops;
 pub mod tunnels;
+pub mod uploads;
 pub mod users;
 pub mod utilization;
 

@@ -5,7 +5,7 @@ use super::offers::{self, OfferRequest};
 use super::runs_access::{check_owner, visible_to};
 use super::stops::carry_out_stops;
 use super::OpError;
-use super::{config_fields, runs_interpolation, runs_update, secrets};
+use super::{config_fields, runs_interpolation, runs_update, secrets, uploads};
 use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::lifecycle::{new_submission, request_job_stop, scheduled_wait};
@@ -14,7 +14,7 @@ use flotilla_protocol::config::cron::next_start;
 use flotilla_protocol::config::sites::sites;
 use flotilla_protocol::config::{parse_configuration, ConfigErrors, RunConfiguration};
 use flotilla_protocol::model::{
-    ClusterKey, Job, JobTerminationReason, Run, RunStatus, RunTerminationReason,
+    ClusterKey, Job, JobTerminationReason, Run, RunArchive, RunStatus, RunTerminationReason,
 };
 use flotilla_protocol::rpc::{JobPlan, RunApplyParams, RunPlan};
 use flotilla_protocol::Timestamp;
@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub name_generated: bool,
     pub configuration: RunConfiguration,
     pub caller_env: BTreeMap<String, String>,
+    /// The uploaded archives of its `files` and local `repos` (checked by [`apply_params`]).
+    pub archives: Vec<RunArchive>,
 }
 
 /// Parses a run's file and refuses what this daemon would not honour: fields it does not
@@ -75,6 +77,7 @@ pub fn parse_request(
         name: explicit.unwrap_or_default(),
         configuration,
         caller_env: params.env.clone(),
+        archives: params.archives.clone(),
     })
 }
 
@@ -150,6 +153,7 @@ pub async fn apply_params(
         .await
         .map_err(|e| OpError::Internal(format!("the configuration parser stopped: {e}")))??;
     req.configuration.common_mut().name = None;
+    req.archives = uploads::for_run(d, caller, &req.configuration, &params.archives)?;
     let mut run = apply(d, caller, req).await?;
     run.configuration_path = params.file_name.clone();
     Ok(visible_to(caller, run))
@@ -355,6 +359,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         caller_env: req.caller_env,
         retry_window_started_at: None,
         next_triggered_at,
+        archives: req.archives,
         deployment_num: 0,
         desired_replicas,
         last_scaled_at: (!jobs.is_empty()).then_some(now),

@@ -44,6 +44,7 @@ pub fn without_contents(mut run: Run) -> Run {
     run.configuration = bare_configuration(&run.configuration);
     run.caller_env.clear();
     run.configuration_path = None;
+    run.archives.clear();
     run
 }
 
@@ -114,6 +115,7 @@ mod tests {
             caller_env: [("TOKEN".to_string(), "s3cr3t".to_string())].into(),
             retry_window_started_at: None,
             next_triggered_at: None,
+            archives: Vec::new(),
             cluster_key: None,
             deployment_num: 0,
             desired_replicas: Default::default(),

@@ -15,7 +15,7 @@ use crate::caller::Caller;
 use crate::handle::Daemon;
 use crate::sealing::is_sealed;
 use flotilla_protocol::config::{Range, RunConfiguration};
-use flotilla_protocol::model::{Job, Run};
+use flotilla_protocol::model::{ArchiveField, Job, Run, RunArchive};
 use flotilla_protocol::rpc::{FieldChange, RunUpdate};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -162,6 +162,27 @@ pub fn preview(d: &Daemon, caller: &Caller, run: &Run, req: &RunRequest) -> RunU
     RunUpdate { changes, refusal }
 }
 
+/// The fields (`files`, `repos`) whose uploaded archives differ.
+fn archive_changes(old: &[RunArchive], new: &[RunArchive]) -> Vec<&'static str> {
+    let of = |list: &[RunArchive], field: ArchiveField| -> Vec<(usize, String)> {
+        let mut v: Vec<(usize, String)> = list
+            .iter()
+            .filter(|a| a.field == field)
+            .map(|a| (a.index, a.hash.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    [
+        (ArchiveField::Files, "files"),
+        (ArchiveField::Repos, "repos"),
+    ]
+    .into_iter()
+    .filter(|(field, _)| of(old, *field) != of(new, *field))
+    .map(|(_, name)| name)
+    .collect()
+}
+
 /// A job's own configuration without what changes in place (counts, scaling, priority).
 fn job_spec(c: &RunConfiguration, job: &Job) -> RunConfiguration {
     let mut spec = c
@@ -185,7 +206,17 @@ pub async fn update(
     req: RunRequest,
 ) -> Result<Run, OpError> {
     check_owner(caller, &run, "update")?;
-    let changes = changes(d, &run, &req.configuration, &req.caller_env);
+    let mut changes = changes(d, &run, &req.configuration, &req.caller_env);
+    // New content in `files` (or the repo) is a change even when the file says the same.
+    for field in archive_changes(&run.archives, &req.archives) {
+        if !changes.iter().any(|c| c.field == field) {
+            changes.push(FieldChange {
+                field: field.to_string(),
+                old: Value::String("(uploaded content)".into()),
+                new: Value::String("(new content)".into()),
+            });
+        }
+    }
     if let Some(why) = refusal(&run, &changes) {
         return Err(OpError::Conflict(why));
     }
@@ -202,10 +233,12 @@ pub async fn update(
         };
     }
     let caller_env = req.caller_env;
+    let archives = req.archives;
     let (run, _) = d.update_run(run.id, move |run| {
         let old_config = std::mem::replace(&mut run.configuration, configuration);
-        let env_same = run.caller_env == caller_env;
+        let env_same = run.caller_env == caller_env && run.archives == archives;
         run.caller_env = caller_env;
+        run.archives = archives;
         run.deployment_num += 1;
         let deployment = run.deployment_num;
         let new_config = run.configuration.clone();
@@ -232,6 +265,27 @@ pub async fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_content_in_files_or_the_repo_is_a_change_of_that_field() {
+        let a = |field, index, hash: &str| RunArchive {
+            field,
+            index,
+            hash: hash.into(),
+            size: 1,
+        };
+        let old = vec![
+            a(ArchiveField::Files, 0, "x"),
+            a(ArchiveField::Repos, 0, "r"),
+        ];
+        assert!(archive_changes(&old, &old).is_empty());
+        let new = vec![
+            a(ArchiveField::Repos, 0, "r"),
+            a(ArchiveField::Files, 0, "y"),
+        ];
+        assert_eq!(archive_changes(&old, &new), ["files"]);
+        assert_eq!(archive_changes(&old, &new[1..]), ["files", "repos"]);
+    }
     use flotilla_protocol::config::parse_configuration;
     use flotilla_protocol::model::RunStatus;
 
@@ -262,6 +316,7 @@ mod tests {
             deployment_num: 0,
             desired_replicas: Default::default(),
             last_scaled_at: None,
+            archives: Vec::new(),
             cluster_key: None,
             jobs: Vec::new(),
         }

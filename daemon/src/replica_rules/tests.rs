@@ -45,6 +45,7 @@ fn service_run(yaml: &str, groups: &[(&str, u32)]) -> Run {
         deployment_num: 0,
         desired_replicas: Default::default(),
         last_scaled_at: None,
+        archives: Vec::new(),
         cluster_key: None,
         jobs,
     }

@@ -1,5 +1,6 @@
 //! Bottom layer: the only code that touches sled. Typed trees for runs and jobs (`runs`),
-//! fleets and instances (`fleets`), users (`users`), secrets (`secrets`, sealed) and events
+//! fleets and instances (`fleets`), users (`users`), secrets (`secrets`, sealed), uploaded
+//! archives (`uploads`, metadata only) and events
 //! (`events`); the schema version and
 //! its migrations (`schema`).
 //!
@@ -13,6 +14,7 @@ mod fleets;
 mod runs;
 mod schema;
 mod secrets;
+mod uploads;
 mod users;
 
 pub use events::{status_changes, EventDraft};
@@ -66,6 +68,8 @@ pub struct Store {
     users: sled::Tree,
     /// Secrets by name, their values sealed.
     secrets: sled::Tree,
+    /// Uploaded archives by hash: size and owners (the bytes are files, see `crate::blobs`).
+    uploads: sled::Tree,
     /// Serialises read-modify-write cycles so that two writers never lose each other's change.
     write_lock: Mutex<()>,
     /// Unfinished runs with their jobs, decoded: what the loops and the default listing read.
@@ -130,6 +134,7 @@ impl Store {
             events: t("events")?,
             users: t("users")?,
             secrets: t("secrets")?,
+            uploads: t("uploads")?,
             db,
             write_lock: Mutex::new(()),
             active: RwLock::new(BTreeMap::new()),

@@ -105,6 +105,20 @@ class ErrorsTest(unittest.TestCase):
         self.assertEqual((e.errors[1].line, e.errors[1].column), (7, 12))
 
 
+class LocalFilesTest(unittest.TestCase):
+    def test_files_and_local_repos_are_refused_until_this_client_uploads_them(self) -> None:
+        from flotilla.api.errors import ClientError
+        from flotilla.api.runs import _refuse_local_files
+
+        for config in ({"files": ["data"]}, {"repos": ["."]}, {"repos": [{"local_path": ".."}]}):
+            with self.assertRaises(ClientError) as caught:
+                _refuse_local_files(config)
+            self.assertIn("flotilla apply", str(caught.exception))
+        for config in ({}, {"repos": ["https://github.com/dstackai/dstack"]},
+                       {"repos": ["git@github.com:dstackai/dstack.git"]}, {"repos": [{"url": "x"}]}):
+            _refuse_local_files(config)
+
+
 class SocketPathTest(unittest.TestCase):
     def test_the_socket_is_looked_for_as_the_command_line_does(self) -> None:
         env = {"FLOTILLA_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": "", "HOME": "/home/ana"}

@@ -1,7 +1,7 @@
 //! The params and results of the socket methods, and the items of its streams.
 
 use crate::config::{ConfigError, Range};
-use crate::model::{Event, Offer, Run};
+use crate::model::{Event, Offer, Run, RunArchive};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +36,10 @@ pub struct RunApplyParams {
     /// Overrides the configuration's `name`.
     #[serde(default)]
     pub name: Option<String>,
+    /// The archive uploaded (`file.upload`) for each `files` entry and local `repos` entry, by
+    /// hash; `run.apply` needs one for each, `run.plan` none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<RunArchive>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,4 +460,31 @@ pub struct BackendInfo {
     /// Machines carrying flotilla's name prefix that the daemon did not know at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphans: Vec<String>,
+}
+
+/// Params of `file.upload`: an archive (a tar of `files` or a repo) by its SHA-256 and size.
+/// It must be the only call on its connection after `hello`. When the caller already uploaded
+/// it, the answer comes at once (`present: true`); otherwise the daemon sends a
+/// `file.upload.ready` notification, then reads exactly `size` raw bytes, then answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUploadParams {
+    /// Lowercase hex SHA-256 of the bytes.
+    pub hash: String,
+    pub size: u64,
+}
+
+/// The `file.upload.ready` notification: send the bytes now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUploadReady {
+    /// The daemon's limit per archive in bytes (0: none).
+    pub limit: u64,
+}
+
+/// The answer of `file.upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUploadResult {
+    pub hash: String,
+    pub size: u64,
+    /// The caller had uploaded it before: no bytes were sent.
+    pub present: bool,
 }

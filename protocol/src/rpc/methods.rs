@@ -119,11 +119,16 @@ methods! {
     SecretDelete = SECRET_DELETE("secret.delete"): m::SecretNameParams => m::Deleted;
     /// The configured backends: credentials (checked again with `check`), instances, orphans.
     BackendList = BACKEND_LIST("backend.list"): m::BackendListParams => Vec<m::BackendInfo>;
+    /// Stores an archive for `run.apply`'s `archives` (see [`FileUploadParams`](m::FileUploadParams)):
+    /// the bytes follow its `file.upload.ready` notification, raw.
+    FileUpload = FILE_UPLOAD("file.upload"): m::FileUploadParams => m::FileUploadResult;
 }
 
 /// Notification methods of streams.
 pub const LOGS_CHUNK: &str = "logs.chunk";
 pub const EVENT: &str = "event";
+/// The notification of `file.upload` after which the client sends the archive's bytes.
+pub const FILE_UPLOAD_READY: &str = "file.upload.ready";
 
 impl Stream for LogsFollow {
     const ITEM: &'static str = LOGS_CHUNK;

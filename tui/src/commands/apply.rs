@@ -67,6 +67,9 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    // `files` and local `repos`, packed once the file is known good (a missing path is an
+    // error before the confirmation); sent after it.
+    let packed = crate::uploads::pack_run(&run_config, &args.file)?;
     if !args.yes {
         let what = if plan.update.is_some() {
             format!("Update the run {}?", plan.run_name)
@@ -80,6 +83,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    params.archives = crate::uploads::upload_all(target, packed).await?;
     let run = client.call::<methods::RunApply>(&params).await?;
     if plan.update.is_some() {
         // A rolling update: the new replicas start beside the old ones, which stop once the

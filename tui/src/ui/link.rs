@@ -108,7 +108,7 @@ pub async fn run(
                         }
                     }
                     Some(cmd) => {
-                        tokio::spawn(execute(client.clone(), cmd, msgs.clone()));
+                        tokio::spawn(execute(client.clone(), target.clone(), cmd, msgs.clone()));
                     }
                 },
                 item = sub.next() => match item {
@@ -172,7 +172,12 @@ fn offline(
 }
 
 /// Carries out one command on the shared connection.
-pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Msg>) {
+pub async fn execute(
+    client: Arc<Client>,
+    target: Target,
+    cmd: Command,
+    msgs: UnboundedSender<Msg>,
+) {
     let msg = match cmd {
         Command::LoadRuns { all } => Msg::Runs(
             client
@@ -228,9 +233,12 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
             Ok((params, plan)) => Msg::Plan { path, params, plan },
             Err(e) => Msg::Error(e),
         },
-        Command::Apply(params) => match client.call::<methods::RunApply>(&params).await {
-            Ok(run) => Msg::Applied(run),
-            Err(e) => Msg::Error(format!("apply: {}", err_text(&e))),
+        Command::Apply(mut params) => match with_archives(&target, &mut params).await {
+            Err(e) => Msg::Error(format!("apply: {e}")),
+            Ok(()) => match client.call::<methods::RunApply>(&params).await {
+                Ok(run) => Msg::Applied(run),
+                Err(e) => Msg::Error(format!("apply: {}", err_text(&e))),
+            },
         },
         Command::Stop { name, abort } => {
             match client
@@ -280,6 +288,32 @@ pub async fn execute(client: Arc<Client>, cmd: Command, msgs: UnboundedSender<Ms
         }
     };
     let _ = msgs.send(msg);
+}
+
+/// Packs and uploads the run's `files` and local `repos`, as `flotilla apply` does.
+async fn with_archives(target: &Target, params: &mut RunApplyParams) -> Result<(), String> {
+    let path = params.file_name.clone().unwrap_or_default();
+    let text = params.configuration.clone();
+    let owned = path.clone();
+    let packed = tokio::task::spawn_blocking(move || {
+        let config = flotilla_protocol::config::parse_configuration(&owned, &text)
+            .map_err(|e| e.to_string())?;
+        match config.as_run() {
+            Some(run) => {
+                crate::uploads::pack_run(&run, Path::new(&owned)).map_err(|e| format!("{e:#}"))
+            }
+            None => Ok(Vec::new()),
+        }
+    })
+    .await
+    .map_err(|e| format!("cannot pack the files of {path}: {e}"))??;
+    if packed.is_empty() {
+        return Ok(());
+    }
+    params.archives = crate::uploads::upload_all(target, packed)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(())
 }
 
 /// Reads, checks and plans a configuration file, as `flotilla apply` does.

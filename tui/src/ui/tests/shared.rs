@@ -89,6 +89,7 @@ fn apply_prompts_plans_then_confirms() {
     let params = flotilla_protocol::rpc::RunApplyParams {
         configuration: "type: task\n".into(),
         file_name: Some("/tmp/task.yml".into()),
+        archives: Vec::new(),
         env: Default::default(),
         name: None,
     };

@@ -541,6 +541,7 @@ class RunCollection:
 
     def _plan(self, config: Dict[str, Any], configuration_path: Optional[str],
               run_name: Optional[str], max_offers: Optional[int], check: bool = True) -> RunPlan:
+        _refuse_local_files(config)
         text = json.dumps(config, indent=2)
         env = _caller_env(config)
         ports = list(config.get("ports") or [])
@@ -578,6 +579,22 @@ def _reserve(plan: RunPlan) -> Dict[int, socket.socket]:
             s.close()
         raise
     return reserved
+
+
+def _refuse_local_files(config: Dict[str, Any]) -> None:
+    """``files`` and local ``repos`` are packed and uploaded by ``flotilla apply`` (the daemon
+    needs their archives before ``run.apply``); this client does not upload them yet."""
+    def is_url(repo: Any) -> bool:
+        if isinstance(repo, dict):
+            return repo.get("url") is not None
+        text = str(repo)
+        return "://" in text or text.split(":", 1)[0].count("@") == 1
+    local = [str(r) for r in (config.get("repos") or []) if not is_url(r)]
+    if config.get("files") or local:
+        raise ClientError(
+            "files and local repos are not uploaded by the Python client yet: apply the "
+            "configuration with `flotilla apply -f FILE` (which packs and uploads them), or give "
+            "the repo as a `url`")
 
 
 def _refuse(**args: Any) -> None:
