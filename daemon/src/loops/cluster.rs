@@ -15,7 +15,7 @@
 //! revoked on its host once no other job of the run runs there; the run's last job revokes it
 //! on every host of the run.
 
-use super::runners::{sleep_or_shutdown, Failure};
+use super::job_common::{sleep_or_shutdown, Failure};
 use crate::handle::Daemon;
 use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::startup_wait;

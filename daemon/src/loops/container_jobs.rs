@@ -2,7 +2,7 @@
 //! image (the job is `pulling`), noting a host whose Docker stopped, and recording where the
 //! container's ports are published.
 
-use super::runners::{sleep_or_shutdown, Failure};
+use super::job_common::{sleep_or_shutdown, Failure};
 use crate::handle::Daemon;
 use crate::hosts::container::{self, Credentials};
 use crate::hosts::{Host, HostError};

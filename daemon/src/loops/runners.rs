@@ -6,6 +6,8 @@
 
 use super::cluster;
 use super::container_jobs::{pull_image, record_ports, wait_started};
+use super::job_common::{sleep_or_shutdown, Failure};
+use super::job_start::plan_launch;
 use crate::handle::Daemon;
 use crate::hosts::container::{self, Network};
 use crate::hosts::supervisor::{self, FollowEnd, ProcessStatus};
@@ -13,10 +15,9 @@ use crate::hosts::{sh_quote, Host};
 use crate::lifecycle::{
     failure_stops_run, finish, finish_from_exit, request_job_stop, stop_on_master_done,
 };
-use crate::loops::launch::{self, Launch, LaunchContext};
+use crate::loops::launch::Launch;
 use crate::ops::secrets;
 use crate::ops::stops::carry_out_stops;
-use crate::sealing::is_sealed;
 use flotilla_protocol::model::{Job, JobStatus, JobTerminationReason, Run};
 use flotilla_protocol::Timestamp;
 use std::time::Duration;
@@ -67,27 +68,6 @@ pub fn spawn(d: &Daemon, run_id: u64, replica: u32, job_num: u32, sub_id: u64) {
         }
         d.release_runner(sub_id);
     });
-}
-
-/// Why a runner gave up on its job: `executor_error` unless said otherwise.
-pub(super) struct Failure {
-    pub(super) reason: JobTerminationReason,
-    pub(super) message: String,
-}
-
-impl From<String> for Failure {
-    fn from(message: String) -> Failure {
-        Failure {
-            reason: JobTerminationReason::ExecutorError,
-            message,
-        }
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(message: &str) -> Failure {
-        Failure::from(message.to_string())
-    }
 }
 
 async fn drive(d: &Daemon, target: Target) -> Result<(), Failure> {
@@ -286,64 +266,6 @@ async fn end_stopped_before_start(d: &Daemon, run_id: u64, job: &Job) -> Result<
     d.store().flush().await.map_err(|e| e.to_string())?;
     d.logs().complete(sub_id);
     Ok(())
-}
-
-/// How the job starts on its host: the host's software and GPUs, the fleet's env, the nodes'
-/// addresses, the daemon's `base_image` and the registry password (opened from its seal).
-pub(super) fn plan_launch(
-    d: &Daemon,
-    run: &Run,
-    job: &Job,
-    job_dir: &str,
-    ssh_bin: Option<&str>,
-) -> Result<Launch, Failure> {
-    let fleet_env = match job.current.fleet.as_deref() {
-        Some(f) => d
-            .store()
-            .get_fleet(f)
-            .map_err(|e| format!("cannot read fleet {f}: {e}"))?
-            .and_then(|f| f.configuration)
-            .map(|c| c.env.resolve(&Default::default()).unwrap_or_default())
-            .unwrap_or_default(),
-        None => Default::default(),
-    };
-    let nodes = cluster::nodes(d, run, job.replica_num)?;
-    let node_ips: Vec<String> = nodes.iter().map(|n| n.ip.clone()).collect();
-    let node_gpus: Vec<usize> = nodes.iter().map(|n| n.gpus).collect();
-    let instance = match job.current.instance_id {
-        Some(id) => d
-            .store()
-            .get_instance(id)
-            .map_err(|e| format!("cannot read instance {id}: {e}"))?,
-        None => None,
-    };
-    let registry_password = match &run.configuration.common().registry_auth {
-        Some(auth) if is_sealed(&auth.password) => Some(
-            d.sealing()
-                .open(&auth.password)
-                .map_err(|e| format!("registry_auth: cannot open the stored password: {e}"))?,
-        ),
-        Some(auth) => Some(auth.password.clone()),
-        None => None,
-    };
-    let ctx = LaunchContext {
-        fleet_env: &fleet_env,
-        node_ips: &node_ips,
-        node_gpus: &node_gpus,
-        ssh_bin,
-        job_dir,
-        software: instance.as_ref().map(|i| i.software).unwrap_or_default(),
-        gpu_vendor: instance
-            .as_ref()
-            .and_then(|i| i.resources.gpus.first())
-            .map(|g| g.vendor),
-        base_image: d.config().base_image.as_deref(),
-        registry_password,
-    };
-    launch::plan(run, job, ctx).map_err(|message| Failure {
-        reason: JobTerminationReason::CreatingContainerError,
-        message,
-    })
 }
 
 async fn follow_to_end(
@@ -638,14 +560,6 @@ async fn unwritable(host: &Host, job_dir: &str) -> Option<String> {
                 }
             }
         }
-    }
-}
-
-/// Sleeps; true when the daemon is shutting down (the job keeps running on its host).
-pub(super) async fn sleep_or_shutdown(d: &Daemon, dur: Duration) -> bool {
-    tokio::select! {
-        _ = d.shutdown().cancelled() => true,
-        _ = tokio::time::sleep(dur) => false,
     }
 }
 

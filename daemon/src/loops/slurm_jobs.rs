@@ -4,8 +4,9 @@
 //! reason, until its process runs inside the allocation. From there the runner follows it as
 //! any job: the login node's `slurm.sh` answers the supervisor's verbs from Slurm's state.
 
+use super::job_common::sleep_or_shutdown;
+use super::job_start::plan_launch;
 use super::launch::Launch;
-use super::runners::{plan_launch, sleep_or_shutdown};
 use crate::backends::slurm::sbatch::{
     batch_script, parse_queue, time_minutes, with_allocation_env, BatchSpec, QueueState, Rank,
 };
