@@ -17,6 +17,7 @@ pub mod gpu_samples;
 pub mod handle;
 pub mod hashing;
 pub mod hosts;
+pub mod http;
 pub mod lifecycle;
 pub mod logs;
 pub mod loops;

@@ -321,6 +321,7 @@ mod tests {
                 .expect("a run configuration"),
             caller_env: Default::default(),
             retry_window_started_at: None,
+            service: None,
             next_triggered_at: None,
             jobs: (0..jobs)
                 .map(|j| Job {

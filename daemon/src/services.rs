@@ -63,9 +63,23 @@ struct Entry {
     waiting: u32,
 }
 
+/// Where the HTTP server in front of services is (what `daemon status`, `ps` and the dashboard
+/// say of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// Disabled (`--http off`), or not started yet.
+    #[default]
+    Off,
+    /// Serving at this address.
+    Up(std::net::SocketAddr),
+    /// Configured at `listen` but not serving, and why.
+    Down { listen: String, error: String },
+}
+
 #[derive(Default)]
 struct Shared {
     runs: Mutex<HashMap<u64, Entry>>,
+    endpoint: Mutex<Endpoint>,
     /// Told when a replica becomes ready (held requests look again).
     ready: Notify,
     /// Told when a request is held with no ready replica (the autoscaler looks at once).
@@ -178,6 +192,33 @@ impl Services {
     }
 
     // ---- the proxy side ----
+
+    /// Records where the HTTP server is (set by the server at start).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        *self.0.endpoint.locked() = endpoint;
+    }
+
+    /// Where the HTTP server is.
+    pub fn endpoint(&self) -> Endpoint {
+        self.0.endpoint.locked().clone()
+    }
+
+    /// Like [`Services::pick`], leaving out the replicas in `tried` (a retry after a replica
+    /// failed); `None` when no other ready replica is left.
+    pub fn pick_except(&self, run_id: u64, tried: &[u64]) -> Option<Lease> {
+        let runs = self.0.runs.locked();
+        let entry = runs.get(&run_id)?;
+        let (target, count) = entry
+            .replicas
+            .iter()
+            .filter(|(r, _)| r.ready && !tried.contains(&r.submission))
+            .min_by_key(|(_, c)| c.load(Ordering::Relaxed))?;
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            target: target.clone(),
+            outstanding: count.clone(),
+        })
+    }
 
     /// Counts one request that arrived for a run (whether or not a replica takes it).
     pub fn note_request(&self, run_id: u64) {
@@ -317,6 +358,15 @@ mod tests {
         let d = s.demand(3, Duration::from_secs(10));
         assert!((d.rps - 3.0).abs() < 1e-9, "{d:?}");
         assert_eq!(s.demand(4, Duration::from_secs(10)).rps, 0.0);
+    }
+
+    #[test]
+    fn a_retry_leaves_out_the_replicas_tried() {
+        let s = Services::default();
+        s.set_replicas(2, vec![replica(1, true), replica(2, true)]);
+        let a = s.pick_except(2, &[1]).expect("another replica");
+        assert_eq!(a.target.submission, 2);
+        assert!(s.pick_except(2, &[1, 2]).is_none());
     }
 
     #[tokio::test]

@@ -142,11 +142,12 @@ fn method_names_are_unique() {
     {
         assert!(seen.insert(*name), "{name} is declared twice");
     }
-    assert_eq!(methods::ALL.len(), 29);
+    assert_eq!(methods::ALL.len(), 30);
     assert_eq!(methods::SecretSet::NAME, "secret.set");
     assert_eq!(methods::BackendList::NAME, "backend.list");
     assert_eq!(methods::RunPlan::NAME, "run.plan");
     assert_eq!(methods::UserRefreshSshKey::NAME, "user.refresh_ssh_key");
+    assert_eq!(methods::UserRefreshToken::NAME, "user.refresh_token");
 }
 
 #[test]

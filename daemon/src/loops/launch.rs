@@ -354,6 +354,7 @@ mod tests {
             configuration,
             caller_env: Default::default(),
             retry_window_started_at: None,
+            service: None,
             next_triggered_at: None,
             jobs: (0..nodes)
                 .map(|j| Job {

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod metrics;
 pub mod occupancy;
 pub mod offers;
+pub mod proxy;
 pub mod runs;
 pub mod runs_access;
 pub mod runs_interpolation;
@@ -22,6 +23,7 @@ pub mod secrets;
 pub mod services;
 pub mod status;
 pub mod stops;
+pub mod tokens;
 pub mod tunnels;
 pub mod users;
 

@@ -209,12 +209,15 @@ pub fn list(d: &Daemon, caller: &Caller, all: bool) -> Result<Vec<Run>, OpError>
             active.iter().rev().map(|r| Run::clone(r)).collect()
         }
     };
-    Ok(runs.into_iter().map(|r| visible_to(caller, r)).collect())
+    Ok(runs
+        .into_iter()
+        .map(|r| visible_to(caller, super::proxy::with_endpoint(d, r)))
+        .collect())
 }
 
 /// `run.get`: the run, without its contents for others than its owner and the admins.
 pub fn get(d: &Daemon, caller: &Caller, name: &str) -> Result<Run, OpError> {
-    find_run(d, name).map(|r| visible_to(caller, r))
+    find_run(d, name).map(|r| visible_to(caller, super::proxy::with_endpoint(d, r)))
 }
 
 /// A non-root daemon runs every job as its own user: it takes runs from that user (and root)
@@ -303,11 +306,12 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         configuration,
         caller_env: req.caller_env,
         retry_window_started_at: None,
+        service: None,
         next_triggered_at,
         jobs,
     };
     d.insert_run(&run).await?;
-    Ok(run)
+    Ok(super::proxy::with_endpoint(d, run))
 }
 
 /// A run with `schedule` waits for its first start: each job's submission waits until then

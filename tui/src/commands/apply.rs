@@ -74,6 +74,11 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     }
     let run = client.call::<methods::RunApply>(&params).await?;
     eprintln!("Submitted run {}", run.name);
+    if let Some(service) = &run.service {
+        for line in super::runs::service_lines(&run.name, service) {
+            eprintln!("{line}");
+        }
+    }
     if let Some(at) = run.next_triggered_at {
         // A scheduled run starts later, and again after each end: nothing to follow now.
         eprintln!(
