@@ -61,6 +61,36 @@ struct Entry {
     /// When each request arrived, oldest first (pruned past `KEEP_COUNTS`).
     arrivals: VecDeque<Instant>,
     waiting: u32,
+    /// Where the next tie between replicas starts (ties go round in turn, as nginx's
+    /// `least_conn` does, so that requests one after another spread over the replicas).
+    turn: usize,
+}
+
+impl Entry {
+    /// Leases the ready replica (not in `tried`) with the fewest requests in flight; among
+    /// equals, the next in turn.
+    fn lease(&mut self, tried: &[u64]) -> Option<Lease> {
+        let eligible = |r: &ReplicaTarget| r.ready && !tried.contains(&r.submission);
+        let least = self
+            .replicas
+            .iter()
+            .filter(|(r, _)| eligible(r))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .min()?;
+        let n = self.replicas.len();
+        let start = self.turn % n;
+        let index = (0..n).map(|i| (start + i) % n).find(|&i| {
+            let (r, c) = &self.replicas[i];
+            eligible(r) && c.load(Ordering::Relaxed) == least
+        })?;
+        self.turn = index + 1;
+        let (target, count) = &self.replicas[index];
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            target: target.clone(),
+            outstanding: count.clone(),
+        })
+    }
 }
 
 /// Where the HTTP server in front of services is (what `daemon status`, `ps` and the dashboard
@@ -206,18 +236,7 @@ impl Services {
     /// Like [`Services::pick`], leaving out the replicas in `tried` (a retry after a replica
     /// failed); `None` when no other ready replica is left.
     pub fn pick_except(&self, run_id: u64, tried: &[u64]) -> Option<Lease> {
-        let runs = self.0.runs.locked();
-        let entry = runs.get(&run_id)?;
-        let (target, count) = entry
-            .replicas
-            .iter()
-            .filter(|(r, _)| r.ready && !tried.contains(&r.submission))
-            .min_by_key(|(_, c)| c.load(Ordering::Relaxed))?;
-        count.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            target: target.clone(),
-            outstanding: count.clone(),
-        })
+        self.0.runs.locked().get_mut(&run_id)?.lease(tried)
     }
 
     /// Counts one request that arrived for a run (whether or not a replica takes it).
@@ -228,21 +247,10 @@ impl Services {
         prune(&mut entry.arrivals);
     }
 
-    /// The ready replica with the fewest requests in flight (the first such on a tie), leased
-    /// for one request.
+    /// The ready replica with the fewest requests in flight (on a tie, the next in turn),
+    /// leased for one request.
     pub fn pick(&self, run_id: u64) -> Option<Lease> {
-        let runs = self.0.runs.locked();
-        let entry = runs.get(&run_id)?;
-        let (target, count) = entry
-            .replicas
-            .iter()
-            .filter(|(r, _)| r.ready)
-            .min_by_key(|(_, c)| c.load(Ordering::Relaxed))?;
-        count.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            target: target.clone(),
-            outstanding: count.clone(),
-        })
+        self.0.runs.locked().get_mut(&run_id)?.lease(&[])
     }
 
     /// Picks a ready replica, holding the request up to `timeout` while none is (the replica
@@ -358,6 +366,19 @@ mod tests {
         let d = s.demand(3, Duration::from_secs(10));
         assert!((d.rps - 3.0).abs() < 1e-9, "{d:?}");
         assert_eq!(s.demand(4, Duration::from_secs(10)).rps, 0.0);
+    }
+
+    #[test]
+    fn requests_one_after_another_go_round_the_replicas() {
+        let s = Services::default();
+        s.set_replicas(
+            3,
+            vec![replica(1, true), replica(2, false), replica(3, true)],
+        );
+        let order: Vec<u64> = (0..4)
+            .map(|_| s.pick(3).expect("ready").target.submission)
+            .collect();
+        assert_eq!(order, [1, 3, 1, 3]);
     }
 
     #[test]
