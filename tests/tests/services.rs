@@ -416,3 +416,89 @@ fn a_taken_address_leaves_the_daemon_up_and_every_view_says_why() {
     let out = d.cli(&["stop", &name, "-y", "--abort"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A server that answers an `Upgrade: echo` request with 101, then echoes in upper case.
+const UPGRADE_SERVER: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(64)
+
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = c.recv(4096)
+        if not d:
+            c.close()
+            return
+        data += d
+    head, rest = data.split(b"\r\n\r\n", 1)
+    if b"upgrade: echo" not in head.lower():
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        c.close()
+        return
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+    if rest:
+        c.sendall(rest.upper())
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d.upper())
+    c.close()
+
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn an_upgraded_connection_carries_bytes_both_ways() {
+    use std::io::{Read, Write};
+    let d = TestDaemon::start();
+    let script = d.write_config("upgrade.py", UPGRADE_SERVER);
+    let port = free_port();
+    let config = format!(
+        "type: service\nname: ws\nport: {port}\nauth: false\n{SMALL}commands:\n  - /usr/bin/python3 {} {port}\n",
+        script.display()
+    );
+    let name = d.apply_detached("ws", &config);
+    d.wait_status(&name, &["running"], WAIT);
+    let addr = d.http_addr();
+    let deadline = Instant::now() + WAIT;
+    let mut s = loop {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.write_all(
+            b"GET /proxy/services/main/ws/ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .expect("send");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        if head.starts_with("HTTP/1.1 101") {
+            assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no upgrade: {head}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for word in ["hello", "again"] {
+        s.write_all(word.as_bytes()).expect("send");
+        let mut got = vec![0u8; word.len()];
+        s.read_exact(&mut got).expect("echo");
+        assert_eq!(got, word.to_uppercase().as_bytes());
+    }
+    drop(s);
+    let out = d.cli(&["stop", &name, "-y", "--abort"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
