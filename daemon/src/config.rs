@@ -180,10 +180,9 @@ impl DaemonConfig {
                 file_path.display()
             );
         }
-        let http_listen = HttpListen::parse(
-            file.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
+        let http_listen =
+            HttpListen::parse(file.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
         Ok(DaemonConfig {
             http_listen,
             socket: socket.unwrap_or_else(paths::default_socket_path),

@@ -98,10 +98,9 @@ async fn serve(
     let loops = loops::spawn_all(&d);
     // The HTTP endpoint of services; an address that cannot be bound leaves the daemon up
     // without it (`daemon status` says why).
-    let http_server = match http::bind(&d).await {
-        Some(listener) => Some(tokio::spawn(http::serve(d.clone(), listener))),
-        None => None,
-    };
+    let http_server = http::bind(&d)
+        .await
+        .map(|listener| tokio::spawn(http::serve(d.clone(), listener)));
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
     notify::notify("READY=1");
     api::serve(d.clone(), listener, access).await;

@@ -120,10 +120,10 @@ fn start_nginx(dir: &std::path::Path, replica: u16) -> (Child, u16) {
 }
 
 /// One keep-alive connection's request sender.
-async fn connection(
-    port: u16,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+async fn connection(port: u16) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let _ = tcp.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -184,9 +184,15 @@ async fn first_chunks(port: u16, path: &str) -> Vec<f64> {
         let t = Instant::now();
         let resp = sender.send_request(get(port, path)).await.expect("answer");
         let mut body = resp.into_body();
-        let first = body.frame().await.expect("a first chunk").expect("no error");
+        let first = body
+            .frame()
+            .await
+            .expect("a first chunk")
+            .expect("no error");
         out.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(first.into_data().is_ok_and(|d| d.starts_with(b"data: first")));
+        assert!(first
+            .into_data()
+            .is_ok_and(|d| d.starts_with(b"data: first")));
         while body.frame().await.is_some() {}
     }
     out
@@ -268,7 +274,10 @@ fn main() {
         let median = percentile(&mut r, 0.5);
         let p50 = percentile(&mut lat[i], 0.5);
         let p99 = percentile(&mut lat[i], 0.99);
-        println!("{label:<10} {median:>12.0} {p50:>10.3} {p99:>10.3}   (rounds: {:?})", rps[i].iter().map(|v| v.round()).collect::<Vec<_>>());
+        println!(
+            "{label:<10} {median:>12.0} {p50:>10.3} {p99:>10.3}   (rounds: {:?})",
+            rps[i].iter().map(|v| v.round()).collect::<Vec<_>>()
+        );
     }
     println!("first streamed chunk, {FIRST_CHUNKS} requests one after another on one connection:");
     for (label, port, path) in &targets {

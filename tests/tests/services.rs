@@ -60,10 +60,7 @@ fn token(d: &TestDaemon) -> String {
 #[test]
 fn two_replicas_in_containers_both_answer_at_the_service_url() {
     let d = TestDaemon::start();
-    let name = d.apply_detached(
-        "web",
-        &httpd_service("web", "replicas: 2\nauth: false\n"),
-    );
+    let name = d.apply_detached("web", &httpd_service("web", "replicas: 2\nauth: false\n"));
     d.wait_status(&name, &["running"], WAIT);
     let (addr, path) = url_of(&d, &name);
     assert_eq!(path, "/proxy/services/main/web/");
@@ -92,7 +89,10 @@ fn two_replicas_in_containers_both_answer_at_the_service_url() {
     assert_eq!(get(&addr, "/proxy/services/other/web/").status, 404);
     // `ps` shows the URL.
     let ps = stdout(&d.cli(&["ps"]));
-    assert!(ps.contains(&format!("web: http://{addr}/proxy/services/main/web/")), "{ps}");
+    assert!(
+        ps.contains(&format!("web: http://{addr}/proxy/services/main/web/")),
+        "{ps}"
+    );
     let out = d.cli(&["stop", &name, "-y", "--abort"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -170,7 +170,12 @@ fn auth_takes_any_users_token_and_refuses_the_rest() {
         assert_ne!(theirs, mine);
         assert_eq!(get_with_token(&addr, &path, &theirs).status, 200);
         // Another user may call the service, not stop it.
-        let out = cli_as("fl-e2e-tok", &d.socket, d.dir.path(), &["stop", &name, "-y"]);
+        let out = cli_as(
+            "fl-e2e-tok",
+            &d.socket,
+            d.dir.path(),
+            &["stop", &name, "-y"],
+        );
         assert!(!out.status.success(), "{}", stdout(&out));
     }
     // A refreshed token replaces the old one at once.
@@ -304,7 +309,10 @@ fn an_openai_client_streams_through_the_model_endpoint_by_model_name() {
             &addr,
             "POST",
             "/proxy/models/main/chat/completions",
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             body,
         );
         if a.status == 200 || Instant::now() > deadline {
@@ -317,12 +325,16 @@ fn an_openai_client_streams_through_the_model_endpoint_by_model_name() {
     assert_eq!(v["choices"][0]["message"]["content"], "Hello");
     assert!(v["auth"].is_null(), "the token was forwarded: {v}");
     // Streamed: the first chunk arrives while the server still holds the rest.
-    let body = r#"{"model":"test-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body =
+        r#"{"model":"test-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut s = http::open(
         &addr,
         "POST",
         "/proxy/models/main/chat/completions",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         body,
     );
     assert_eq!(s.status, 200);
@@ -397,10 +409,16 @@ fn a_taken_address_leaves_the_daemon_up_and_every_view_says_why() {
     let error = s["http"]["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("in use"), "{s}");
     let text = stdout(&d.cli(&["daemon", "status"]));
-    assert!(text.contains(&format!("down: cannot listen on 127.0.0.1:{port}")), "{text}");
+    assert!(
+        text.contains(&format!("down: cannot listen on 127.0.0.1:{port}")),
+        "{text}"
+    );
     let name = d.apply_detached(
         "idle",
-        &format!("type: service\nname: idle\nport: {}\nauth: false\n{SMALL}commands:\n  - sleep 600\n", free_port()),
+        &format!(
+            "type: service\nname: idle\nport: {}\nauth: false\n{SMALL}commands:\n  - sleep 600\n",
+            free_port()
+        ),
     );
     let run = d.run_json(&name);
     assert_eq!(run["service"]["url"], "", "{run}");
@@ -411,7 +429,10 @@ fn a_taken_address_leaves_the_daemon_up_and_every_view_says_why() {
         "{run}"
     );
     let ps = stdout(&d.cli(&["ps"]));
-    assert!(ps.contains("idle: no URL: the daemon's HTTP endpoint is down"), "{ps}");
+    assert!(
+        ps.contains("idle: no URL: the daemon's HTTP endpoint is down"),
+        "{ps}"
+    );
     drop(taken);
     let out = d.cli(&["stop", &name, "-y", "--abort"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -486,7 +507,10 @@ fn an_upgraded_connection_carries_bytes_both_ways() {
         }
         let head = String::from_utf8_lossy(&head).to_string();
         if head.starts_with("HTTP/1.1 101") {
-            assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+            assert!(
+                head.to_ascii_lowercase().contains("upgrade: echo"),
+                "{head}"
+            );
             break s;
         }
         assert!(Instant::now() < deadline, "no upgrade: {head}");

@@ -140,7 +140,10 @@ mod tests {
             ready: true,
         };
         let uri = replica_uri(&t, "/v1/models?x=1").expect("a URI");
-        assert_eq!(uri.path_and_query().map(|p| p.as_str()), Some("/v1/models?x=1"));
+        assert_eq!(
+            uri.path_and_query().map(|p| p.as_str()),
+            Some("/v1/models?x=1")
+        );
         assert_eq!(target_of(&uri).expect("parsed"), (Some(42), 8000));
         let local = ReplicaTarget {
             instance_id: None,

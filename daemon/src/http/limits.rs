@@ -119,7 +119,10 @@ mod tests {
         let admit = |t| l.admit_at(1, &rules, "/x", ip, |_| None, t);
         assert!(admit(t0) && admit(t0) && admit(t0));
         assert!(!admit(t0), "past burst + 1");
-        assert!(admit(t0 + Duration::from_millis(500)), "one more after 1/rps");
+        assert!(
+            admit(t0 + Duration::from_millis(500)),
+            "one more after 1/rps"
+        );
         assert!(!admit(t0 + Duration::from_millis(500)));
         // Another client has its own bucket.
         assert!(l.admit_at(1, &rules, "/x", [10, 0, 0, 2].into(), |_| None, t0));

@@ -168,7 +168,9 @@ fn authorize(state: &State, h: &HeaderMap) -> Result<String, ProxyError> {
         Some(user) => Ok(user),
         None => Err(ProxyError::new(
             403,
-            format!("the token is no flotilla user's (a refreshed token replaces the old one); {HOW}"),
+            format!(
+                "the token is no flotilla user's (a refreshed token replaces the old one); {HOW}"
+            ),
         )),
     }
 }
@@ -191,7 +193,11 @@ async fn service(
     if run.is_empty() {
         return reply::detail(404, "name a service: /proxy/services/main/RUN/");
     }
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let Some(inner) = inner else {
         // dstack's redirect of the service's root without its slash.
         return reply::redirect(&format!("{}/{query}", req.uri().path()));

@@ -61,7 +61,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -101,10 +104,7 @@ fn upstream_headers(from: &HeaderMap, f: &Forward, upgrade: bool) -> HeaderMap {
         h.remove(header::AUTHORIZATION);
     }
     let ip = f.peer.ip().to_string();
-    let forwarded_for = match from
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let forwarded_for = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {ip}"),
         None => ip.clone(),
     };
@@ -138,10 +138,7 @@ pub async fn forward(
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let small = body
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n <= KEEP_BODY);
+    let small = body.size_hint().upper().is_some_and(|n| n <= KEEP_BODY);
     let payload = if upgrade || body.is_end_stream() {
         Payload::Kept(Bytes::new())
     } else if small {
@@ -232,7 +229,10 @@ pub async fn forward_parts(
     }
     reply::detail(
         502,
-        &format!("{last_error}; `flotilla logs {}` shows its output", route.run_name),
+        &format!(
+            "{last_error}; `flotilla logs {}` shows its output",
+            route.run_name
+        ),
     )
 }
 
@@ -315,7 +315,10 @@ mod tests {
     #[test]
     fn hop_headers_and_the_token_stay_behind() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("authorization", HeaderValue::from_static("Bearer flt_x"));

@@ -15,7 +15,9 @@ pub struct Args {
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
     let client = connect(target).await?;
     let user = if args.refresh {
-        client.call::<methods::UserRefreshToken>(&NoParams {}).await?
+        client
+            .call::<methods::UserRefreshToken>(&NoParams {})
+            .await?
     } else {
         client.call::<methods::UserMe>(&NoParams {}).await?
     };
