@@ -74,15 +74,20 @@ fn route(run: &Run, s: &ServiceConfig) -> ServiceRoute {
     }
 }
 
+/// The configuration of a service run.
+fn service_config(r: &Run) -> Option<&ServiceConfig> {
+    match &r.configuration {
+        RunConfiguration::Service(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// The unfinished service runs.
-fn services(d: &Daemon) -> impl Iterator<Item = (Arc<Run>, ServiceConfig)> {
-    d.store().active_runs().into_iter().filter_map(|r| {
-        let RunConfiguration::Service(s) = &r.configuration else {
-            return None;
-        };
-        let s = s.clone();
-        Some((r, s))
-    })
+fn services(d: &Daemon) -> impl Iterator<Item = Arc<Run>> {
+    d.store()
+        .active_runs()
+        .into_iter()
+        .filter(|r| service_config(r).is_some())
 }
 
 /// Checks the project part of a URL (`main`).
@@ -98,8 +103,11 @@ pub fn check_project(project: &str) -> Result<(), ProxyError> {
 
 /// The service run `name` (unfinished), or 404 saying what exists.
 pub fn service(d: &Daemon, name: &str) -> Result<ServiceRoute, ProxyError> {
-    if let Some((run, s)) = services(d).find(|(r, _)| r.name == name) {
-        return Ok(route(&run, &s));
+    if let Some(route) = services(d)
+        .find(|r| r.name == name)
+        .and_then(|r| service_config(&r).map(|s| route(&r, s)))
+    {
+        return Ok(route);
     }
     let message = match d.store().run_by_name(name).map_err(OpError::from)? {
         Some(r) if r.configuration.type_name() != "service" => format!(
@@ -115,9 +123,13 @@ pub fn service(d: &Daemon, name: &str) -> Result<ServiceRoute, ProxyError> {
 /// The service whose `model.name` is `model` (the newest if several), or `None`.
 pub fn model_service(d: &Daemon, model: &str) -> Option<ServiceRoute> {
     services(d)
-        .filter(|(_, s)| s.model.as_ref().is_some_and(|m| m.name == model))
-        .max_by_key(|(r, _)| r.submitted_at)
-        .map(|(r, s)| route(&r, &s))
+        .filter(|r| {
+            service_config(r)
+                .and_then(|s| s.model.as_ref())
+                .is_some_and(|m| m.name == model)
+        })
+        .max_by_key(|r| r.submitted_at)
+        .and_then(|r| service_config(&r).map(|s| route(&r, s)))
 }
 
 /// One model on the OpenAI-compatible endpoint.
@@ -131,9 +143,9 @@ pub struct ModelEntry {
 /// The models of the unfinished services, by name (one entry per name).
 pub fn models(d: &Daemon) -> Vec<ModelEntry> {
     let mut out: Vec<ModelEntry> = services(d)
-        .filter_map(|(r, s)| {
+        .filter_map(|r| {
             Some(ModelEntry {
-                name: s.model?.name,
+                name: service_config(&r)?.model.as_ref()?.name.clone(),
                 created: r.submitted_at.millis() / 1000,
             })
         })
