@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 
 /// How long request counts are kept (the longest autoscaling window a service may ask for).
 const KEEP_COUNTS: Duration = Duration::from_secs(600);
+/// Requests are counted per step of this length (memory stays bounded at any rate).
+const COUNT_STEP: Duration = Duration::from_millis(100);
 
 /// One replica as the proxy reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +60,9 @@ pub struct Demand {
 #[derive(Default)]
 struct Entry {
     replicas: Vec<(ReplicaTarget, Arc<AtomicU32>)>,
-    /// When each request arrived, oldest first (pruned past `KEEP_COUNTS`).
-    arrivals: VecDeque<Instant>,
+    /// How many requests arrived in each step of `COUNT_STEP` (its start), oldest first (pruned
+    /// past `KEEP_COUNTS`).
+    arrivals: VecDeque<(Instant, u64)>,
     waiting: u32,
     /// Where the next tie between replicas starts (ties go round in turn, as nginx's
     /// `least_conn` does, so that requests one after another spread over the replicas).
@@ -202,8 +205,9 @@ impl Services {
         let recent = entry
             .arrivals
             .iter()
-            .filter(|t| since.is_none_or(|s| **t >= s))
-            .count();
+            .filter(|(t, _)| since.is_none_or(|s| *t >= s))
+            .map(|(_, n)| *n)
+            .sum::<u64>();
         let secs = window.as_secs_f64().max(1.0);
         Demand {
             rps: recent as f64 / secs,
@@ -243,8 +247,14 @@ impl Services {
     pub fn note_request(&self, run_id: u64) {
         let mut runs = self.0.runs.locked();
         let entry = runs.entry(run_id).or_default();
-        entry.arrivals.push_back(Instant::now());
-        prune(&mut entry.arrivals);
+        let now = Instant::now();
+        match entry.arrivals.back_mut() {
+            Some((start, n)) if now.saturating_duration_since(*start) < COUNT_STEP => *n += 1,
+            _ => {
+                entry.arrivals.push_back((now, 1));
+                prune(&mut entry.arrivals);
+            }
+        }
     }
 
     /// The ready replica with the fewest requests in flight (on a tie, the next in turn),
@@ -297,11 +307,11 @@ impl Drop for Held<'_> {
     }
 }
 
-fn prune(arrivals: &mut VecDeque<Instant>) {
+fn prune(arrivals: &mut VecDeque<(Instant, u64)>) {
     let Some(cut) = Instant::now().checked_sub(KEEP_COUNTS) else {
         return;
     };
-    while arrivals.front().is_some_and(|t| *t < cut) {
+    while arrivals.front().is_some_and(|(t, _)| *t < cut) {
         arrivals.pop_front();
     }
 }
@@ -366,6 +376,17 @@ mod tests {
         let d = s.demand(3, Duration::from_secs(10));
         assert!((d.rps - 3.0).abs() < 1e-9, "{d:?}");
         assert_eq!(s.demand(4, Duration::from_secs(10)).rps, 0.0);
+    }
+
+    #[test]
+    fn counting_many_requests_keeps_little() {
+        let s = Services::default();
+        for _ in 0..100_000 {
+            s.note_request(8);
+        }
+        assert!(s.0.runs.locked()[&8].arrivals.len() < 100);
+        let d = s.demand(8, Duration::from_secs(10));
+        assert!((d.rps - 10_000.0).abs() < 1e-6, "{d:?}");
     }
 
     #[test]

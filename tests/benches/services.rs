@@ -101,7 +101,7 @@ fn start_nginx(dir: &std::path::Path, replica: u16) -> (Child, u16) {
         .port();
     let d = dir.display();
     let conf = format!(
-        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream replica {{ server 127.0.0.1:{replica}; keepalive 128; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://replica;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream replica {{ server 127.0.0.1:{replica}; keepalive 128; keepalive_requests 10000000; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://replica;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).expect("nginx.conf");
@@ -157,7 +157,11 @@ async fn load(port: u16, path: &str) -> (f64, Vec<f64>) {
                     if t >= end {
                         return lat;
                     }
-                    sender.ready().await.expect("ready");
+                    if sender.ready().await.is_err() {
+                        // The server closed the connection: open another.
+                        sender = connection(port).await;
+                        continue;
+                    }
                     let resp = sender.send_request(get(port, &path)).await.expect("answer");
                     assert!(resp.status().is_success(), "{path}: {}", resp.status());
                     resp.into_body().collect().await.expect("body");
