@@ -39,6 +39,31 @@ pub struct DaemonConfig {
     /// The largest archive (`files`, a repo) a client may upload, in bytes; 0: no limit
     /// (`code_upload_limit`; dstack's default, 2 MiB).
     pub code_upload_limit: u64,
+    /// Where the HTTP server in front of services listens (`--http`, `http_listen`).
+    pub http_listen: HttpListen,
+}
+
+/// The HTTP server's address as configured: an address (port 0: any free port) or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+/// The HTTP server's address when none is configured.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:3000";
+
+impl HttpListen {
+    /// `off`, or `HOST:PORT` with an IP address (`127.0.0.1:3000`, `0.0.0.0:8080`, `[::1]:0`).
+    pub fn parse(text: &str) -> Result<HttpListen, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen::Off);
+        }
+        t.parse().map(HttpListen::At).map_err(|_| {
+            format!("http_listen: {t:?} is not an address; write IP:PORT (e.g. 127.0.0.1:3000, 0.0.0.0:8080, port 0 for any free port) or `off`")
+        })
+    }
 }
 
 /// `config.yml` in the data dir; every key optional.
@@ -57,6 +82,7 @@ struct FileConfig {
     job_retention: Option<serde_json::Value>,
     base_image: Option<String>,
     code_upload_limit: Option<serde_json::Value>,
+    http_listen: Option<String>,
     #[serde(default)]
     backends: Vec<BackendConfig>,
 }
@@ -195,7 +221,11 @@ impl DaemonConfig {
                 file_path.display()
             );
         }
+        let http_listen =
+            HttpListen::parse(file.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file_path.display()))?;
         Ok(DaemonConfig {
+            http_listen,
             socket: socket.unwrap_or_else(paths::default_socket_path),
             catalog_dir,
             live_catalog: file.live_catalog.unwrap_or(false),
@@ -271,7 +301,7 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     }
     serde_json::from_value(value).with_context(|| {
-        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, utilization_window_scale, socket_group, job_retention, base_image, code_upload_limit, backends)")
+        format!("{name}: invalid daemon configuration (keys: catalog_dir, live_catalog, catalog_url, catalog_refresh_secs, health_interval_secs, unreachable_grace_secs, retry_delay_scale, utilization_window_scale, socket_group, job_retention, base_image, code_upload_limit, http_listen, backends)")
     })
 }
 
@@ -299,5 +329,17 @@ mod tests {
         assert_eq!(parse_duration_secs(&json!("2w")), Some(1_209_600));
         assert_eq!(parse_duration_secs(&json!("soon")), None);
         assert_eq!(parse_duration_secs(&json!("5y")), None);
+    }
+
+    #[test]
+    fn http_listen_is_an_address_or_off() {
+        assert_eq!(HttpListen::parse("off"), Ok(HttpListen::Off));
+        assert_eq!(
+            HttpListen::parse("127.0.0.1:0"),
+            Ok(HttpListen::At(([127, 0, 0, 1], 0).into()))
+        );
+        assert!(HttpListen::parse("[::1]:3000").is_ok());
+        let e = HttpListen::parse("localhost:3000").expect_err("a host name is refused");
+        assert!(e.contains("IP:PORT"), "{e}");
     }
 }

@@ -2,7 +2,8 @@
 //! (`startup` builds the parts and starts the drivers).
 //!
 //! The layers, each importing only the ones below it (ARCHITECTURE.md):
-//! 1. drivers: `api` (the socket) and `loops` (the background work);
+//! 1. drivers: `api` (the socket), `http` (the services' HTTP endpoint) and `loops` (the
+//!    background work);
 //! 2. operations: `ops`, what a request or a tick does;
 //! 3. the handle (`handle`, `caller`, `gpu_samples`) and the pure rules (`lifecycle`);
 //! 4. the bottom: `store`, `hosts`, `logs`, `scheduler`, `catalog`, `backends`, `blobs`,
@@ -18,6 +19,7 @@ pub mod gpu_samples;
 pub mod handle;
 pub mod hashing;
 pub mod hosts;
+pub mod http;
 pub mod lifecycle;
 pub mod logs;
 pub mod loops;

@@ -28,6 +28,7 @@ fn run_of(yaml: &str, jobs: u32) -> Run {
         next_triggered_at: None,
         archives: Vec::new(),
         cluster_key: None,
+        service: None,
         deployment_num: 0,
         desired_replicas: Default::default(),
         last_scaled_at: None,

@@ -25,11 +25,15 @@ struct Args {
     /// (stop the daemon first)
     #[arg(long)]
     rotate_key: bool,
+    /// Where the HTTP server in front of services listens: IP:PORT (port 0: any free port) or
+    /// `off` [config: http_listen; default 127.0.0.1:3000]
+    #[arg(long, value_name = "ADDR", env = "FLOTILLA_HTTP")]
+    http: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config =
+    let mut config =
         match DaemonConfig::resolve(args.data_dir, args.socket, args.config, args.socket_group) {
             Ok(c) => c,
             Err(e) => {
@@ -37,6 +41,15 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         };
+    if let Some(http) = &args.http {
+        match flotilla_daemon::config::HttpListen::parse(http) {
+            Ok(h) => config.http_listen = h,
+            Err(e) => {
+                eprintln!("flotillad: --http: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let _guard = init_tracing(&config.data_dir);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

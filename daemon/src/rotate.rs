@@ -1,5 +1,5 @@
 //! Start-up floor: `flotillad --rotate-key`. With the daemon stopped, every value the store
-//! keeps sealed (secrets, users' private SSH keys, runs' registry passwords) is sealed again
+//! keeps sealed (secrets, users' private SSH keys and service tokens, runs' registry passwords) is sealed again
 //! under a new key, the store is flushed, and the new key replaces `<data_dir>/key`. An
 //! interrupted rotation is finished by running it again (the daemon refuses to start meanwhile).
 
@@ -32,12 +32,22 @@ pub async fn rotate_key(data_dir: &Path) -> anyhow::Result<Resealed> {
         done.secrets += 1;
     }
     for mut user in store.list_users()? {
+        let mut changed = false;
         if let Some(private) = user.ssh_private_key.as_mut() {
             *private = rotation
                 .reseal(private)
                 .with_context(|| format!("the private key of user {}", user.name))?;
-            store.put_user(&user)?;
+            changed = true;
             done.user_keys += 1;
+        }
+        if let Some(token) = user.token.as_mut() {
+            *token = rotation
+                .reseal(token)
+                .with_context(|| format!("the service token of user {}", user.name))?;
+            changed = true;
+        }
+        if changed {
+            store.put_user(&user)?;
         }
     }
     for run in store.list_runs()? {

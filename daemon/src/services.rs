@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 
 /// How long request counts are kept (the longest autoscaling window a service may ask for).
 const KEEP_COUNTS: Duration = Duration::from_secs(600);
+/// Requests are counted per step of this length (memory stays bounded at any rate).
+const COUNT_STEP: Duration = Duration::from_millis(100);
 
 /// One replica as the proxy reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,14 +60,59 @@ pub struct Demand {
 #[derive(Default)]
 struct Entry {
     replicas: Vec<(ReplicaTarget, Arc<AtomicU32>)>,
-    /// When each request arrived, oldest first (pruned past `KEEP_COUNTS`).
-    arrivals: VecDeque<Instant>,
+    /// How many requests arrived in each step of `COUNT_STEP` (its start), oldest first (pruned
+    /// past `KEEP_COUNTS`).
+    arrivals: VecDeque<(Instant, u64)>,
     waiting: u32,
+    /// Where the next tie between replicas starts (ties go round in turn, as nginx's
+    /// `least_conn` does, so that requests one after another spread over the replicas).
+    turn: usize,
+}
+
+impl Entry {
+    /// Leases the ready replica (not in `tried`) with the fewest requests in flight; among
+    /// equals, the next in turn.
+    fn lease(&mut self, tried: &[u64]) -> Option<Lease> {
+        let eligible = |r: &ReplicaTarget| r.ready && !tried.contains(&r.submission);
+        let least = self
+            .replicas
+            .iter()
+            .filter(|(r, _)| eligible(r))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .min()?;
+        let n = self.replicas.len();
+        let start = self.turn % n;
+        let index = (0..n).map(|i| (start + i) % n).find(|&i| {
+            let (r, c) = &self.replicas[i];
+            eligible(r) && c.load(Ordering::Relaxed) == least
+        })?;
+        self.turn = index + 1;
+        let (target, count) = &self.replicas[index];
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            target: target.clone(),
+            outstanding: count.clone(),
+        })
+    }
+}
+
+/// Where the HTTP server in front of services is (what `daemon status`, `ps` and the dashboard
+/// say of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// Disabled (`--http off`), or not started yet.
+    #[default]
+    Off,
+    /// Serving at this address.
+    Up(std::net::SocketAddr),
+    /// Configured at `listen` but not serving, and why.
+    Down { listen: String, error: String },
 }
 
 #[derive(Default)]
 struct Shared {
     runs: Mutex<HashMap<u64, Entry>>,
+    endpoint: Mutex<Endpoint>,
     /// Told when a replica becomes ready (held requests look again).
     ready: Notify,
     /// Told when a request is held with no ready replica (the autoscaler looks at once).
@@ -158,8 +205,9 @@ impl Services {
         let recent = entry
             .arrivals
             .iter()
-            .filter(|t| since.is_none_or(|s| **t >= s))
-            .count();
+            .filter(|(t, _)| since.is_none_or(|s| *t >= s))
+            .map(|(_, n)| *n)
+            .sum::<u64>();
         let secs = window.as_secs_f64().max(1.0);
         Demand {
             rps: recent as f64 / secs,
@@ -195,29 +243,40 @@ impl Services {
 
     // ---- the proxy side ----
 
+    /// Records where the HTTP server is (set by the server at start).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        *self.0.endpoint.locked() = endpoint;
+    }
+
+    /// Where the HTTP server is.
+    pub fn endpoint(&self) -> Endpoint {
+        self.0.endpoint.locked().clone()
+    }
+
+    /// Like [`Services::pick`], leaving out the replicas in `tried` (a retry after a replica
+    /// failed); `None` when no other ready replica is left.
+    pub fn pick_except(&self, run_id: u64, tried: &[u64]) -> Option<Lease> {
+        self.0.runs.locked().get_mut(&run_id)?.lease(tried)
+    }
+
     /// Counts one request that arrived for a run (whether or not a replica takes it).
     pub fn note_request(&self, run_id: u64) {
         let mut runs = self.0.runs.locked();
         let entry = runs.entry(run_id).or_default();
-        entry.arrivals.push_back(Instant::now());
-        prune(&mut entry.arrivals);
+        let now = Instant::now();
+        match entry.arrivals.back_mut() {
+            Some((start, n)) if now.saturating_duration_since(*start) < COUNT_STEP => *n += 1,
+            _ => {
+                entry.arrivals.push_back((now, 1));
+                prune(&mut entry.arrivals);
+            }
+        }
     }
 
-    /// The ready replica with the fewest requests in flight (the first such on a tie), leased
-    /// for one request.
+    /// The ready replica with the fewest requests in flight (on a tie, the next in turn),
+    /// leased for one request.
     pub fn pick(&self, run_id: u64) -> Option<Lease> {
-        let runs = self.0.runs.locked();
-        let entry = runs.get(&run_id)?;
-        let (target, count) = entry
-            .replicas
-            .iter()
-            .filter(|(r, _)| r.ready)
-            .min_by_key(|(_, c)| c.load(Ordering::Relaxed))?;
-        count.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            target: target.clone(),
-            outstanding: count.clone(),
-        })
+        self.0.runs.locked().get_mut(&run_id)?.lease(&[])
     }
 
     /// Picks a ready replica, holding the request up to `timeout` while none is (the replica
@@ -264,11 +323,11 @@ impl Drop for Held<'_> {
     }
 }
 
-fn prune(arrivals: &mut VecDeque<Instant>) {
+fn prune(arrivals: &mut VecDeque<(Instant, u64)>) {
     let Some(cut) = Instant::now().checked_sub(KEEP_COUNTS) else {
         return;
     };
-    while arrivals.front().is_some_and(|t| *t < cut) {
+    while arrivals.front().is_some_and(|(t, _)| *t < cut) {
         arrivals.pop_front();
     }
 }
@@ -333,6 +392,39 @@ mod tests {
         let d = s.demand(3, Duration::from_secs(10));
         assert!((d.rps - 3.0).abs() < 1e-9, "{d:?}");
         assert_eq!(s.demand(4, Duration::from_secs(10)).rps, 0.0);
+    }
+
+    #[test]
+    fn counting_many_requests_keeps_little() {
+        let s = Services::default();
+        for _ in 0..100_000 {
+            s.note_request(8);
+        }
+        assert!(s.0.runs.locked()[&8].arrivals.len() < 100);
+        let d = s.demand(8, Duration::from_secs(10));
+        assert!((d.rps - 10_000.0).abs() < 1e-6, "{d:?}");
+    }
+
+    #[test]
+    fn requests_one_after_another_go_round_the_replicas() {
+        let s = Services::default();
+        s.set_replicas(
+            3,
+            vec![replica(1, true), replica(2, false), replica(3, true)],
+        );
+        let order: Vec<u64> = (0..4)
+            .map(|_| s.pick(3).expect("ready").target.submission)
+            .collect();
+        assert_eq!(order, [1, 3, 1, 3]);
+    }
+
+    #[test]
+    fn a_retry_leaves_out_the_replicas_tried() {
+        let s = Services::default();
+        s.set_replicas(2, vec![replica(1, true), replica(2, true)]);
+        let a = s.pick_except(2, &[1]).expect("another replica");
+        assert_eq!(a.target.submission, 2);
+        assert!(s.pick_except(2, &[1, 2]).is_none());
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::handle::{Daemon, Parts};
 use crate::hosts::{self, Host, LocalHost};
 
 use crate::sealing::SealingKey;
-use crate::{api, backends, catalog, logs, loops, notify, ops, store};
+use crate::{api, backends, catalog, http, logs, loops, notify, ops, store};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -96,11 +96,21 @@ async fn serve(
         }
     }
     let loops = loops::spawn_all(&d);
+    // The HTTP endpoint of services; an address that cannot be bound leaves the daemon up
+    // without it (`daemon status` says why).
+    let http_server = http::bind(&d)
+        .await
+        .map(|listener| tokio::spawn(http::serve(d.clone(), listener)));
     info!(socket = %d.config().socket.display(), data_dir = %d.config().data_dir.display(), "flotillad ready");
     notify::notify("READY=1");
     api::serve(d.clone(), listener, access).await;
     notify::notify("STOPPING=1");
     info!("shutting down: jobs keep running and are picked up at the next start");
+    if let Some(h) = http_server {
+        if let Err(e) = h.await {
+            warn!("the HTTP server ended badly: {e}");
+        }
+    }
     for l in loops {
         if tokio::time::timeout(std::time::Duration::from_secs(5), l)
             .await

@@ -410,6 +410,9 @@ pub struct Run {
     pub last_scaled_at: Option<Timestamp>,
     #[serde(default)]
     pub jobs: Vec<Job>,
+    /// A service's endpoint, filled in by the daemon when it answers (never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceEndpoint>,
     /// A multi-node run's SSH key pair, with which its nodes reach each other (`ssh NODE_IP`,
     /// `mpirun --hostfile`): the private key sealed with the daemon's key, never sent to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -560,6 +563,38 @@ pub struct User {
     /// the refresh may still hold them, and loses them when it is next provisioned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_ssh_keys: Vec<String>,
+    /// The bearer token for services' HTTP endpoints (`Authorization: Bearer TOKEN`); only ever
+    /// sent to the user it belongs to (the store keeps it sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The token's SHA-256 (hex), what the daemon looks a request's token up by; kept in the
+    /// store only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+}
+
+/// Where a service answers over HTTP (dstack's `service` of a run): its URL and, with `model`
+/// set, the model on the OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEndpoint {
+    /// `http://ADDR/proxy/services/main/RUN/`; empty while the HTTP server is off or down.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ServiceModel>,
+    /// Why there is no URL (the daemon's HTTP endpoint is off or down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A service's model on the OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceModel {
+    pub name: String,
+    /// `http://ADDR/proxy/models/main/`: the base URL an OpenAI client takes.
+    pub base_url: String,
+    /// `chat` (dstack's only model type).
+    #[serde(rename = "type")]
+    pub kind: String,
 }
 
 /// A set of machines that runs can be placed on.

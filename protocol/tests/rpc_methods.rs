@@ -99,6 +99,8 @@ fn user() -> User {
         ssh_private_key: Some("-----BEGIN-----".into()),
         created_at: t(0),
         retired_ssh_keys: vec!["ssh-ed25519 BBBB ana".into()],
+        token: Some("flt_00".into()),
+        token_hash: None,
     }
 }
 
@@ -149,6 +151,7 @@ fn method_names_are_unique() {
     assert_eq!(methods::BackendList::NAME, "backend.list");
     assert_eq!(methods::RunPlan::NAME, "run.plan");
     assert_eq!(methods::UserRefreshSshKey::NAME, "user.refresh_ssh_key");
+    assert_eq!(methods::UserRefreshToken::NAME, "user.refresh_token");
 }
 
 #[test]
@@ -354,6 +357,11 @@ fn daemon_status_and_stop() {
             active_runs: 1,
             fleets: 1,
             instances: 1,
+            http: rpc::HttpStatus {
+                listen: "127.0.0.1:3000".into(),
+                address: Some("127.0.0.1:3000".into()),
+                error: None,
+            },
         },
     );
     round_trip::<methods::DaemonStop>(rpc::NoParams {}, rpc::Stopping { stopping: true });

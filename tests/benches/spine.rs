@@ -44,6 +44,7 @@ fn seed_runs(data: &Path, n: u64) {
             configuration: cfg.clone(),
             caller_env: Default::default(),
             retry_window_started_at: None,
+            service: None,
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod docker;
+pub mod http;
 pub mod raw;
 pub mod slurm;
 pub mod sshd;
@@ -83,6 +84,8 @@ impl TestDaemon {
             .arg(&self.data_dir)
             .env_remove("NOTIFY_SOCKET")
             .env("FLOTILLA_LOG", "info")
+            // Each test daemon serves HTTP on a port of its own (`http_addr` says which).
+            .env("FLOTILLA_HTTP", "127.0.0.1:0")
             .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -162,6 +165,8 @@ impl TestDaemon {
             .env("FLOTILLA_DATA_DIR", &self.data_dir)
             // `attach` writes SSH configuration under HOME: the test's own.
             .env("HOME", self.dir.path())
+            // A daemon the CLI starts serves HTTP on a port of its own.
+            .env("FLOTILLA_HTTP", "127.0.0.1:0")
             .stdin(Stdio::null());
         c
     }
@@ -263,6 +268,15 @@ impl TestDaemon {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+
+    /// Where the daemon's HTTP server listens (`daemon status`), e.g. `127.0.0.1:41234`.
+    pub fn http_addr(&self) -> String {
+        let s = self.cli_json(&["daemon", "status"]);
+        s["http"]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the HTTP endpoint is not up: {s}"))
+            .to_string()
     }
 
     pub async fn client(&self) -> Client {

@@ -65,6 +65,8 @@ enum Command {
     /// Start, stop or inspect the daemon
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
+    /// Your token for services' HTTP endpoints (`Authorization: Bearer TOKEN`)
+    Token(commands::token::Args),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
             Command::Event(a) => commands::event::run(&target, a).await,
             Command::Daemon(c) => commands::daemon::run(&target, c).await,
             Command::Secret(c) => commands::secret::run(&target, c).await,
+            Command::Token(a) => commands::token::run(&target, a).await,
             Command::Validate(_) => Ok(ExitCode::SUCCESS),
         }
     });

@@ -131,6 +131,10 @@ async fn route(
             decode_params::<m::UserMe>(raw)?;
             answer::<m::UserMe>(ops::users::me(d, caller).await)
         }
+        m::UserRefreshToken::NAME => {
+            decode_params::<m::UserRefreshToken>(raw)?;
+            answer::<m::UserRefreshToken>(ops::tokens::refresh(d, caller).await)
+        }
         m::UserRefreshSshKey::NAME => {
             let p = decode_params::<m::UserRefreshSshKey>(raw)?;
             answer::<m::UserRefreshSshKey>(ops::users::refresh_key(d, caller, p.uid).await)

@@ -446,6 +446,7 @@ mod tests {
             configuration,
             caller_env: Default::default(),
             retry_window_started_at: None,
+            service: None,
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,

@@ -66,8 +66,11 @@ pub fn support(kind: &str, field: &str) -> Support {
         ("service", "replicas") => Partly,
         // Autoscaling on the requests the proxy counts; HTTP probes decide readiness.
         ("service", "scaling" | "probes") => Honoured,
-        // No proxy in front of services yet: `auth: false` and `gateway: false` are what they get.
-        ("service", "auth" | "gateway") => Partly,
+        // The daemon's HTTP proxy (README "Services"): the URL, tokens, prefix stripping and
+        // rate limits; an OpenAI-format model on the model endpoint.
+        ("service", "auth" | "strip_prefix" | "rate_limits") => Honoured,
+        // `model` in OpenAI's format (TGI's is refused); no gateway; plain HTTP.
+        ("service", "model" | "gateway" | "https") => Partly,
         _ => Refused,
     }
 }
@@ -102,8 +105,10 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
                     return None;
                 }
             }
-            "auth" => match config {
-                RunConfiguration::Service(s) if s.auth => "services are not proxied yet, so there is no endpoint to authenticate; remove `auth` (or write `auth: false`) and reach the service through its published port".into(),
+            "model" => match config {
+                RunConfiguration::Service(s) if s.model.as_ref().is_some_and(|m| m.format == "tgi") => {
+                    "the `tgi` model format is not supported: serve the model with an OpenAI-compatible API (TGI has one at /v1) and write `format: openai`".into()
+                }
                 _ => return None,
             },
             "gateway" => match config {
@@ -112,7 +117,11 @@ pub fn refusal(config: &RunConfiguration, field: &str) -> Option<String> {
                 {
                     return None
                 }
-                _ => "gateways are not supported yet; remove `gateway` (or write `gateway: false`)".into(),
+                _ => "gateways are not supported: the daemon serves every service at its own HTTP endpoint; remove `gateway` (or write `gateway: false`)".into(),
+            },
+            "https" => match config {
+                RunConfiguration::Service(s) if s.https == Some(false) => return None,
+                _ => "the daemon serves services over plain HTTP (no certificates without a gateway); write `https: false`, and put a TLS proxy in front of the daemon's HTTP address if you need one".into(),
             },
             _ => format!("`{field}` is not supported yet; remove it"),
         },
@@ -155,7 +164,7 @@ fn refused_message(field: &str) -> String {
         "retry" => "a fleet's `retry` (re-provisioning its instances) is not supported yet; remove it (a run's `retry` is)",
         "availability_zones" | "reservation" | "tags" | "backend_options" => "no backend of this daemon takes it; remove it",
         "version" => "flotilla does not pre-install the IDE's server at a version; remove `version` (the IDE installs its own server when it connects through `ssh RUN`)",
-        "model" | "https" | "strip_prefix" | "rate_limits" | "router" => "services are not proxied yet (no model endpoint, HTTPS, prefix stripping, rate limits or router); remove it and reach the service through its published port",
+        "router" => "an in-service router is not supported yet: the daemon balances requests over the replicas itself; remove `router`",
         _ => "it is not supported yet; remove it",
     };
     what.to_string()
@@ -251,13 +260,13 @@ mod tests {
                     ("port", Honoured),
                     ("replicas", Partly),
                     ("scaling", Honoured),
-                    ("auth", Partly),
-                    ("model", Refused),
+                    ("auth", Honoured),
+                    ("model", Partly),
                     ("probes", Honoured),
                     ("gateway", Partly),
-                    ("https", Refused),
-                    ("strip_prefix", Refused),
-                    ("rate_limits", Refused),
+                    ("https", Partly),
+                    ("strip_prefix", Honoured),
+                    ("rate_limits", Honoured),
                     ("router", Refused),
                 ],
             ),
@@ -405,24 +414,24 @@ mod tests {
         };
         for (extra, want) in [
             (
-                "auth: true\n",
-                "t.yml:4:1: auth: services are not proxied yet",
+                "router:\n  type: sglang\n",
+                "t.yml:4:1: router: an in-service router is not supported yet",
             ),
             (
                 "gateway: true\n",
-                "t.yml:4:1: gateway: gateways are not supported yet",
+                "t.yml:4:1: gateway: gateways are not supported",
             ),
             (
-                "model: llama\n",
-                "t.yml:4:1: model: services are not proxied yet",
+                "model:\n  name: m\n  format: tgi\n",
+                "t.yml:4:1: model: the `tgi` model format is not supported",
             ),
             (
                 "https: true\n",
-                "t.yml:4:1: https: services are not proxied",
+                "t.yml:4:1: https: the daemon serves services over plain HTTP",
             ),
             (
-                "strip_prefix: false\n",
-                "t.yml:4:1: strip_prefix: services are not proxied",
+                "https: auto\n",
+                "t.yml:4:1: https: the daemon serves services over plain HTTP",
             ),
         ] {
             let got = service(extra);
@@ -448,6 +457,10 @@ mod tests {
         );
         // Honoured values of partly honoured fields pass.
         assert!(service("replicas: 2\nauth: false\ngateway: false\n").is_empty());
+        assert!(service(
+            "auth: true\nmodel: llama\nhttps: false\nstrip_prefix: false\nrate_limits:\n  - rps: 1\n"
+        )
+        .is_empty());
         assert!(refused(
             "type: task\ncommands: [\"true\"]\ndstack: false\nvolumes: [\"/tmp:/data\"]\n"
         )

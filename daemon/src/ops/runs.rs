@@ -238,12 +238,15 @@ pub fn list(d: &Daemon, caller: &Caller, all: bool) -> Result<Vec<Run>, OpError>
             active.iter().rev().map(|r| Run::clone(r)).collect()
         }
     };
-    Ok(runs.into_iter().map(|r| visible_to(caller, r)).collect())
+    Ok(runs
+        .into_iter()
+        .map(|r| visible_to(caller, super::proxy::with_endpoint(d, r)))
+        .collect())
 }
 
 /// `run.get`: the run, without its contents for others than its owner and the admins.
 pub fn get(d: &Daemon, caller: &Caller, name: &str) -> Result<Run, OpError> {
-    find_run(d, name).map(|r| visible_to(caller, r))
+    find_run(d, name).map(|r| visible_to(caller, super::proxy::with_endpoint(d, r)))
 }
 
 /// A non-root daemon runs every job as its own user: it takes runs from that user (and root)
@@ -358,6 +361,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         configuration,
         caller_env: req.caller_env,
         retry_window_started_at: None,
+        service: None,
         next_triggered_at,
         archives: req.archives,
         deployment_num: 0,
@@ -367,7 +371,7 @@ pub async fn apply(d: &Daemon, caller: &Caller, req: RunRequest) -> Result<Run, 
         cluster_key,
     };
     d.insert_run(&run).await?;
-    Ok(run)
+    Ok(super::proxy::with_endpoint(d, run))
 }
 
 /// A multi-node task's key pair, with which its nodes log in to each other (the private key

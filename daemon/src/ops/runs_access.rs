@@ -114,6 +114,7 @@ mod tests {
             configuration,
             caller_env: [("TOKEN".to_string(), "s3cr3t".to_string())].into(),
             retry_window_started_at: None,
+            service: None,
             next_triggered_at: None,
             archives: Vec::new(),
             cluster_key: None,

@@ -318,6 +318,7 @@ mod tests {
             last_scaled_at: None,
             archives: Vec::new(),
             cluster_key: None,
+            service: None,
             jobs: Vec::new(),
         }
     }

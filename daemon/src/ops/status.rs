@@ -21,5 +21,6 @@ pub fn status(d: &Daemon) -> Result<DaemonStatus, OpError> {
         active_runs: active,
         fleets: fleets.len(),
         instances: fleets.iter().map(|f| f.instances.len()).sum(),
+        http: super::proxy::http_status(d),
     })
 }

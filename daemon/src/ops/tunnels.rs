@@ -151,13 +151,27 @@ pub async fn connect_job_port(
     sub: &JobSubmission,
     port: u16,
 ) -> Result<Box<dyn ByteStream>, String> {
-    let on_host = host_port(sub, port);
-    match d.host_for(sub.instance_id) {
-        Host::Local(_) => Ok(Box::new(
-            tokio::net::TcpStream::connect(("127.0.0.1", on_host))
+    connect_host_port(d, sub.instance_id, host_port(sub, port)).await
+}
+
+/// A stream to a port on a host's loopback (`instance_id` `None`: the daemon's own machine):
+/// a TCP connection here, a channel of the daemon's SSH connection to the host otherwise.
+pub async fn connect_host_port(
+    d: &Daemon,
+    instance_id: Option<u64>,
+    on_host: u16,
+) -> Result<Box<dyn ByteStream>, String> {
+    match d.host_for(instance_id) {
+        Host::Local(_) => {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", on_host))
                 .await
-                .map_err(|e| e.to_string())?,
-        )),
+                .map_err(|e| e.to_string())?;
+            // Small requests and streamed chunks leave at once.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on 127.0.0.1:{on_host}: {e}");
+            }
+            Ok(Box::new(tcp))
+        }
         Host::Ssh(h) => h.open_local_port(on_host).await.map_err(|e| e.to_string()),
     }
 }

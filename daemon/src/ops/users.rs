@@ -46,7 +46,12 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String), UserError> {
 /// The caller's user record, made (with a key pair) at first contact. The key opens the
 /// daemon's SSH gateway into the user's own runs; it is installed on no host.
 pub async fn ensure(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
-    if let Some(u) = d.store().get_user(caller.uid)? {
+    if let Some(mut u) = d.store().get_user(caller.uid)? {
+        // A user made before tokens existed gets one now.
+        if u.token_hash.is_none() {
+            super::tokens::give_token(&mut u)?;
+            d.store().put_user(&sealed(d, &u)?)?;
+        }
         return opened(d, u);
     }
     create(d, caller)
@@ -140,7 +145,7 @@ fn ssh_hosts_up(d: &Daemon, what: &str) -> Vec<std::sync::Arc<crate::hosts::ssh:
 
 fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
     let (public, private) = generate_key_pair(&format!("flotilla:{}", caller.user))?;
-    let user = User {
+    let mut user = User {
         uid: caller.uid,
         name: caller.user.clone(),
         admin: caller.admin,
@@ -148,28 +153,37 @@ fn create(d: &Daemon, caller: &Caller) -> Result<User, UserError> {
         ssh_private_key: Some(private),
         created_at: Timestamp::now(),
         retired_ssh_keys: Vec::new(),
+        token: None,
+        token_hash: None,
     };
+    super::tokens::give_token(&mut user)?;
     d.store().put_user(&sealed(d, &user)?)?;
     Ok(user)
 }
 
-/// The user as the store keeps it: the private key sealed with the daemon's key.
-fn sealed(d: &Daemon, user: &User) -> Result<User, UserError> {
+/// The user as the store keeps it: the private key and the token sealed with the daemon's key.
+pub(super) fn sealed(d: &Daemon, user: &User) -> Result<User, UserError> {
     let mut stored = user.clone();
-    if let Some(private) = stored.ssh_private_key.as_mut() {
-        if !is_sealed(private) {
-            *private = d.sealing().seal(private)?;
+    for value in [stored.ssh_private_key.as_mut(), stored.token.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if !is_sealed(value) {
+            *value = d.sealing().seal(value)?;
         }
     }
     Ok(stored)
 }
 
-/// A stored user with the private key opened (a key stored before sealing existed is read as
-/// it is, and sealed at the next refresh).
-fn opened(d: &Daemon, mut user: User) -> Result<User, UserError> {
-    if let Some(private) = user.ssh_private_key.as_mut() {
-        if is_sealed(private) {
-            *private = d.sealing().open(private)?;
+/// A stored user with the private key and the token opened (a key stored before sealing
+/// existed is read as it is, and sealed at the next refresh).
+pub(super) fn opened(d: &Daemon, mut user: User) -> Result<User, UserError> {
+    for value in [user.ssh_private_key.as_mut(), user.token.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if is_sealed(value) {
+            *value = d.sealing().open(value)?;
         }
     }
     Ok(user)
@@ -178,9 +192,10 @@ fn opened(d: &Daemon, mut user: User) -> Result<User, UserError> {
 /// Replaces a user's key pair (the gateway takes the new one at once; the old one is removed
 /// from hosts in case an earlier daemon installed it).
 pub async fn refresh(d: &Daemon, uid: u32) -> Result<Option<User>, UserError> {
-    let Some(mut user) = d.store().get_user(uid)? else {
+    let Some(user) = d.store().get_user(uid)? else {
         return Ok(None);
     };
+    let mut user = opened(d, user)?;
     let (public, private) = generate_key_pair(&format!("flotilla:{}", user.name))?;
     let old = std::mem::replace(&mut user.ssh_public_key, public);
     user.ssh_private_key = Some(private);
@@ -210,15 +225,19 @@ pub async fn refresh_key(d: &Daemon, caller: &Caller, uid: Option<u32>) -> Resul
         .map_err(internal)?
         .ok_or_else(|| OpError::NotFound(format!("no user with uid {uid}")))?;
     if uid != caller.uid {
-        // The private key goes to its owner alone.
+        // The private key and the token go to their owner alone.
         user.ssh_private_key = None;
+        user.token = None;
     }
+    user.token_hash = None;
     Ok(user)
 }
 
 /// `user.me`: the caller's user record (made at first contact).
 pub async fn me(d: &Daemon, caller: &Caller) -> Result<User, OpError> {
-    ensure(d, caller)
+    let mut user = ensure(d, caller)
         .await
-        .map_err(|e| OpError::Internal(e.to_string()))
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    user.token_hash = None;
+    Ok(user)
 }

@@ -47,6 +47,7 @@ fn service_run(yaml: &str, groups: &[(&str, u32)]) -> Run {
         last_scaled_at: None,
         archives: Vec::new(),
         cluster_key: None,
+        service: None,
         jobs,
     }
 }

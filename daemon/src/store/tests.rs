@@ -51,6 +51,7 @@ fn run(store: &Store, name: &str, jobs: u32) -> Run {
         configuration,
         caller_env: Default::default(),
         retry_window_started_at: None,
+        service: None,
         next_triggered_at: None,
         archives: Vec::new(),
         cluster_key: None,

@@ -275,6 +275,22 @@ pub struct DaemonStatus {
     pub active_runs: usize,
     pub fleets: usize,
     pub instances: usize,
+    /// The HTTP server in front of services.
+    #[serde(default)]
+    pub http: HttpStatus,
+}
+
+/// The HTTP server in front of services: where it serves, or why it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HttpStatus {
+    /// The configured address (`off` when disabled).
+    pub listen: String,
+    /// The bound address while it serves (`127.0.0.1:3000`; the real port for port 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Why it does not serve (the address is taken, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The error data of `INVALID_CONFIGURATION`: every problem found in the file.

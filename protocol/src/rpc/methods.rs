@@ -109,6 +109,8 @@ methods! {
     TunnelOpen = TUNNEL_OPEN("tunnel.open"): m::TunnelParams => m::TunnelInfo;
     GatewayOpen = GATEWAY_OPEN("gateway.open"): m::TunnelParams => m::GatewayInfo;
     UserRefreshSshKey = USER_REFRESH_SSH_KEY("user.refresh_ssh_key"): m::RefreshKeyParams => User;
+    /// Replaces the caller's token for services' HTTP endpoints; the answer carries the new one.
+    UserRefreshToken = USER_REFRESH_TOKEN("user.refresh_token"): m::NoParams => User;
     /// Creates or replaces a secret (admins); the answer has no value.
     SecretSet = SECRET_SET("secret.set"): m::SecretSetParams => m::SecretInfo;
     /// Every secret's name, who set it and when (no values).

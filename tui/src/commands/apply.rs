@@ -96,6 +96,11 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("Submitted run {}", run.name);
+    if let Some(service) = &run.service {
+        for line in super::runs::service_lines(&run.name, service) {
+            eprintln!("{line}");
+        }
+    }
     if let Some(at) = run.next_triggered_at {
         // A scheduled run starts later, and again after each end: nothing to follow now.
         eprintln!(

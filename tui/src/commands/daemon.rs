@@ -66,6 +66,12 @@ pub async fn run(target: &Target, cmd: DaemonCommand) -> anyhow::Result<ExitCode
                 println!("version    {} (protocol {})", s.version, s.protocol);
                 println!("uptime     {}s", s.uptime_secs);
                 println!("data dir   {}", s.data_dir);
+                let http = match (&s.http.address, &s.http.error) {
+                    (Some(a), _) => format!("http://{a}/proxy/services/main/"),
+                    (None, Some(e)) => format!("down: cannot listen on {}: {e}", s.http.listen),
+                    (None, None) => "off".to_string(),
+                };
+                println!("http       {http}");
                 println!(
                     "runs       {} ({} active)\nfleets     {}\ninstances  {}",
                     s.runs, s.active_runs, s.fleets, s.instances

@@ -12,6 +12,7 @@ pub mod offer;
 pub mod runs;
 pub mod secret;
 pub mod ssh;
+pub mod token;
 pub mod validate;
 
 use std::io::{BufRead, IsTerminal, Write};

@@ -6,7 +6,7 @@ use crate::connect::{connect_or_start as connect, Target};
 use crate::table::{ago, price, print_table};
 use anyhow::anyhow;
 use flotilla_protocol::config::{RunConfiguration, DEFAULT_REPLICA_GROUP};
-use flotilla_protocol::model::{Job, JobTerminationReason, Run};
+use flotilla_protocol::model::{Job, JobTerminationReason, Run, ServiceEndpoint};
 use flotilla_protocol::rpc::{
     methods, LogTarget, LogsReadParams, LogsReadResult, RunListParams, RunNameParams, RunStopParams,
 };
@@ -152,6 +152,18 @@ pub async fn ps(target: &Target, args: PsArgs) -> anyhow::Result<ExitCode> {
         ],
         &rows,
     );
+    let services: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.status.is_finished())
+        .filter_map(|r| r.service.as_ref().map(|s| (r, s)))
+        .flat_map(|(r, s)| service_lines(&r.name, s))
+        .collect();
+    if !services.is_empty() {
+        println!();
+        for line in services {
+            println!("{line}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -162,6 +174,18 @@ fn job_status(j: &Job) -> String {
         Some(false) => format!("{} (not ready)", j.current.status),
         None => j.current.status.to_string(),
     }
+}
+
+/// A service's endpoint in words: its URL and its model's base URL, or why there is none.
+pub fn service_lines(run: &str, s: &ServiceEndpoint) -> Vec<String> {
+    if let Some(e) = &s.error {
+        return vec![format!("{run}: no URL: {e}")];
+    }
+    let mut lines = vec![format!("{run}: {}", s.url)];
+    if let Some(m) = &s.model {
+        lines.push(format!("{run}: model {} at {}", m.name, m.base_url));
+    }
+    lines
 }
 
 /// Dollars to the tenth of a cent (JSON).

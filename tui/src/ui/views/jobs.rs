@@ -213,7 +213,26 @@ fn draw(v: &JobsView, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
         draw_message(buf, area, &[(format!("Loading run {}…", v.run), t.dim())]);
         return;
     };
-    // Detail: what the run is, how it is doing, its GPUs.
+    // A service's endpoint: its URL, or why there is none.
+    let endpoint = match &run.service {
+        Some(s) if s.error.is_some() => vec![(
+            format!("  no URL: {}", s.error.as_deref().unwrap_or_default()),
+            t.error(),
+        )],
+        Some(s) => vec![
+            ("  url ".to_string(), t.dim()),
+            (s.url.clone(), t.normal()),
+            (
+                s.model
+                    .as_ref()
+                    .map(|m| format!("  model {} at {}", m.name, m.base_url))
+                    .unwrap_or_default(),
+                t.dim(),
+            ),
+        ],
+        None => vec![],
+    };
+    // Detail: what the run is, how it is doing, its GPUs, its endpoint.
     let detail = [
         vec![
             (format!("{} ", run.name), t.bold()),
@@ -244,7 +263,10 @@ fn draw(v: &JobsView, buf: &mut Buffer, area: Rect, ctx: &DrawCtx<'_>) {
                 ),
             ],
             None => vec![],
-        },
+        }
+        .into_iter()
+        .chain(endpoint)
+        .collect(),
         // How to reach it: the ports `attach` forwards, `ssh RUN`, the IDE link.
         vec![(crate::run_access::access_line(run), t.dim())],
     ];
