@@ -1,12 +1,17 @@
 //! A service's replicas, end to end: the real daemon runs each replica in a container of the
 //! test image (busybox `httpd`) on this machine, and the tests reach each replica on the port
-//! its container published (`jobs[].ports`) and read `ps --json` (`jobs[].ready`, the history
-//! of submissions, `desired_replicas`). No proxy here: these are the replica side's outcomes.
+//! its container published (`jobs[].ports`), read `ps --json` (`jobs[].ready`, the history of
+//! submissions, `desired_replicas`), and call the service through the daemon's HTTP endpoint
+//! the whole time a replica dies or an update rolls (no call may fail), or while it is scaled to
+//! zero (the first call is held until a replica serves it).
 
 use flotilla_e2e::docker::test_image;
+use flotilla_e2e::http::get_with_token;
 use flotilla_e2e::{http_get, stderr, stdout, TestDaemon};
 use serde_json::Value;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -82,6 +87,67 @@ fn container_of(job: &Value) -> String {
         .to_string()
 }
 
+/// The service's address and path on the daemon's HTTP endpoint, and the caller's token.
+fn endpoint(d: &TestDaemon, name: &str) -> (String, String, String) {
+    let r = d.run_json(name);
+    let url = r["service"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no service URL: {r}"))
+        .to_string();
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest.split_once('/').expect("a path");
+    let out = d.cli(&["token"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (
+        addr.to_string(),
+        format!("/{path}"),
+        stdout(&out).trim().to_string(),
+    )
+}
+
+/// Calls the service through the daemon, one call after another, until stopped.
+struct Caller {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
+}
+
+impl Caller {
+    fn start(d: &TestDaemon, name: &str) -> Caller {
+        let (addr, path, token) = endpoint(d, name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut answers, mut failures) = (Vec::new(), Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                let a = get_with_token(&addr, &path, &token);
+                if a.status == 200 {
+                    answers.push(a.body);
+                } else {
+                    failures.push(format!("{} {}", a.status, a.body));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (answers, failures)
+        });
+        Caller { stop, thread }
+    }
+
+    /// Every answer, after asserting that no call failed.
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (answers, failures) = self.thread.join().expect("the caller");
+        assert!(
+            failures.is_empty(),
+            "{} of {} calls failed: {:?}",
+            failures.len(),
+            failures.len() + answers.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(!answers.is_empty(), "no call answered");
+        answers
+    }
+}
+
 fn stop(d: &TestDaemon, name: &str) {
     let out = d.cli(&["stop", name, "-y", "--abort"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -104,6 +170,8 @@ fn a_killed_replica_is_replaced_while_the_other_keeps_serving() {
     let victim = jobs(&run)[1].clone();
     let survivor = jobs(&run)[0].clone();
     assert_eq!(answer(&survivor).as_deref(), Some("hello\n"));
+    let calls = Caller::start(&d, &name);
+    std::thread::sleep(Duration::from_millis(300));
     let killed = Command::new("docker")
         .args(["kill", &container_of(&victim)])
         .output()
@@ -139,6 +207,9 @@ fn a_killed_replica_is_replaced_while_the_other_keeps_serving() {
     );
     assert_eq!(answer(replaced).as_deref(), Some("hello\n"));
     assert_eq!(run["status"], "running");
+    // Through the daemon's endpoint, no call failed while the replica died and came back.
+    let answers = calls.finish();
+    assert!(answers.iter().all(|a| a == "hello\n"), "{answers:?}");
     stop(&d, &name);
 }
 
@@ -215,6 +286,15 @@ fn probes_decide_readiness() {
         j["ready"], false,
         "a failing probe keeps it not ready: {run}"
     );
+    // Through the daemon: the ready replica answers; the one kept out is never called, and
+    // the call ends 503 saying why once its hold is over.
+    let (addr, path, token) = endpoint(&d, &late);
+    let a = get_with_token(&addr, &path, &token);
+    assert_eq!((a.status, a.body.as_str()), (200, "up\n"), "{a:?}");
+    let (addr, path, token) = endpoint(&d, &never);
+    let a = get_with_token(&addr, &path, &token);
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(!a.body.contains("never"), "a replica out of rotation answered: {a:?}");
     let out = d.cli(&["ps", "-v"]);
     assert!(
         stdout(&out).contains("running (not ready)"),
@@ -286,7 +366,9 @@ fn a_rolling_update_starts_the_new_replica_before_stopping_the_old() {
         stdout(&out),
         stderr(&out)
     );
-    // A changed env: the plan shows it, and the update rolls.
+    // A changed env: the plan shows it, and the update rolls, with calls the whole time.
+    let calls = Caller::start(&d, &name);
+    std::thread::sleep(Duration::from_millis(300));
     let p = d.write_config("v2.dstack.yml", &config("v2", ""));
     let out = d.cli(&["apply", "-f", p.to_str().expect("utf-8"), "-y", "-d"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -317,16 +399,21 @@ fn a_rolling_update_starts_the_new_replica_before_stopping_the_old() {
     assert_eq!(old["termination_reason"], "scaled_down", "{run}");
     assert_eq!(run["deployment_num"], 1);
     assert_eq!(jobs(&run)[1]["deployment_num"], 1);
+    // No call failed during the update; the answers went from v1 to v2.
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = calls.finish();
+    assert_eq!(answers.first().map(String::as_str), Some("v1\n"));
+    assert_eq!(answers.last().map(String::as_str), Some("v2\n"));
     stop(&d, &name);
 }
 
 #[test]
-fn a_zero_to_n_service_waits_pending_with_no_replica() {
+fn a_zero_to_n_service_waits_pending_then_a_call_starts_a_replica_and_idle_returns_to_zero() {
     let d = TestDaemon::start();
     let name = d.apply_detached(
         "zero",
         &service(&format!(
-            "replicas: 0..2\nscaling:\n  metric: rps\n  target: 1\ncommands:\n{}",
+            "replicas: 0..2\nscaling:\n  metric: rps\n  target: 1\n  window: 30s\n  scale_down_delay: 1s\ncommands:\n{}",
             serving("zero")
         )),
     );
@@ -341,5 +428,28 @@ fn a_zero_to_n_service_waits_pending_with_no_replica() {
         assert!(run["status"] == "pending" && jobs(&run).is_empty(), "{run}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A call is held while a replica starts, and its answer is the replica's own.
+    let (addr, path, token) = endpoint(&d, &name);
+    let t = Instant::now();
+    let first = get_with_token(&addr, &path, &token);
+    assert_eq!(first.status, 200, "{first:?}\n{}", d.daemon_output());
+    assert_eq!(first.body, "zero\n");
+    println!("scale from zero: the first call answered after {:?}", t.elapsed());
+    let run = d.run_json(&name);
+    assert_eq!(jobs(&run).len(), 1, "{run}");
+    // Idle for the window and the delay: back to zero replicas.
+    let run = wait_until(
+        &d,
+        &name,
+        "the return to zero",
+        |_| {},
+        |r| {
+            r["desired_replicas"]["0"] == 0
+                && jobs(r)
+                    .iter()
+                    .all(|j| j["termination_reason"] == "scaled_down")
+        },
+    );
+    assert_eq!(run["status"], "pending", "{run}");
     stop(&d, &name);
 }

@@ -482,11 +482,28 @@ async fn tcp_connect(ep: &SshEndpoint) -> Result<tokio::net::TcpStream, HostErro
     Ok(tcp)
 }
 
+/// AES-GCM first: hosts have AES instructions, and it moves forwarded bytes faster than
+/// ChaCha20 (russh's first choice) does in software.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 fn client_config() -> Arc<client::Config> {
     Arc::new(client::Config {
         keepalive_interval: Some(Duration::from_secs(5)),
         keepalive_max: 3,
         nodelay: true,
+        // A larger window keeps a forwarded stream (attach, the proxy) flowing across the
+        // daemon's extra hop.
+        window_size: 8 << 20,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..russh::Preferred::DEFAULT
+        },
         ..Default::default()
     })
 }
