@@ -146,7 +146,7 @@ fn method_names_are_unique() {
     ]) {
         assert!(seen.insert(*name), "{name} is declared twice");
     }
-    assert_eq!(methods::ALL.len(), 30);
+    assert_eq!(methods::ALL.len(), 31);
     assert_eq!(methods::SecretSet::NAME, "secret.set");
     assert_eq!(methods::BackendList::NAME, "backend.list");
     assert_eq!(methods::RunPlan::NAME, "run.plan");

@@ -294,7 +294,10 @@ fn probes_decide_readiness() {
     let (addr, path, token) = endpoint(&d, &never);
     let a = get_with_token(&addr, &path, &token);
     assert_eq!(a.status, 503, "{a:?}");
-    assert!(!a.body.contains("never"), "a replica out of rotation answered: {a:?}");
+    assert!(
+        !a.body.contains("never"),
+        "a replica out of rotation answered: {a:?}"
+    );
     let out = d.cli(&["ps", "-v"]);
     assert!(
         stdout(&out).contains("running (not ready)"),
@@ -434,7 +437,10 @@ fn a_zero_to_n_service_waits_pending_then_a_call_starts_a_replica_and_idle_retur
     let first = get_with_token(&addr, &path, &token);
     assert_eq!(first.status, 200, "{first:?}\n{}", d.daemon_output());
     assert_eq!(first.body, "zero\n");
-    println!("scale from zero: the first call answered after {:?}", t.elapsed());
+    println!(
+        "scale from zero: the first call answered after {:?}",
+        t.elapsed()
+    );
     let run = d.run_json(&name);
     assert_eq!(jobs(&run).len(), 1, "{run}");
     // Idle for the window and the delay: back to zero replicas.
