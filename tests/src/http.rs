@@ -157,3 +157,15 @@ pub fn get_with_token(addr: &str, path: &str, token: &str) -> Answer {
     let auth = format!("Bearer {token}");
     request(addr, "GET", path, &[("Authorization", &auth)], "")
 }
+
+/// A service's address and path on the daemon's HTTP endpoint, from the URL `ps --json` shows.
+pub fn service_url(d: &crate::TestDaemon, run: &str) -> (String, String) {
+    let r = d.run_json(run);
+    let url = r["service"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no service URL: {r}"))
+        .to_string();
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest.split_once('/').expect("a path");
+    (addr.to_string(), format!("/{path}"))
+}

@@ -6,7 +6,7 @@
 //! zero (the first call is held until a replica serves it).
 
 use flotilla_e2e::docker::test_image;
-use flotilla_e2e::http::get_with_token;
+use flotilla_e2e::http::{get_with_token, service_url};
 use flotilla_e2e::{http_get, stderr, stdout, TestDaemon};
 use serde_json::Value;
 use std::process::Command;
@@ -89,20 +89,10 @@ fn container_of(job: &Value) -> String {
 
 /// The service's address and path on the daemon's HTTP endpoint, and the caller's token.
 fn endpoint(d: &TestDaemon, name: &str) -> (String, String, String) {
-    let r = d.run_json(name);
-    let url = r["service"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no service URL: {r}"))
-        .to_string();
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (addr, path) = rest.split_once('/').expect("a path");
+    let (addr, path) = service_url(d, name);
     let out = d.cli(&["token"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    (
-        addr.to_string(),
-        format!("/{path}"),
-        stdout(&out).trim().to_string(),
-    )
+    (addr, path, stdout(&out).trim().to_string())
 }
 
 /// Calls the service through the daemon, one call after another, until stopped.

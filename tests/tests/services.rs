@@ -5,7 +5,7 @@
 //! rate limits, a replica that fails mid-request, and an address that is taken.
 
 use flotilla_e2e::docker::test_image;
-use flotilla_e2e::http::{self, get, get_with_token};
+use flotilla_e2e::http::{self, get, get_with_token, service_url};
 use flotilla_e2e::users::{cli_as, ensure_user, is_root, TEST_GROUP};
 use flotilla_e2e::{stderr, stdout, TestDaemon};
 use std::collections::BTreeSet;
@@ -14,18 +14,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(90);
 const SMALL: &str = "resources: {cpu: 1.., memory: 1GB.., disk: 1GB..}\n";
-
-/// The service's URL as `ps --json` shows it, split into the address and the path.
-fn url_of(d: &TestDaemon, run: &str) -> (String, String) {
-    let r = d.run_json(run);
-    let url = r["service"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no service URL: {r}"))
-        .to_string();
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (addr, path) = rest.split_once('/').expect("a path");
-    (addr.to_string(), format!("/{path}"))
-}
 
 /// Waits until `GET path` answers 200 (a replica is up); the answer.
 fn wait_ok(addr: &str, path: &str, token: Option<&str>) -> http::Answer {
@@ -62,7 +50,7 @@ fn two_replicas_in_containers_both_answer_at_the_service_url() {
     let d = TestDaemon::start();
     let name = d.apply_detached("web", &httpd_service("web", "replicas: 2\nauth: false\n"));
     d.wait_status(&name, &["running"], WAIT);
-    let (addr, path) = url_of(&d, &name);
+    let (addr, path) = service_url(&d, &name);
     assert_eq!(path, "/proxy/services/main/web/");
     assert_eq!(addr, d.http_addr());
     let mut seen = BTreeSet::new();
@@ -113,7 +101,7 @@ fn a_replica_that_fails_mid_request_does_not_fail_the_client() {
     );
     let name = d.apply_detached("flaky", &config);
     d.wait_status(&name, &["running"], WAIT);
-    let (addr, path) = url_of(&d, &name);
+    let (addr, path) = service_url(&d, &name);
     wait_ok(&addr, &path, None);
     // Both replicas are running; every call gets the good one's answer.
     let deadline = Instant::now() + WAIT;
@@ -151,7 +139,7 @@ fn auth_takes_any_users_token_and_refuses_the_rest() {
     d.spawn();
     let name = d.apply_detached("private", &httpd_service("private", ""));
     d.wait_status(&name, &["running"], WAIT);
-    let (addr, path) = url_of(&d, &name);
+    let (addr, path) = service_url(&d, &name);
     let mine = token(&d);
     assert!(mine.starts_with("flt_"), "{mine}");
     wait_ok(&addr, &path, Some(&mine));
@@ -379,7 +367,7 @@ fn rate_limits_answer_429_past_the_burst() {
         ),
     );
     d.wait_status(&name, &["running"], WAIT);
-    let (addr, path) = url_of(&d, &name);
+    let (addr, path) = service_url(&d, &name);
     wait_ok(&addr, &path, None);
     let limited = format!("{path}index.html");
     let codes: Vec<u16> = (0..3).map(|_| get(&addr, &limited).status).collect();
