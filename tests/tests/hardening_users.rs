@@ -153,6 +153,8 @@ fn others_see_that_a_run_exists_but_not_its_contents_and_cannot_touch_it() {
     for args in [
         vec!["logs", "private"],
         vec!["attach", "private", "-p", "*:9999"],
+        // A session through the daemon's SSH gateway (the way into every job).
+        vec!["ssh", "private", "--", "true"],
         vec!["stop", "private", "-y"],
         vec!["delete", "private", "-y"],
     ] {

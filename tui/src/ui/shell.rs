@@ -1,6 +1,7 @@
-//! `s`: an interactive shell in a job's working directory with the job's environment. For the
-//! local instance it is a local shell; for a job on an SSH host it is `flotilla ssh RUN` (this
-//! same binary), which reaches the host through the daemon's `tunnel.open`.
+//! `s`: an interactive shell in a job. A running job is reached with `flotilla ssh RUN` (this
+//! same binary) through the daemon's SSH gateway, wherever it runs: inside its container, or in
+//! its working directory with its environment. A job of the local instance that has ended gets
+//! a local shell in its directory (what it left there), with the environment of its file.
 
 use flotilla_protocol::model::{Job, JobSubmission, Run};
 use std::collections::BTreeMap;
@@ -35,46 +36,23 @@ pub fn spec(
     via: Option<&SshVia>,
 ) -> Result<ShellSpec, String> {
     let what = format!("{} {}/{}", run.name, job.replica_num, job.job_num);
+    let host = sub.instance.as_deref().unwrap_or("its host");
+    if sub.status.is_on_host() {
+        let Some(via) = via else {
+            return Err(format!(
+                "{what} runs on {host}: use `flotilla ssh {} --replica {} --job {}`",
+                run.name, job.replica_num, job.job_num
+            ));
+        };
+        return Ok(through_gateway(run, job, via, &what, host));
+    }
     match sub.fleet.as_deref() {
         Some("local") => {}
         Some(fleet) => {
-            let host = sub.instance.as_deref().unwrap_or("an SSH host");
-            if !sub.status.is_on_host() {
-                return Err(format!(
-                    "{what} is {}; a shell on {host} needs the job running",
-                    sub.status
-                ));
-            }
-            let Some(via) = via else {
-                return Err(format!(
-                    "{what} runs on {host} in fleet {fleet}: use `flotilla ssh {} --replica {} --job {}`",
-                    run.name, job.replica_num, job.job_num
-                ));
-            };
-            let mut env = BTreeMap::new();
-            env.insert(
-                "FLOTILLA_SOCKET".to_string(),
-                via.socket.display().to_string(),
-            );
-            if let Some(d) = &via.data_dir {
-                env.insert("FLOTILLA_DATA_DIR".to_string(), d.display().to_string());
-            }
-            return Ok(ShellSpec {
-                program: via.exe.display().to_string(),
-                args: vec![
-                    "ssh".into(),
-                    run.name.clone(),
-                    "--replica".into(),
-                    job.replica_num.to_string(),
-                    "--job".into(),
-                    job.job_num.to_string(),
-                ],
-                cwd: None,
-                env,
-                banner: format!(
-                    "flotilla: shell in {what} on {host} (fleet {fleet}); exit to return to the dashboard"
-                ),
-            });
+            return Err(format!(
+                "{what} is {}; a shell on {host} (fleet {fleet}) needs the job running",
+                sub.status
+            ));
         }
         None => {
             return Err(format!(
@@ -135,6 +113,32 @@ pub fn spec(
         cwd: Some(cwd),
         env,
     })
+}
+
+/// `flotilla ssh RUN --replica R --job J` against the dashboard's daemon.
+fn through_gateway(run: &Run, job: &Job, via: &SshVia, what: &str, host: &str) -> ShellSpec {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "FLOTILLA_SOCKET".to_string(),
+        via.socket.display().to_string(),
+    );
+    if let Some(d) = &via.data_dir {
+        env.insert("FLOTILLA_DATA_DIR".to_string(), d.display().to_string());
+    }
+    ShellSpec {
+        program: via.exe.display().to_string(),
+        args: vec![
+            "ssh".into(),
+            run.name.clone(),
+            "--replica".into(),
+            job.replica_num.to_string(),
+            "--job".into(),
+            job.job_num.to_string(),
+        ],
+        cwd: None,
+        env,
+        banner: format!("flotilla: shell in {what} on {host}; exit to return to the dashboard"),
+    }
 }
 
 /// Runs the shell on this terminal until it exits. The caller has handed the terminal over

@@ -137,8 +137,11 @@ fn delete_is_for_finished_runs_only() {
 }
 
 #[test]
-fn shell_in_a_local_job_uses_its_directory_and_environment() {
-    let mut app = app_with(sample_runs());
+fn shell_in_an_ended_local_job_uses_its_directory_and_environment() {
+    let mut runs = sample_runs();
+    runs[0].status = RunStatus::Terminated;
+    runs[0].jobs[0].current.status = JobStatus::Terminated;
+    let mut app = app_with(runs);
     app.shell = Some("/bin/bash".into());
     press(&mut app, "s");
     match app.take_commands().as_slice() {
@@ -156,6 +159,29 @@ fn shell_in_a_local_job_uses_its_directory_and_environment() {
             assert_eq!(
                 spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str),
                 Some("0")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn shell_in_a_running_local_job_goes_through_flotilla_ssh() {
+    // Running, it may be in a container: the daemon's gateway puts the shell where the job is.
+    let mut app = app_with(sample_runs());
+    app.shell = Some("/bin/bash".into());
+    app.ssh_via = Some(crate::ui::shell::SshVia {
+        exe: "/usr/bin/flotilla".into(),
+        socket: "/tmp/fl/s".into(),
+        data_dir: None,
+    });
+    press(&mut app, "s");
+    match app.take_commands().as_slice() {
+        [Command::Shell(spec)] => {
+            assert_eq!(spec.program, "/usr/bin/flotilla");
+            assert_eq!(
+                spec.args,
+                ["ssh", "train-llama", "--replica", "0", "--job", "0"]
             );
         }
         other => panic!("{other:?}"),
