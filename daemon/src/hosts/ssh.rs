@@ -195,28 +195,8 @@ impl SshHost {
 
     /// Runs a shell command line on the host; `stdin` is sent and closed.
     pub async fn exec_raw(&self, command: &str, stdin: Option<&[u8]>) -> Result<Exec, HostError> {
-        let handle = self.handle().await?;
-        let unreachable = |e: russh::Error| HostError::Unreachable {
-            host: self.label(),
-            message: e.to_string(),
-        };
-        let channel = match handle.channel_open_session().await {
-            Ok(c) => c,
-            Err(e) => {
-                // A dead connection: forget it, so that the next command reconnects.
-                *self.conn.lock().await = None;
-                return Err(unreachable(e));
-            }
-        };
-        channel.exec(true, command).await.map_err(unreachable)?;
-        if let Some(data) = stdin {
-            channel
-                .data_bytes(data.to_vec())
-                .await
-                .map_err(unreachable)?;
-        }
-        channel.eof().await.map_err(unreachable)?;
-        Ok(self.collect_channel(channel))
+        let mut input: &[u8] = stdin.unwrap_or_default();
+        self.exec_raw_reader(command, &mut input).await
     }
 
     /// [`SshHost::exec_raw`] with standard input streamed from `stdin` (an archive: never whole
@@ -234,6 +214,7 @@ impl SshHost {
         let channel = match handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) => {
+                // A dead connection: forget it, so that the next command reconnects.
                 *self.conn.lock().await = None;
                 return Err(unreachable(e));
             }
